@@ -1,0 +1,398 @@
+"""Actors: bounded mailboxes, refs by id, and virtual activation.
+
+Rules of this module:
+
+- An actor is reached only through an :class:`ActorRef` (an id plus the
+  system that hosts it), never through the Python object that handles its
+  messages. That keeps the door open to hosting actors on other nodes.
+- Every actor has one bounded mailbox, handled one message at a time, in
+  order. ``tell`` waits while the mailbox is full (backpressure);
+  ``tell_nowait`` raises :class:`MailboxFullError`; ``ask`` waits for the
+  handler's return value at most ``timeout`` seconds.
+- Actors are **virtual**: an actor *kind* (``session``, ``contact``) is
+  registered with an activation function; the first message to an id of that
+  kind activates it (the function typically loads the actor's directory
+  entry), and an actor idle for ``idle_timeout`` seconds with an empty
+  mailbox is passivated. At most one activation per id exists: a new one
+  waits until the previous one has finished passivating.
+- Ids are ``"<kind>/<key>"``. Activations are spread over shards by a stable
+  hash of the id; each shard runs in its own task so that supervision (a
+  later layer) can own shards independently.
+- When a handler raises, the actor *crashes*: its state is rebuilt by a fresh
+  activation and the message is retried up to ``max_attempts`` times in
+  total; then the kind's ``on_undeliverable`` callback answers it (sessions
+  tell the sender that delivery failed) and the actor carries on. A message
+  is never dropped silently.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import zlib
+from collections.abc import Awaitable, Callable
+from typing import Any, Generic, Protocol, TypeVar
+
+import trio
+
+from ._errors import ActorStoppedError, AskTimeoutError, LocalError, MailboxFullError
+
+log = logging.getLogger("interlink.actors")
+
+M = TypeVar("M")
+
+
+class Actor(Protocol):
+    """What an activated actor is: something that handles one message at a time."""
+
+    async def handle(self, message: Any) -> Any:
+        """Handle one message; the return value answers an ``ask``."""
+        ...
+
+
+class ActorCrashedError(LocalError):
+    """An ``ask`` whose handler kept raising; ``__cause__`` is the last error."""
+
+
+Activate = Callable[[str], Awaitable[Actor]]
+OnUndeliverable = Callable[[str, Any, BaseException], Awaitable[None]]
+OnPassivate = Callable[[str, Actor], Awaitable[None]]
+
+
+class ActorKind:
+    """How actors of one kind are activated, passivated and answered on failure."""
+
+    __slots__ = ("activate", "idle_timeout", "max_attempts", "name", "on_passivate",
+                 "on_undeliverable")
+
+    def __init__(
+        self,
+        name: str,
+        activate: Activate,
+        *,
+        idle_timeout: float = math.inf,
+        max_attempts: int = 3,
+        on_undeliverable: OnUndeliverable | None = None,
+        on_passivate: OnPassivate | None = None,
+    ) -> None:
+        if "/" in name:
+            raise LocalError(f"actor kind {name!r} must not contain '/'")
+        if max_attempts < 1:
+            raise LocalError("max_attempts must be at least 1")
+        self.name = name
+        self.activate = activate
+        self.idle_timeout = idle_timeout
+        self.max_attempts = max_attempts
+        self.on_undeliverable = on_undeliverable
+        self.on_passivate = on_passivate
+
+
+class _Ask:
+    """A message that wants its handler's return value back."""
+
+    __slots__ = ("done", "error", "message", "result")
+
+    def __init__(self, message: Any) -> None:
+        self.message = message
+        self.done = trio.Event()
+        self.result: Any = None
+        self.error: BaseException | None = None
+
+
+class ActivationStats:
+    """A snapshot of one activation, for operators and tests."""
+
+    __slots__ = ("actor_id", "crashes", "handled", "last_activity", "mailbox_depth")
+
+    def __init__(self, actor_id: str, mailbox_depth: int, handled: int, crashes: int,
+                 last_activity: float) -> None:
+        self.actor_id = actor_id
+        self.mailbox_depth = mailbox_depth
+        self.handled = handled
+        self.crashes = crashes
+        self.last_activity = last_activity
+
+
+class _Activation:
+    __slots__ = (
+        "actor",
+        "busy",
+        "crashes",
+        "done",
+        "handled",
+        "key",
+        "kind",
+        "last_activity",
+        "receive",
+        "send",
+    )
+
+    def __init__(self, kind: ActorKind, key: str, capacity: int) -> None:
+        self.kind = kind
+        self.key = key
+        self.send: trio.MemorySendChannel[Any]
+        self.receive: trio.MemoryReceiveChannel[Any]
+        self.send, self.receive = trio.open_memory_channel(capacity)
+        self.actor: Actor | None = None
+        self.busy = False
+        self.handled = 0
+        self.crashes = 0
+        self.last_activity = trio.current_time()
+        self.done = trio.Event()
+
+    def idle_since(self, now: float) -> float:
+        return now - self.last_activity
+
+    def can_passivate(self) -> bool:
+        stats = self.receive.statistics()
+        return (not self.busy and stats.current_buffer_used == 0
+                and stats.tasks_waiting_send == 0)
+
+
+class _Shard:
+    """The activations whose ids hash to one shard, run by one task."""
+
+    def __init__(self, system: ActorSystem, index: int) -> None:
+        self.system = system
+        self.index = index
+        self.activations: dict[str, _Activation] = {}
+        self.passivating: dict[str, _Activation] = {}
+        self.nursery: trio.Nursery | None = None
+        self._populated = trio.Event()  # set while there are activations to sweep
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        async with trio.open_nursery() as nursery:
+            self.nursery = nursery
+            nursery.start_soon(self._sweep_idle)
+            task_status.started()
+            try:
+                await trio.sleep_forever()
+            finally:
+                self.nursery = None
+
+    def activation(self, actor_id: str) -> _Activation:
+        """The live activation of ``actor_id``, activating it if needed.
+
+        Synchronous on purpose: there is no checkpoint between the lookup and
+        the insert, so two concurrent first messages cannot both activate.
+        """
+        act = self.activations.get(actor_id)
+        if act is not None:
+            return act
+        if self.nursery is None:
+            raise ActorStoppedError(f"the actor system is not running (actor {actor_id})")
+        kind_name, _, key = actor_id.partition("/")
+        kind = self.system.kinds.get(kind_name)
+        if kind is None:
+            raise LocalError(f"no actor kind {kind_name!r} is registered (actor {actor_id})")
+        act = _Activation(kind, key, self.system.mailbox_capacity)
+        self.activations[actor_id] = act
+        self._populated.set()
+        self.nursery.start_soon(self._run_activation, actor_id, act, self.passivating.get(actor_id))
+        return act
+
+    async def _run_activation(self, actor_id: str, act: _Activation,
+                              previous: _Activation | None) -> None:
+        if previous is not None:
+            await previous.done.wait()  # single activation: let it finish passivating
+        try:
+            async for message in act.receive:
+                act.busy = True
+                act.last_activity = trio.current_time()
+                try:
+                    await self._handle(actor_id, act, message)
+                finally:
+                    act.handled += 1
+                    act.busy = False
+                    self.system.message_done()
+        finally:
+            if self.activations.get(actor_id) is act:
+                del self.activations[actor_id]
+            if act.actor is not None and act.kind.on_passivate is not None:
+                with trio.CancelScope(shield=True):
+                    await act.kind.on_passivate(actor_id, act.actor)
+            if self.passivating.get(actor_id) is act:
+                del self.passivating[actor_id]
+            act.done.set()
+
+    async def _handle(self, actor_id: str, act: _Activation, message: Any) -> None:
+        ask = message if isinstance(message, _Ask) else None
+        payload = ask.message if ask is not None else message
+        error: BaseException | None = None
+        for _attempt in range(act.kind.max_attempts):
+            try:
+                if act.actor is None:
+                    act.actor = await act.kind.activate(actor_id)
+                result = await act.actor.handle(payload)
+            except Exception as exc:
+                error = exc
+                act.crashes += 1
+                act.actor = None  # crash: the next attempt starts from a fresh activation
+                log.warning("actor crashed", extra={
+                    "actor_id": actor_id, "error_type": type(exc).__name__,
+                    "crashes": act.crashes})
+                continue
+            if ask is not None:
+                ask.result = result
+                ask.done.set()
+            return
+        assert error is not None
+        if ask is not None:
+            ask.error = error
+            ask.done.set()
+        if act.kind.on_undeliverable is not None:
+            await act.kind.on_undeliverable(actor_id, payload, error)
+        log.error("message undeliverable after retries", extra={
+            "actor_id": actor_id, "attempts": act.kind.max_attempts,
+            "error_type": type(error).__name__})
+
+    async def _sweep_idle(self) -> None:
+        """Passivate activations idle for longer than their kind's idle timeout."""
+        interval = self.system.sweep_interval
+        while True:
+            if not self.activations:
+                self._populated = trio.Event()
+                await self._populated.wait()  # nothing to sweep: sleep until there is
+            await trio.sleep(interval)
+            self.sweep_once()
+
+    def sweep_once(self) -> int:
+        now = trio.current_time()
+        idle = [
+            (actor_id, act) for actor_id, act in self.activations.items()
+            if act.idle_since(now) >= act.kind.idle_timeout and act.can_passivate()
+        ]
+        for actor_id, act in idle:
+            del self.activations[actor_id]
+            self.passivating[actor_id] = act
+            act.send.close()  # the activation's loop ends once its (empty) mailbox is read
+        return len(idle)
+
+
+class ActorRef(Generic[M]):
+    """A handle on an actor by id. Cheap to create; holds no reference to the actor."""
+
+    __slots__ = ("_shard", "_system", "actor_id")
+
+    def __init__(self, system: ActorSystem, actor_id: str) -> None:
+        self.actor_id = actor_id
+        self._system = system
+        self._shard = system.shard_of(actor_id)
+
+    def __repr__(self) -> str:
+        return f"ActorRef({self.actor_id!r})"
+
+    async def tell(self, message: M) -> None:
+        """Deliver ``message``; waits while the mailbox is full."""
+        system = self._system
+        system.in_flight += 1  # before sending: the handler may finish before send returns
+        try:
+            while True:
+                act = self._shard.activation(self.actor_id)
+                try:
+                    await act.send.send(message)
+                    return
+                except trio.ClosedResourceError:
+                    continue  # passivated between lookup and send: activate again
+        except BaseException:
+            system.message_done()
+            raise
+
+    def tell_nowait(self, message: M) -> None:
+        """Deliver ``message`` or raise :class:`MailboxFullError` at once."""
+        act = self._shard.activation(self.actor_id)
+        try:
+            act.send.send_nowait(message)
+        except trio.WouldBlock:
+            raise MailboxFullError(f"mailbox of {self.actor_id} is full") from None
+        self._system.in_flight += 1  # no checkpoint since the send: nothing handled it yet
+
+    async def ask(self, message: M, *, timeout: float) -> Any:
+        """Deliver ``message`` and wait for the handler's return value.
+
+        Raises :class:`AskTimeoutError` after ``timeout`` seconds (the
+        message may still be handled later) and :class:`ActorCrashedError`
+        when every attempt to handle it raised.
+        """
+        request = _Ask(message)
+        with trio.move_on_after(timeout) as scope:
+            await self.tell(request)  # type: ignore[arg-type]
+            await request.done.wait()
+        if scope.cancelled_caught:
+            raise AskTimeoutError(f"{self.actor_id} did not answer within {timeout}s")
+        if request.error is not None:
+            raise ActorCrashedError(f"{self.actor_id} failed to handle the request") \
+                from request.error
+        return request.result
+
+
+class ActorSystem:
+    """Hosts every actor of this process, spread over ``shard_count`` shards.
+
+    ``await nursery.start(system.run)`` starts it; cancelling that task stops
+    every actor. Use :meth:`drain` first for a graceful stop.
+    """
+
+    def __init__(self, *, shard_count: int = 16, mailbox_capacity: int = 1000,
+                 sweep_interval: float = 1.0) -> None:
+        if shard_count < 1 or mailbox_capacity < 1:
+            raise LocalError("shard_count and mailbox_capacity must be at least 1")
+        self.mailbox_capacity = mailbox_capacity
+        self.sweep_interval = sweep_interval
+        self.kinds: dict[str, ActorKind] = {}
+        self.shards = [_Shard(self, i) for i in range(shard_count)]
+        #: messages accepted into a mailbox and not yet fully handled
+        self.in_flight = 0
+        self._drained: trio.Event | None = None
+
+    def register(self, kind: ActorKind) -> None:
+        if kind.name in self.kinds:
+            raise LocalError(f"actor kind {kind.name!r} is already registered")
+        self.kinds[kind.name] = kind
+
+    def shard_of(self, actor_id: str) -> _Shard:
+        return self.shards[zlib.crc32(actor_id.encode()) % len(self.shards)]
+
+    def ref(self, actor_id: str) -> ActorRef[Any]:
+        return ActorRef(self, actor_id)
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        async with trio.open_nursery() as nursery:
+            for shard in self.shards:
+                await nursery.start(shard.run)
+            task_status.started()
+
+    # -- inspection -------------------------------------------------------
+    def active_count(self) -> int:
+        return sum(len(s.activations) for s in self.shards)
+
+    def is_active(self, actor_id: str) -> bool:
+        return actor_id in self.shard_of(actor_id).activations
+
+    def stats(self, actor_id: str) -> ActivationStats | None:
+        act = self.shard_of(actor_id).activations.get(actor_id)
+        if act is None:
+            return None
+        return ActivationStats(actor_id, act.receive.statistics().current_buffer_used,
+                               act.handled, act.crashes, act.last_activity)
+
+    def pending_messages(self) -> int:
+        """Messages waiting in every mailbox, plus those being handled."""
+        return self.in_flight
+
+    def message_done(self) -> None:
+        self.in_flight -= 1
+        if self.in_flight == 0 and self._drained is not None:
+            self._drained.set()
+            self._drained = None
+
+    def sweep_idle(self) -> int:
+        """Passivate idle actors now (the shards also do it every ``sweep_interval``)."""
+        return sum(shard.sweep_once() for shard in self.shards)
+
+    async def drain(self) -> None:
+        """Wait until every mailbox is empty and no handler is running."""
+        while self.in_flight:
+            if self._drained is None:
+                self._drained = trio.Event()
+            await self._drained.wait()

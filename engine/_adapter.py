@@ -1,0 +1,118 @@
+"""The seam between the core and each platform.
+
+An adapter is a pure translation layer plus a thin I/O layer. The core sees
+only this interface:
+
+- ``name``: the platform key used in domain routes (``slack``, ``xmpp``...).
+- ``capabilities``: what the platform can express, declared up front. The
+  core degrades events a destination cannot express (a reaction becomes a
+  short text note); it never probes by catching ``NotImplementedError``.
+- ``run(port)``: the adapter's I/O loops. It feeds inbound canonical events
+  to ``port.submit`` and calls ``task_status.started()`` once it can deliver.
+- ``deliver(event, session)``: send one canonical event to the platform.
+  Returns the platform's ids; raises :class:`DeliveryError` (``retryable``
+  or not) and nothing else on failure.
+"""
+
+from __future__ import annotations
+
+from typing import Literal, Protocol
+
+import msgspec
+import trio
+
+from ._clock import Clock
+from ._directory import Directory, SessionRecord
+from ._errors import RemoteError
+from ._events import (
+    BaseEvent,
+    ChannelInvite,
+    ContactAccept,
+    ContactRemove,
+    ContactRequest,
+    DeliveryOutcome,
+    Edit,
+    Event,
+    FileShare,
+    Presence,
+    Profile,
+    ReactionAdd,
+    ReactionRemove,
+    Retract,
+    Typing,
+)
+
+Capability = Literal[
+    "edits", "retractions", "reactions", "typing", "presence", "profiles", "files",
+    "channels", "contacts", "outcomes", "delivery_receipts", "threads",
+]
+ALL_CAPABILITIES: frozenset[Capability] = frozenset(Capability.__args__)  # type: ignore[attr-defined]
+
+#: which capability a destination needs to receive each event kind as itself
+REQUIRED_CAPABILITY: dict[type[BaseEvent], Capability] = {
+    Edit: "edits",
+    Retract: "retractions",
+    ReactionAdd: "reactions",
+    ReactionRemove: "reactions",
+    Typing: "typing",
+    Presence: "presence",
+    Profile: "profiles",
+    FileShare: "files",
+    ChannelInvite: "channels",
+    ContactRequest: "contacts",
+    ContactAccept: "contacts",
+    ContactRemove: "contacts",
+    DeliveryOutcome: "outcomes",
+}
+
+
+class DeliveryResult(msgspec.Struct, frozen=True, kw_only=True):
+    """What the platform said: its id for the delivered message and conversation."""
+
+    platform_message_id: str = ""
+    conversation_id: str = ""
+
+
+class DeliveryError(RemoteError):
+    """The platform did not take the event. ``reason`` is short and content-free."""
+
+    def __init__(self, reason: str, *, retryable: bool = False) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.retryable = retryable
+
+
+class EnginePort(Protocol):
+    """What an adapter may use of the engine."""
+
+    @property
+    def clock(self) -> Clock: ...
+
+    @property
+    def directory(self) -> Directory: ...
+
+    async def submit(self, event: Event) -> None:
+        """Route an inbound event. Raises ``UnavailableError`` while the engine stops:
+        the adapter must then not acknowledge the event to its platform."""
+        ...
+
+
+class Adapter(Protocol):
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def capabilities(self) -> frozenset[Capability]: ...
+
+    async def run(self, port: EnginePort, *,
+                  task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None: ...
+
+    async def deliver(self, event: Event, session: SessionRecord | None) -> DeliveryResult: ...
+
+
+def platform_message_id(directory: Directory, canonical_id: str | None, platform: str) -> str:
+    """``platform``'s id for a canonical message id, or ``""`` when unknown."""
+    if not canonical_id:
+        return ""
+    record = directory.get_message_ids(canonical_id)
+    return "" if record is None else record.platform_ids.get(platform, "")

@@ -1,0 +1,244 @@
+"""Configuration: one TOML file decoded into msgspec Structs.
+
+Unknown keys are errors (a typo must not silently fall back to a default).
+Every error names the file, the field path and what was expected. Relative
+paths are resolved against the directory holding the config file. Secrets
+never live here: adapters name environment variables or files to read them
+from.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Literal
+
+import msgspec
+
+from ._address import Address
+from ._directory import (
+    ContactRecord,
+    Directory,
+    DomainAgreement,
+    DomainRoute,
+    PlatformIdentity,
+    UserPolicy,
+)
+from ._engine import EngineSettings
+from ._errors import ConfigError, InvalidAddressError
+from ._router import RoutingSettings
+from ._session import DeliverySettings
+
+
+class _Section(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    pass
+
+
+class EngineSection(_Section, frozen=True, kw_only=True):
+    data_dir: str = "state/data"
+    shard_count: int = 16
+    mailbox_capacity: int = 1000
+    session_idle_timeout: float = 300.0
+    contact_idle_timeout: float = 900.0
+    max_attempts: int = 3
+    drain_timeout: float = 10.0
+    message_id_retention_days: float = 30.0
+
+
+class StorageSection(_Section, frozen=True, kw_only=True):
+    backend: Literal["lmdb", "memory"] = "lmdb"
+    map_size_mb: int = 64
+    max_pending_writes: int = 50_000
+
+
+class MetadataSection(_Section, frozen=True, kw_only=True):
+    backend: Literal["lmdb", "memory"] = "lmdb"
+    retention_days: float = 90
+    rollup_retention_days: float = 400
+
+
+class PolicySection(_Section, frozen=True, kw_only=True):
+    require_accepted_contact: bool = True
+
+
+class DeliverySection(_Section, frozen=True, kw_only=True):
+    retry_window: float = 30.0
+
+
+class LoggingSection(_Section, frozen=True, kw_only=True):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["json", "text"] = "json"
+
+
+class DomainEntry(_Section, frozen=True, kw_only=True):
+    domain: str
+    platform: str
+    tenant: str = ""
+    internal: bool = False
+
+
+class AgreementEntry(_Section, frozen=True, kw_only=True):
+    domain_a: str
+    domain_b: str
+    decision: Literal["allow", "deny"]
+    opt_in_required: bool = False
+
+
+class UserEntry(_Section, frozen=True, kw_only=True):
+    address: str
+    decision: Literal["allow", "deny"] | None = None
+    opted_in: bool = False
+
+
+class IdentityEntry(_Section, frozen=True, kw_only=True):
+    address: str
+    platform: str
+    tenant: str = ""
+    user_id: str
+
+
+class ContactEntry(_Section, frozen=True, kw_only=True):
+    """A contact both ways, as if one side had requested and the other accepted."""
+
+    a: str
+    b: str
+    state: Literal["pending", "accepted"] = "accepted"
+
+
+class SeedEvent(_Section, frozen=True, kw_only=True):
+    """An event a loopback adapter submits once the engine has started (demos)."""
+
+    kind: Literal["message", "contact_request"] = "message"
+    source: str
+    destination: str
+    text: str = ""
+
+
+class LoopbackAdapterConfig(_Section, frozen=True, kw_only=True, tag="loopback", tag_field="type"):
+    name: str = "loopback"
+    echo_users: list[str] = []
+    known_users: list[str] | None = None
+    send_on_start: list[SeedEvent] = []
+
+
+AdapterConfig = LoopbackAdapterConfig
+
+
+class Config(_Section, frozen=True, kw_only=True):
+    engine: EngineSection = EngineSection()
+    directory: StorageSection = StorageSection()
+    metadata: MetadataSection = MetadataSection()
+    policy: PolicySection = PolicySection()
+    delivery: DeliverySection = DeliverySection()
+    logging: LoggingSection = LoggingSection()
+    domains: list[DomainEntry] = []
+    agreements: list[AgreementEntry] = []
+    users: list[UserEntry] = []
+    identities: list[IdentityEntry] = []
+    contacts: list[ContactEntry] = []
+    adapters: list[AdapterConfig] = []
+    #: where the file was read from; relative paths are resolved against it
+    base_dir: str = "."
+
+    def data_dir(self) -> Path:
+        return (Path(self.base_dir) / self.engine.data_dir).resolve()
+
+    def engine_settings(self) -> EngineSettings:
+        e = self.engine
+        return EngineSettings(
+            shard_count=e.shard_count, mailbox_capacity=e.mailbox_capacity,
+            session_idle_timeout=e.session_idle_timeout,
+            contact_idle_timeout=e.contact_idle_timeout, max_attempts=e.max_attempts,
+            drain_timeout=e.drain_timeout, message_id_retention_days=e.message_id_retention_days,
+            routing=RoutingSettings(require_accepted_contact=self.policy.require_accepted_contact),
+            delivery=DeliverySettings(retry_window=self.delivery.retry_window),
+        )
+
+
+def load_config(path: str | Path) -> Config:
+    """Read and validate a config file; raise :class:`ConfigError` saying what is wrong."""
+    path = Path(path)
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read: {exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    if "base_dir" in raw:
+        raise ConfigError(f"{path}: `base_dir` is set by Interlink, not in the file")
+    raw["base_dir"] = str(path.resolve().parent)
+    try:
+        config = msgspec.convert(raw, Config)
+    except msgspec.ValidationError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+    _check(config, path)
+    return config
+
+
+def _address(text: str, where: str, path: Path) -> Address:
+    try:
+        return Address.parse(text)
+    except InvalidAddressError as exc:
+        raise ConfigError(f"{path}: {exc} - at `{where}`") from None
+
+
+def _check(config: Config, path: Path) -> None:
+    for i, user in enumerate(config.users):
+        _address(user.address, f"$.users[{i}].address", path)
+    for i, identity in enumerate(config.identities):
+        _address(identity.address, f"$.identities[{i}].address", path)
+    for i, contact in enumerate(config.contacts):
+        _address(contact.a, f"$.contacts[{i}].a", path)
+        _address(contact.b, f"$.contacts[{i}].b", path)
+    names = [a.name for a in config.adapters]
+    for i, adapter in enumerate(config.adapters):
+        if names.count(adapter.name) > 1:
+            raise ConfigError(f"{path}: adapter name {adapter.name!r} is used twice - at "
+                              f"`$.adapters[{i}].name`")
+        for j, text in enumerate(adapter.echo_users):
+            _address(text, f"$.adapters[{i}].echo_users[{j}]", path)
+        for j, seed in enumerate(adapter.send_on_start):
+            _address(seed.source, f"$.adapters[{i}].send_on_start[{j}].source", path)
+            _address(seed.destination, f"$.adapters[{i}].send_on_start[{j}].destination", path)
+    for i, domain in enumerate(config.domains):
+        if domain.platform not in names:
+            raise ConfigError(f"{path}: domain {domain.domain!r} names platform "
+                              f"{domain.platform!r}, but no adapter has that name (adapters: "
+                              f"{names}) - at `$.domains[{i}].platform`")
+    for i, engine_value in enumerate((config.engine.shard_count, config.engine.mailbox_capacity,
+                                      config.engine.max_attempts)):
+        if engine_value < 1:
+            field = ("shard_count", "mailbox_capacity", "max_attempts")[i]
+            raise ConfigError(f"{path}: must be at least 1 - at `$.engine.{field}`")
+
+
+async def apply_to_directory(config: Config, directory: Directory, *, now: float) -> None:
+    """Store the configured routes, agreements, users, identities and contacts.
+
+    Configuration is the source of truth for what it names; records it does
+    not name (created at run time) are left alone.
+    """
+    for d in config.domains:
+        await directory.put_domain_route(DomainRoute(
+            domain=d.domain.lower(), platform=d.platform, tenant=d.tenant, internal=d.internal))
+    for agreement in config.agreements:
+        x, y = sorted((agreement.domain_a.lower(), agreement.domain_b.lower()))
+        await directory.put_domain_agreement(DomainAgreement(
+            domain_a=x, domain_b=y, decision=agreement.decision,
+            opt_in_required=agreement.opt_in_required))
+    for u in config.users:
+        await directory.put_user_policy(UserPolicy(
+            address=Address.parse(u.address), decision=u.decision, opted_in=u.opted_in))
+    for i in config.identities:
+        await directory.put_identity(PlatformIdentity(
+            address=Address.parse(i.address), platform=i.platform, tenant=i.tenant,
+            user_id=i.user_id))
+    for c in config.contacts:
+        a, b = Address.parse(c.a), Address.parse(c.b)
+        for owner, other in ((a, b), (b, a)):
+            current = directory.get_contact(owner, other)
+            if current is None or current.state != c.state:
+                await directory.put_contact(ContactRecord(
+                    owner=owner, contact=other, state=c.state, requested_by=a, updated_at=now))

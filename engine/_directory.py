@@ -1,0 +1,207 @@
+"""The address directory: the engine's only durable state, behind one interface.
+
+Two implementations answer identically (a property test holds them to it):
+:class:`engine.LmdbDirectory`, the embedded default, and
+:class:`engine.testing.MemoryDirectory` for tests.
+
+Contract shared by both:
+- **Reads are synchronous** and cheap (inline on the trio thread, no await).
+- **Writes are async** and visible to reads as soon as the call returns
+  (read-your-writes). They become durable at the next group commit;
+  ``await flush()`` waits for that. A write only blocks when the bounded
+  queue of pending writes is full (backpressure).
+- Nothing in the directory is message content: only routing data.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Literal, Protocol, runtime_checkable
+
+import msgspec
+
+from ._address import Address
+
+SCHEMA_VERSION = 1
+
+#: The domain route used when a domain has none of its own (e.g. any XMPP server).
+WILDCARD_DOMAIN = "*"
+
+
+class DomainRoute(msgspec.Struct, frozen=True, kw_only=True):
+    """Which platform (and tenant on it) serves a domain.
+
+    ``internal`` marks the deploying organisation's own domains; the others
+    are external (federated) domains.
+    """
+
+    domain: str
+    platform: str
+    tenant: str = ""
+    internal: bool = False
+
+
+class PlatformIdentity(msgspec.Struct, frozen=True, kw_only=True):
+    """An address's identity on its platform (Slack team/user id, a JID, ...)."""
+
+    address: Address
+    platform: str
+    tenant: str = ""
+    user_id: str
+
+
+ContactState = Literal["pending", "accepted", "removed"]
+
+
+class ContactRecord(msgspec.Struct, frozen=True, kw_only=True):
+    """``owner`` has ``contact`` in their contact list (one direction)."""
+
+    owner: Address
+    contact: Address
+    state: ContactState
+    requested_by: Address
+    updated_at: float = 0.0
+
+
+class SessionRecord(msgspec.Struct, frozen=True, kw_only=True):
+    """A chat session between two addresses (stored with ``a`` <= ``b``).
+
+    ``conversation_ids`` holds each platform's conversation for it, e.g. the
+    Slack private channel id under ``"slack"``.
+    """
+
+    session_id: str
+    a: Address
+    b: Address
+    conversation_ids: dict[str, str] = msgspec.field(default_factory=dict)
+    created_at: float = 0.0
+
+
+class MessageIdRecord(msgspec.Struct, frozen=True, kw_only=True):
+    """A canonical message id and each platform's id for the same message."""
+
+    canonical_id: str
+    session_id: str
+    platform_ids: dict[str, str] = msgspec.field(default_factory=dict)
+    created_at: float = 0.0
+
+
+Decision = Literal["allow", "deny"]
+
+
+class DomainAgreement(msgspec.Struct, frozen=True, kw_only=True):
+    """Federation agreement between two domains (stored with ``domain_a`` <= ``domain_b``).
+
+    ``opt_in_required``: users of internal domains must opt in individually.
+    """
+
+    domain_a: str
+    domain_b: str
+    decision: Decision
+    opt_in_required: bool = False
+
+
+class UserPolicy(msgspec.Struct, frozen=True, kw_only=True):
+    """Per-user rule: ``deny`` blocks the user; ``opted_in`` satisfies opt-in agreements."""
+
+    address: Address
+    decision: Decision | None = None
+    opted_in: bool = False
+
+
+class Installation(msgspec.Struct, frozen=True, kw_only=True):
+    """A platform installation (a Slack workspace, an XMPP component) and its credentials.
+
+    ``credentials`` are secrets: the repr hides them and they are never logged.
+    """
+
+    platform: str
+    tenant: str
+    credentials: dict[str, str] = msgspec.field(default_factory=dict)
+    status: Literal["active", "revoked"] = "active"
+    installed_at: float = 0.0
+
+    def __repr__(self) -> str:
+        return (f"Installation(platform={self.platform!r}, tenant={self.tenant!r}, "
+                f"credentials=<{len(self.credentials)} redacted>, status={self.status!r})")
+
+
+def ordered_pair(a: Address, b: Address) -> tuple[Address, Address]:
+    return (a, b) if a <= b else (b, a)
+
+
+def session_id_for(a: Address, b: Address) -> str:
+    """The deterministic session id of the pair (order-independent).
+
+    Deterministic so that concurrent first contacts, restarts and (later)
+    several nodes all agree without coordination.
+    """
+    x, y = ordered_pair(a, b)
+    digest = hashlib.blake2b(f"{x}\n{y}".encode(), digest_size=12).hexdigest()
+    return f"s-{digest}"
+
+
+@runtime_checkable
+class Directory(Protocol):
+    """What the engine needs from its directory. See the module docstring for the contract."""
+
+    @property
+    def schema_version(self) -> int: ...
+
+    # domain -> platform/tenant
+    def get_domain_route(self, domain: str) -> DomainRoute | None:
+        """The route for ``domain``, else the ``"*"`` route, else ``None``."""
+    def list_domain_routes(self) -> list[DomainRoute]: ...
+    async def put_domain_route(self, route: DomainRoute) -> None: ...
+
+    # address <-> platform identity
+    def get_identity(self, address: Address) -> PlatformIdentity | None: ...
+    def find_address(self, platform: str, tenant: str, user_id: str) -> Address | None: ...
+    async def put_identity(self, identity: PlatformIdentity) -> None:
+        """Store (or replace) an identity; a replaced one's reverse entry is removed."""
+    async def delete_identity(self, address: Address) -> None: ...
+
+    # contacts
+    def get_contact(self, owner: Address, contact: Address) -> ContactRecord | None: ...
+    def list_contacts(self, owner: Address) -> list[ContactRecord]:
+        """Every contact of ``owner`` (any state), sorted by contact address."""
+    async def put_contact(self, record: ContactRecord) -> None: ...
+
+    # sessions
+    def get_session(self, session_id: str) -> SessionRecord | None: ...
+    def find_session(self, a: Address, b: Address) -> SessionRecord | None:
+        """The session of the pair, in either order."""
+    def list_sessions(self, *, after: str = "", limit: int = 100) -> list[SessionRecord]:
+        """Sessions sorted by id, starting after ``after`` (pagination)."""
+    def count_sessions(self) -> int: ...
+    async def put_session(self, record: SessionRecord) -> None:
+        """Store a session; ``a``/``b`` are normalised so that ``a <= b``."""
+
+    # message-id map (bounded by age)
+    def get_message_ids(self, canonical_id: str) -> MessageIdRecord | None: ...
+    def find_canonical_id(self, platform: str, platform_message_id: str) -> str | None: ...
+    async def put_message_ids(self, record: MessageIdRecord) -> None:
+        """Store or replace; reverse entries follow ``platform_ids``."""
+    async def prune_message_ids(self, older_than: float) -> int:
+        """Delete records with ``created_at < older_than``; return how many."""
+
+    # policies
+    def get_domain_agreement(self, domain_a: str, domain_b: str) -> DomainAgreement | None:
+        """The agreement of the pair, in either order."""
+    def list_domain_agreements(self) -> list[DomainAgreement]: ...
+    async def put_domain_agreement(self, agreement: DomainAgreement) -> None: ...
+    def get_user_policy(self, address: Address) -> UserPolicy | None: ...
+    async def put_user_policy(self, policy: UserPolicy) -> None: ...
+
+    # installations (credentials never logged)
+    def get_installation(self, platform: str, tenant: str) -> Installation | None: ...
+    def list_installations(self, platform: str | None = None) -> list[Installation]: ...
+    async def put_installation(self, installation: Installation) -> None: ...
+
+    # lifecycle
+    async def flush(self) -> None:
+        """Wait until every write made so far is durable."""
+    async def aclose(self) -> None:
+        """Flush and release resources; later calls raise ``DirectoryError``."""
+
+

@@ -1,0 +1,549 @@
+"""The embedded default directory: :class:`LmdbDirectory` on an :class:`LmdbStore`.
+
+Every record is a msgspec msgpack value; every read is a point get or a prefix
+scan. Key layout (one LMDB sub-database each):
+
+==================  ==============================================  ===================
+sub-database        key                                             value
+==================  ==============================================  ===================
+routes              pack(domain)                                    DomainRoute
+identities          pack((user, domain))                            PlatformIdentity
+identity_index      pack((platform, tenant, user_id))               pack(Address)
+contacts            pack((owner...)) + pack((contact...))           ContactRecord
+sessions            b"s" + session_id (UTF-8, so keys sort by id)   SessionRecord
+session_pairs       pack((a.user, a.domain, b.user, b.domain))      session_id
+message_ids         pack(canonical_id)                              MessageIdRecord
+message_index       pack((platform, platform_message_id))           canonical_id
+message_age         time_key(created_at) + canonical_id             canonical_id
+agreements          pack((domain_a, domain_b))                      DomainAgreement
+policies            pack((user, domain))                            UserPolicy
+installations       pack(platform) + pack(tenant)                   Installation
+==================  ==============================================  ===================
+
+``pack`` is msgpack: self-delimiting, so a composite key is injective and a
+key starting with ``pack(owner)`` belongs to that owner whatever the strings
+hold. Lists are re-sorted on the decoded records, so their order never
+depends on the byte layout. LMDB keys are at most 511 bytes: a longer key
+keeps its first 495 bytes and appends a 16-byte BLAKE2b digest of the whole
+(:func:`_fit`), so no caller-supplied string can make a write fail. Prefix
+scans use at most the first 495 bytes of the prefix and filter the decoded
+records; :meth:`LmdbDirectory.list_sessions` handles the (pathological) ids
+whose keys share those 495 bytes, so every answer equals
+:class:`engine.testing.MemoryDirectory`'s.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Final, TypeVar
+
+import msgspec
+import trio
+
+from ._address import Address
+from ._directory import (
+    SCHEMA_VERSION,
+    WILDCARD_DOMAIN,
+    ContactRecord,
+    DomainAgreement,
+    DomainRoute,
+    Installation,
+    MessageIdRecord,
+    PlatformIdentity,
+    SessionRecord,
+    UserPolicy,
+)
+from ._errors import DirectoryError
+from ._lmdb_store import LmdbStore, MiB, Migration, Op
+
+__all__ = ["DIRECTORY_DBS", "LmdbDirectory"]
+
+_T = TypeVar("_T")
+
+ROUTES: Final = "routes"
+IDENTITIES: Final = "identities"
+IDENTITY_INDEX: Final = "identity_index"
+CONTACTS: Final = "contacts"
+SESSIONS: Final = "sessions"
+SESSION_PAIRS: Final = "session_pairs"
+MESSAGE_IDS: Final = "message_ids"
+MESSAGE_INDEX: Final = "message_index"
+MESSAGE_AGE: Final = "message_age"
+AGREEMENTS: Final = "agreements"
+POLICIES: Final = "policies"
+INSTALLATIONS: Final = "installations"
+
+#: The sub-databases of a directory store, for migration hooks and tools.
+DIRECTORY_DBS: Final = (
+    ROUTES, IDENTITIES, IDENTITY_INDEX, CONTACTS, SESSIONS, SESSION_PAIRS,
+    MESSAGE_IDS, MESSAGE_INDEX, MESSAGE_AGE, AGREEMENTS, POLICIES, INSTALLATIONS,
+)
+
+_MAX_KEY: Final = 511  # LMDB's compiled-in limit (mdb_env_get_maxkeysize)
+_DIGEST: Final = 16
+_KEEP: Final = _MAX_KEY - _DIGEST  # bytes of an over-long key kept verbatim
+_SESSION_TAG: Final = b"s"  # keeps the empty session id a legal (non-empty) key
+
+_ENC: Final = msgspec.msgpack.Encoder()
+_pack = _ENC.encode
+_DEC_ROUTE: Final = msgspec.msgpack.Decoder(DomainRoute)
+_DEC_IDENTITY: Final = msgspec.msgpack.Decoder(PlatformIdentity)
+_DEC_ADDRESS: Final = msgspec.msgpack.Decoder(Address)
+_DEC_CONTACT: Final = msgspec.msgpack.Decoder(ContactRecord)
+_DEC_SESSION: Final = msgspec.msgpack.Decoder(SessionRecord)
+_DEC_MESSAGE_IDS: Final = msgspec.msgpack.Decoder(MessageIdRecord)
+_DEC_AGREEMENT: Final = msgspec.msgpack.Decoder(DomainAgreement)
+_DEC_POLICY: Final = msgspec.msgpack.Decoder(UserPolicy)
+_DEC_INSTALLATION: Final = msgspec.msgpack.Decoder(Installation)
+
+_DOUBLE: Final = struct.Struct(">d")
+_UINT64: Final = struct.Struct(">Q")
+_SIGN: Final = 1 << 63
+_ALL_BITS: Final = (1 << 64) - 1
+
+
+def _fit(key: bytes) -> bytes:
+    """``key`` if LMDB takes it, else its first 495 bytes plus a digest of the whole.
+
+    Natural keys are at most 510 bytes and fitted ones exactly 511, so the two
+    kinds never collide.
+    """
+    if len(key) < _MAX_KEY:
+        return key
+    return key[:_KEEP] + hashlib.blake2b(key, digest_size=_DIGEST).digest()
+
+
+def _address_key(address: Address) -> bytes:
+    return _fit(_pack((address.user, address.domain)))
+
+
+def _owner_prefix(owner: Address) -> bytes:
+    return _pack((owner.user, owner.domain))
+
+
+def _contact_key(owner: Address, contact: Address) -> bytes:
+    return _fit(_owner_prefix(owner) + _pack((contact.user, contact.domain)))
+
+
+def _session_key(session_id: str) -> bytes:
+    return _fit(_SESSION_TAG + session_id.encode())
+
+
+def _pair_key(a: Address, b: Address) -> bytes:
+    return _fit(_pack((a.user, a.domain, b.user, b.domain)))
+
+
+def _identity_index_key(platform: str, tenant: str, user_id: str) -> bytes:
+    return _fit(_pack((platform, tenant, user_id)))
+
+
+def _message_index_key(platform: str, platform_message_id: str) -> bytes:
+    return _fit(_pack((platform, platform_message_id)))
+
+
+def _time_key(t: float) -> bytes:
+    """8 bytes that sort like the float ``t`` (IEEE 754 bits, sign-adjusted)."""
+    (bits,) = _UINT64.unpack(_DOUBLE.pack(t))
+    return _UINT64.pack(bits ^ _ALL_BITS if bits & _SIGN else bits | _SIGN)
+
+
+def _age_key(record: MessageIdRecord) -> bytes:
+    return _fit(_time_key(record.created_at) + record.canonical_id.encode())
+
+
+def _agreement_key(domain_a: str, domain_b: str) -> bytes:
+    return _fit(_pack((domain_a, domain_b)))
+
+
+def _installation_key(platform: str, tenant: str) -> bytes:
+    return _fit(_pack(platform) + _pack(tenant))
+
+
+def _same_group(key: bytes, other: bytes) -> bool:
+    """Whether two keys share their first 495 bytes (only then can key and id order differ)."""
+    return len(key) >= _KEEP and len(other) >= _KEEP and key[:_KEEP] == other[:_KEEP]
+
+
+def _load(decoder: msgspec.msgpack.Decoder[_T], raw: bytes) -> _T:
+    try:
+        return decoder.decode(raw)
+    except msgspec.DecodeError as exc:
+        raise DirectoryError(f"undecodable directory record: {exc}") from exc
+
+
+class LmdbDirectory:
+    """The :class:`~engine.Directory` on an embedded LMDB store (the default).
+
+    Open it with ``await LmdbDirectory.open(path)`` (or :meth:`open_sync`
+    outside trio, e.g. for read-only tools). Reads are synchronous, writes
+    are group-committed by the store's writer thread; see
+    :mod:`engine._directory` for the contract.
+    """
+
+    def __init__(self, store: LmdbStore) -> None:
+        """Wrap an open store holding :data:`DIRECTORY_DBS`; prefer :meth:`open`."""
+        missing = [name for name in DIRECTORY_DBS if name not in store.db_names]
+        if missing:
+            raise DirectoryError(f"store lacks directory sub-databases {missing}")
+        if store.max_key_size < _MAX_KEY:
+            raise DirectoryError(
+                f"LMDB build takes keys of at most {store.max_key_size} bytes; "
+                f"the directory needs {_MAX_KEY}"
+            )
+        self._store = store
+        self._session_count = store.count(SESSIONS)
+        self._wildcard_key = _fit(_pack(WILDCARD_DOMAIN))
+
+    @classmethod
+    def open_sync(
+        cls,
+        path: Path | str,
+        *,
+        map_size: int = 64 * MiB,
+        max_pending: int = 50_000,
+        sync: bool = True,
+        migrations: Mapping[int, Migration] | None = None,
+        schema_version: int = SCHEMA_VERSION,
+    ) -> LmdbDirectory:
+        """Open (creating, migrating) the directory at ``path``; blocks while it does."""
+        store = LmdbStore.open(
+            Path(path),
+            db_names=DIRECTORY_DBS,
+            map_size=map_size,
+            max_pending=max_pending,
+            sync=sync,
+            migrations=migrations,
+            schema_version=schema_version,
+        )
+        try:
+            return cls(store)
+        except BaseException:
+            store.close()
+            raise
+
+    @classmethod
+    async def open(
+        cls,
+        path: Path | str,
+        *,
+        map_size: int = 64 * MiB,
+        max_pending: int = 50_000,
+        sync: bool = True,
+        migrations: Mapping[int, Migration] | None = None,
+        schema_version: int = SCHEMA_VERSION,
+    ) -> LmdbDirectory:
+        """Like :meth:`open_sync`, on a worker thread so migrations and fsync don't stall trio."""
+        return await trio.to_thread.run_sync(
+            lambda: cls.open_sync(
+                path,
+                map_size=map_size,
+                max_pending=max_pending,
+                sync=sync,
+                migrations=migrations,
+                schema_version=schema_version,
+            )
+        )
+
+    @property
+    def schema_version(self) -> int:
+        return self._store.schema_version
+
+    @property
+    def store(self) -> LmdbStore:
+        """The underlying store (for tools and tests; the engine needs only the Protocol)."""
+        return self._store
+
+    # ---------------------------------------------------------------- routes
+
+    def get_domain_route(self, domain: str) -> DomainRoute | None:
+        """The route for ``domain``, else the ``"*"`` route, else ``None``."""
+        get = self._store.get
+        raw = get(ROUTES, _fit(_pack(domain)))
+        if raw is None:
+            raw = get(ROUTES, self._wildcard_key)
+            if raw is None:
+                return None
+        return _load(_DEC_ROUTE, raw)
+
+    def list_domain_routes(self) -> list[DomainRoute]:
+        routes = [_load(_DEC_ROUTE, raw) for _, raw in self._store.scan(ROUTES)]
+        routes.sort(key=lambda route: route.domain)
+        return routes
+
+    async def put_domain_route(self, route: DomainRoute) -> None:
+        await self._store.put(ROUTES, _fit(_pack(route.domain)), _pack(route))
+
+    # ------------------------------------------------------------ identities
+
+    def get_identity(self, address: Address) -> PlatformIdentity | None:
+        raw = self._store.get(IDENTITIES, _address_key(address))
+        return None if raw is None else _load(_DEC_IDENTITY, raw)
+
+    def find_address(self, platform: str, tenant: str, user_id: str) -> Address | None:
+        raw = self._store.get(IDENTITY_INDEX, _identity_index_key(platform, tenant, user_id))
+        return None if raw is None else _load(_DEC_ADDRESS, raw)
+
+    async def put_identity(self, identity: PlatformIdentity) -> None:
+        """Store (or replace) an identity; a replaced one's reverse entry is removed."""
+        await self._store.throttle()
+        key = _address_key(identity.address)
+        packed_address = _pack(identity.address)
+        index_key = _identity_index_key(identity.platform, identity.tenant, identity.user_id)
+        ops: list[Op] = []
+        old_raw = self._store.get(IDENTITIES, key)
+        if old_raw is not None:
+            old = _load(_DEC_IDENTITY, old_raw)
+            old_index_key = _identity_index_key(old.platform, old.tenant, old.user_id)
+            if old_index_key != index_key:
+                ops.extend(self._unindex(IDENTITY_INDEX, old_index_key, packed_address))
+        ops.append((IDENTITIES, key, _pack(identity)))
+        ops.append((IDENTITY_INDEX, index_key, packed_address))
+        self._store.submit(ops)
+
+    async def delete_identity(self, address: Address) -> None:
+        await self._store.throttle()
+        key = _address_key(address)
+        old_raw = self._store.get(IDENTITIES, key)
+        if old_raw is None:
+            return
+        old = _load(_DEC_IDENTITY, old_raw)
+        ops: list[Op] = [(IDENTITIES, key, None)]
+        ops.extend(self._unindex(
+            IDENTITY_INDEX, _identity_index_key(old.platform, old.tenant, old.user_id),
+            _pack(address),
+        ))
+        self._store.submit(ops)
+
+    def _unindex(self, db: str, key: bytes, owner: bytes) -> list[Op]:
+        """Delete a reverse entry only if it still names ``owner`` (last writer owns it)."""
+        return [(db, key, None)] if self._store.get(db, key) == owner else []
+
+    # -------------------------------------------------------------- contacts
+
+    def get_contact(self, owner: Address, contact: Address) -> ContactRecord | None:
+        raw = self._store.get(CONTACTS, _contact_key(owner, contact))
+        return None if raw is None else _load(_DEC_CONTACT, raw)
+
+    def list_contacts(self, owner: Address) -> list[ContactRecord]:
+        """Every contact of ``owner`` (any state), sorted by contact address."""
+        prefix = _owner_prefix(owner)[:_KEEP]
+        records = [_load(_DEC_CONTACT, raw) for _, raw in self._store.scan(CONTACTS, prefix)]
+        mine = [record for record in records if record.owner == owner]
+        mine.sort(key=lambda record: record.contact)
+        return mine
+
+    async def put_contact(self, record: ContactRecord) -> None:
+        await self._store.put(CONTACTS, _contact_key(record.owner, record.contact), _pack(record))
+
+    # -------------------------------------------------------------- sessions
+
+    def get_session(self, session_id: str) -> SessionRecord | None:
+        raw = self._store.get(SESSIONS, _session_key(session_id))
+        return None if raw is None else _load(_DEC_SESSION, raw)
+
+    def find_session(self, a: Address, b: Address) -> SessionRecord | None:
+        """The session of the pair, in either order."""
+        x, y = (a, b) if a <= b else (b, a)
+        session_id = self._store.get(SESSION_PAIRS, _pair_key(x, y))
+        return None if session_id is None else self.get_session(session_id.decode())
+
+    def list_sessions(self, *, after: str = "", limit: int = 100) -> list[SessionRecord]:
+        """Sessions sorted by id, starting after ``after`` (pagination).
+
+        Keys sort like ids except among ids whose keys share their first 495
+        bytes (see :func:`_fit`); such a run is read whole before cutting the
+        page, so the answer is exact for any id.
+        """
+        if limit <= 0:
+            self._store.ensure_open()
+            return []
+        start = (_SESSION_TAG + after.encode())[:_KEEP]
+        found: list[SessionRecord] = []
+        previous = b""
+        while True:
+            page = self._store.scan(SESSIONS, _SESSION_TAG, start_after=start, limit=limit + 1)
+            for key, raw in page:
+                if len(found) >= limit and not _same_group(key, previous):
+                    return self._first_sessions(found, limit)
+                record = _load(_DEC_SESSION, raw)
+                if record.session_id > after:
+                    found.append(record)
+                previous = key
+            if len(page) <= limit:
+                return self._first_sessions(found, limit)
+            start = page[-1][0]
+
+    @staticmethod
+    def _first_sessions(found: list[SessionRecord], limit: int) -> list[SessionRecord]:
+        found.sort(key=lambda record: record.session_id)
+        return found[:limit]
+
+    def count_sessions(self) -> int:
+        self._store.ensure_open()
+        return self._session_count
+
+    async def put_session(self, record: SessionRecord) -> None:
+        """Store a session; ``a``/``b`` are normalised so that ``a <= b``."""
+        if record.b < record.a:
+            record = msgspec.structs.replace(record, a=record.b, b=record.a)
+        store = self._store
+        await store.throttle()
+        key = _session_key(record.session_id)
+        session_id = record.session_id.encode()
+        pair_key = _pair_key(record.a, record.b)
+        ops: list[Op] = []
+        old_raw = store.get(SESSIONS, key)
+        if old_raw is not None:
+            old = _load(_DEC_SESSION, old_raw)
+            old_pair_key = _pair_key(old.a, old.b)
+            if old_pair_key != pair_key:
+                ops.extend(self._unindex(SESSION_PAIRS, old_pair_key, session_id))
+        ops.append((SESSIONS, key, _pack(record)))
+        ops.append((SESSION_PAIRS, pair_key, session_id))
+        store.submit(ops)
+        if old_raw is None:
+            self._session_count += 1
+
+    # ----------------------------------------------------------- message ids
+
+    def get_message_ids(self, canonical_id: str) -> MessageIdRecord | None:
+        raw = self._store.get(MESSAGE_IDS, _fit(_pack(canonical_id)))
+        return None if raw is None else _load(_DEC_MESSAGE_IDS, raw)
+
+    def find_canonical_id(self, platform: str, platform_message_id: str) -> str | None:
+        raw = self._store.get(MESSAGE_INDEX, _message_index_key(platform, platform_message_id))
+        return None if raw is None else raw.decode()
+
+    async def put_message_ids(self, record: MessageIdRecord) -> None:
+        """Store or replace; reverse entries follow ``platform_ids``."""
+        await self._store.throttle()
+        key = _fit(_pack(record.canonical_id))
+        canonical_id = record.canonical_id.encode()
+        age_key = _age_key(record)
+        ops: list[Op] = []
+        old_raw = self._store.get(MESSAGE_IDS, key)
+        if old_raw is not None:
+            old = _load(_DEC_MESSAGE_IDS, old_raw)
+            old_age_key = _age_key(old)
+            if old_age_key != age_key:
+                ops.append((MESSAGE_AGE, old_age_key, None))
+            for platform, platform_id in old.platform_ids.items():
+                if record.platform_ids.get(platform) != platform_id:
+                    ops.extend(self._unindex(
+                        MESSAGE_INDEX, _message_index_key(platform, platform_id), canonical_id
+                    ))
+        ops.append((MESSAGE_IDS, key, _pack(record)))
+        ops.append((MESSAGE_AGE, age_key, canonical_id))
+        for platform, platform_id in record.platform_ids.items():
+            ops.append((MESSAGE_INDEX, _message_index_key(platform, platform_id), canonical_id))
+        self._store.submit(ops)
+
+    async def prune_message_ids(self, older_than: float) -> int:
+        """Delete records with ``created_at < older_than``; return how many.
+
+        Walks the age index only up to ``older_than``; each candidate is checked
+        against its record's exact ``created_at``.
+        """
+        store = self._store
+        await store.throttle()
+        bound = _time_key(older_than)
+        ops: list[Op] = []
+        pruned = 0
+        start: bytes | None = None
+        page_size = 1024
+        more = True
+        while more:
+            page = store.scan(MESSAGE_AGE, start_after=start, limit=page_size)
+            more = len(page) == page_size
+            for age_key, canonical_id in page:
+                if age_key[:8] >= bound:
+                    more = False
+                    break
+                record_key = _fit(_pack(canonical_id.decode()))
+                raw = store.get(MESSAGE_IDS, record_key)
+                if raw is None:  # an orphaned age entry: nothing to prune, just tidy up
+                    ops.append((MESSAGE_AGE, age_key, None))
+                    continue
+                record = _load(_DEC_MESSAGE_IDS, raw)
+                if not record.created_at < older_than:
+                    continue
+                pruned += 1
+                ops.append((MESSAGE_IDS, record_key, None))
+                ops.append((MESSAGE_AGE, age_key, None))
+                for platform, platform_id in record.platform_ids.items():
+                    ops.extend(self._unindex(
+                        MESSAGE_INDEX, _message_index_key(platform, platform_id), canonical_id
+                    ))
+            start = page[-1][0] if page else None
+        store.submit(ops)
+        return pruned
+
+    # -------------------------------------------------------------- policies
+
+    def get_domain_agreement(self, domain_a: str, domain_b: str) -> DomainAgreement | None:
+        """The agreement of the pair, in either order."""
+        if domain_b < domain_a:
+            domain_a, domain_b = domain_b, domain_a
+        raw = self._store.get(AGREEMENTS, _agreement_key(domain_a, domain_b))
+        return None if raw is None else _load(_DEC_AGREEMENT, raw)
+
+    def list_domain_agreements(self) -> list[DomainAgreement]:
+        agreements = [_load(_DEC_AGREEMENT, raw) for _, raw in self._store.scan(AGREEMENTS)]
+        agreements.sort(key=lambda agreement: (agreement.domain_a, agreement.domain_b))
+        return agreements
+
+    async def put_domain_agreement(self, agreement: DomainAgreement) -> None:
+        """Store an agreement, normalised so that ``domain_a <= domain_b``."""
+        if agreement.domain_b < agreement.domain_a:
+            agreement = msgspec.structs.replace(
+                agreement, domain_a=agreement.domain_b, domain_b=agreement.domain_a
+            )
+        key = _agreement_key(agreement.domain_a, agreement.domain_b)
+        await self._store.put(AGREEMENTS, key, _pack(agreement))
+
+    def get_user_policy(self, address: Address) -> UserPolicy | None:
+        raw = self._store.get(POLICIES, _address_key(address))
+        return None if raw is None else _load(_DEC_POLICY, raw)
+
+    async def put_user_policy(self, policy: UserPolicy) -> None:
+        await self._store.put(POLICIES, _address_key(policy.address), _pack(policy))
+
+    # --------------------------------------------------------- installations
+
+    def get_installation(self, platform: str, tenant: str) -> Installation | None:
+        raw = self._store.get(INSTALLATIONS, _installation_key(platform, tenant))
+        return None if raw is None else _load(_DEC_INSTALLATION, raw)
+
+    def list_installations(self, platform: str | None = None) -> list[Installation]:
+        """Installations (of ``platform``, if given), sorted by platform then tenant."""
+        prefix = b"" if platform is None else _pack(platform)[:_KEEP]
+        found = [_load(_DEC_INSTALLATION, raw)
+                 for _, raw in self._store.scan(INSTALLATIONS, prefix)]
+        if platform is not None:
+            found = [installation for installation in found if installation.platform == platform]
+        found.sort(key=lambda installation: (installation.platform, installation.tenant))
+        return found
+
+    async def put_installation(self, installation: Installation) -> None:
+        key = _installation_key(installation.platform, installation.tenant)
+        await self._store.put(INSTALLATIONS, key, _pack(installation))
+
+    # ------------------------------------------------------------- lifecycle
+
+    async def flush(self) -> None:
+        """Wait until every write made so far is durable."""
+        await self._store.flush()
+
+    async def aclose(self) -> None:
+        """Flush and release resources; later calls raise ``DirectoryError``."""
+        await self._store.aclose()
+
+    def close(self) -> None:
+        """Synchronous :meth:`aclose`, for use outside trio."""
+        self._store.close()
+
+    def __repr__(self) -> str:
+        return f"<LmdbDirectory {self._store!r}>"

@@ -1,0 +1,165 @@
+"""The engine: one object that wires the core together and runs it.
+
+    adapters --submit--> Router --tell--> session actor --deliver--> adapter
+                                  \\-----> contact actor --route--> ...
+
+``Engine`` is also the :class:`EnginePort` adapters talk to. Stopping is
+graceful: :meth:`Engine.stop` first refuses new inbound events (adapters then
+leave them unacknowledged, so their platforms redeliver), then waits for every
+mailbox to drain (bounded by ``drain_timeout``), then flushes the metadata log
+and the directory.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import msgspec
+import trio
+
+from ._actors import Actor, ActorKind, ActorSystem
+from ._adapter import Adapter
+from ._clock import Clock, SystemClock
+from ._directory import Directory
+from ._errors import LocalError, UnavailableError
+from ._events import Event, failed_outcome
+from ._metadata_log import MetadataEntry, MetadataLog
+from ._policy import FederationPolicy
+from ._router import CONTACT_KIND, SESSION_KIND, Router, RoutingSettings
+from ._session import ContactActor, DeliverySettings, SessionActor
+
+log = logging.getLogger("interlink.engine")
+
+
+class EngineSettings(msgspec.Struct, frozen=True, kw_only=True):
+    shard_count: int = 16
+    mailbox_capacity: int = 1000
+    session_idle_timeout: float = 300.0
+    contact_idle_timeout: float = 900.0
+    sweep_interval: float = 1.0
+    max_attempts: int = 3
+    drain_timeout: float = 10.0
+    #: edits, reactions and replies can name messages up to this old
+    message_id_retention_days: float = 30.0
+    housekeeping_interval: float = 3600.0
+    routing: RoutingSettings = RoutingSettings()
+    delivery: DeliverySettings = DeliverySettings()
+
+
+class Engine:
+    def __init__(
+        self,
+        *,
+        directory: Directory,
+        metadata_log: MetadataLog,
+        adapters: Sequence[Adapter],
+        clock: Clock | None = None,
+        settings: EngineSettings | None = None,
+    ) -> None:
+        self.settings = settings or EngineSettings()
+        self._clock = clock or SystemClock()
+        self._directory = directory
+        self.metadata_log = metadata_log
+        names = [a.name for a in adapters]
+        if len(set(names)) != len(names):
+            raise LocalError(f"adapter names must be unique, got {names}")
+        self.adapters = {a.name: a for a in adapters}
+        self.actors = ActorSystem(shard_count=self.settings.shard_count,
+                                  mailbox_capacity=self.settings.mailbox_capacity,
+                                  sweep_interval=self.settings.sweep_interval)
+        self.policy = FederationPolicy(directory)
+        self.router = Router(directory=directory, policy=self.policy, actors=self.actors,
+                             metadata_log=metadata_log, clock=self._clock,
+                             adapters=self.adapters, settings=self.settings.routing)
+        self.actors.register(ActorKind(
+            SESSION_KIND, self._activate_session,
+            idle_timeout=self.settings.session_idle_timeout,
+            max_attempts=self.settings.max_attempts, on_undeliverable=self._undeliverable))
+        self.actors.register(ActorKind(
+            CONTACT_KIND, self._activate_contact,
+            idle_timeout=self.settings.contact_idle_timeout,
+            max_attempts=self.settings.max_attempts, on_undeliverable=self._undeliverable))
+        self._accepting = False
+        self._cancel_scope: trio.CancelScope | None = None
+
+    # -- EnginePort ---------------------------------------------------------
+    @property
+    def clock(self) -> Clock:
+        return self._clock
+
+    @property
+    def directory(self) -> Directory:
+        return self._directory
+
+    async def submit(self, event: Event) -> None:
+        if not self._accepting:
+            raise UnavailableError("the engine is not accepting events (starting or stopping)")
+        await self.router.route(event)
+
+    # -- actors ---------------------------------------------------------------
+    async def _activate_session(self, actor_id: str) -> Actor:
+        session_id = actor_id.partition("/")[2]
+        record = self._directory.get_session(session_id)
+        if record is None:
+            raise LocalError(f"session {session_id} is not in the directory")
+        return SessionActor(self.router, record, self.settings.delivery)
+
+    async def _activate_contact(self, actor_id: str) -> Actor:
+        return ContactActor(self.router, actor_id.partition("/")[2])
+
+    async def _undeliverable(self, actor_id: str, message: Any, error: BaseException) -> None:
+        """An event whose handler kept crashing: log it and tell its sender."""
+        if not isinstance(message, msgspec.Struct) or not hasattr(message, "log_type"):
+            return
+        event: Event = message  # type: ignore[assignment]
+        reason = f"internal-error:{type(error).__name__}"
+        await self.metadata_log.record(MetadataEntry(
+            timestamp=self._clock.now(), event_id=event.event_id, sender=event.source,
+            receiver=event.destination, type=event.log_type, session_id=event.session_id,
+            outcome="failed", reason=reason))
+        if event.wants_outcome:
+            await self.router.notify_sender(
+                failed_outcome(event, reason, timestamp=self._clock.now()), None)
+
+    # -- lifecycle ------------------------------------------------------------
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Run until cancelled or :meth:`stop`. Starts the log writer, actors, then adapters."""
+        with trio.CancelScope() as scope:
+            self._cancel_scope = scope
+            async with trio.open_nursery() as nursery:
+                await nursery.start(self.metadata_log.run)
+                await nursery.start(self.actors.run)
+                nursery.start_soon(self._housekeeping)
+                for adapter in self.adapters.values():
+                    await nursery.start(adapter.run, self)
+                    log.info("adapter started", extra={"adapter": adapter.name})
+                self._accepting = True
+                log.info("engine started", extra={"adapters": list(self.adapters)})
+                task_status.started()
+        self._accepting = False
+
+    async def _housekeeping(self) -> None:
+        """Keep the message-id map bounded by age."""
+        while True:
+            cutoff = self._clock.now() - self.settings.message_id_retention_days * 86_400
+            removed = await self._directory.prune_message_ids(cutoff)
+            if removed:
+                log.info("message ids pruned", extra={"removed": removed})
+            await trio.sleep(self.settings.housekeeping_interval)
+
+    async def stop(self) -> None:
+        """Graceful stop: refuse new events, drain mailboxes, flush, then cancel."""
+        self._accepting = False
+        log.info("engine stopping", extra={"pending": self.actors.pending_messages()})
+        with trio.move_on_after(self.settings.drain_timeout) as drain:
+            await self.actors.drain()
+        if drain.cancelled_caught:
+            log.warning("drain timed out", extra={"pending": self.actors.pending_messages()})
+        await self.metadata_log.flush()
+        await self._directory.flush()
+        if self._cancel_scope is not None:
+            self._cancel_scope.cancel()
+        log.info("engine stopped", extra={"routed": self.router.routed,
+                                          "refused": self.router.refused})

@@ -1,0 +1,710 @@
+"""An embedded LMDB key-value store with group-committed write-behind.
+
+Why this shape:
+
+- **Reads stay on the caller's thread.** LMDB reads are memory-mapped lookups
+  costing well under a microsecond; handing them to a worker thread would cost
+  far more than the read. ``get``/``scan`` therefore run synchronously.
+- **Writes never block the event loop on ``fsync``.** A write updates an
+  in-memory *overlay* (so the caller reads its own writes at once) and is
+  queued for a single writer thread. The writer takes everything queued so far
+  and commits it in one transaction (group commit), so a burst of writes costs
+  one ``fsync``. When the commit lands, the trio side drops the overlay entries
+  it covered and wakes ``flush()`` waiters.
+- **Backpressure instead of unbounded memory.** Writes return immediately
+  unless ``max_pending`` operations are still uncommitted.
+- **The map grows itself.** ``MapFullError`` never reaches a caller: the writer
+  doubles the map and retries the batch.
+- **Writer failures are loud.** Any other error in the writer is kept, logged
+  once and raised (chained) from every later write and ``flush()``.
+
+Reads use one cached read-only transaction with one cursor per sub-database
+(``Cursor.get`` avoids the keyword parsing of ``Transaction.get(db=...)``,
+roughly halving the cost of a point read). The cached transaction is dropped
+after every commit the trio side learns about (so the next read sees it and
+old pages can be reused) and before every map resize (LMDB forbids resizing
+while this process has an active read transaction); a ``threading.Lock``
+keeps reads and resizes from overlapping.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import heapq
+import itertools
+import logging
+import threading
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Final, TypeAlias
+
+import lmdb
+import trio
+
+from ._errors import DirectoryError
+
+__all__ = ["LmdbStore", "MiB", "Migration", "Op", "StoreHandles"]
+
+logger = logging.getLogger("interlink.directory")
+
+MiB: Final = 1024 * 1024
+META_DB: Final = "meta"
+SCHEMA_KEY: Final = b"schema_version"
+
+#: Sub-database handles by name, as handed to migration hooks.
+StoreHandles: TypeAlias = Mapping[str, lmdb._Database]
+#: ``migrations[v]`` upgrades a store from schema ``v - 1`` to ``v`` inside the given write txn.
+Migration: TypeAlias = "Callable[[lmdb.Transaction[bytes], StoreHandles], None]"
+#: ``(db, key, value)``; a ``None`` value deletes the key.
+Op: TypeAlias = tuple[str, bytes, bytes | None]
+
+
+class _Space:
+    """One named sub-database: its handle, its overlay and its cached read cursor."""
+
+    __slots__ = ("cursor", "handle", "name", "overlay")
+
+    def __init__(self, name: str, handle: lmdb._Database) -> None:
+        self.name = name
+        self.handle = handle
+        #: key -> (sequence number, value or None for a pending delete)
+        self.overlay: dict[bytes, tuple[int, bytes | None]] = {}
+        #: cursor in the store's cached read txn; None when that txn was dropped
+        self.cursor: lmdb.Cursor[bytes] | None = None
+
+
+class _Batch:
+    """The ops of one ``write`` call; committed together or not at all."""
+
+    __slots__ = ("last_seq", "ops", "token")
+
+    def __init__(
+        self,
+        last_seq: int,
+        token: trio.lowlevel.TrioToken,
+        ops: list[tuple[_Space, bytes, bytes | None]],
+    ) -> None:
+        self.last_seq = last_seq
+        self.token = token
+        self.ops = ops
+
+
+def _encode_version(version: int) -> bytes:
+    return str(version).encode("ascii")
+
+
+def _decode_version(raw: bytes, path: Path) -> int:
+    try:
+        return int(raw.decode("ascii"))
+    except (UnicodeDecodeError, ValueError):
+        raise DirectoryError(
+            f"LMDB store at {path} has an unreadable schema version record"
+        ) from None
+
+
+class LmdbStore:
+    """Named LMDB sub-databases with read-your-writes and group-committed writes.
+
+    Open it with :meth:`open`. Reads (:meth:`get`, :meth:`scan`, :meth:`count`)
+    are synchronous and must run on one thread (the trio thread while writes
+    happen). Writes are async and must run inside ``trio.run``.
+    """
+
+    def __init__(
+        self,
+        *,
+        path: Path,
+        env: lmdb.Environment,
+        spaces: dict[str, _Space],
+        schema_version: int,
+        max_pending: int,
+    ) -> None:
+        """Wrap an already opened environment; use :meth:`open` instead."""
+        self._path = path
+        self._env = env
+        self._spaces = spaces
+        self._schema_version = schema_version
+        self._max_pending = max_pending
+        self._max_key_size = env.max_key_size()
+
+        # Read side (trio thread), guarded against map resizes by _read_lock.
+        self._read_lock = threading.Lock()
+        self._read_txn: lmdb.Transaction[bytes] | None = None
+
+        # Write side, trio thread.
+        self._last_seq = 0  # sequence number of the newest queued op
+        self._committed = 0  # newest sequence number known to be committed
+        self._applied: deque[tuple[int, _Space, bytes]] = deque()
+        self._waiters: list[tuple[int, int, trio.Event]] = []
+        self._tiebreak = itertools.count()
+        self._token: trio.lowlevel.TrioToken | None = None
+        self._closed = False
+
+        # Shared with the writer thread, guarded by _queue_cond.
+        self._queue_cond = threading.Condition(threading.Lock())
+        self._queue: list[_Batch] = []
+        self._stopping = False
+        # Written by the writer thread only.
+        self._thread_committed = 0
+        self._error: BaseException | None = None
+
+        try:
+            self._token = trio.lowlevel.current_trio_token()
+        except RuntimeError:
+            self._token = None
+        self._writer = threading.Thread(
+            target=self._run_writer, name=f"interlink-lmdb-writer[{path.name}]", daemon=True
+        )
+        self._writer.start()
+
+    # ------------------------------------------------------------------ opening
+
+    @classmethod
+    def open(
+        cls,
+        path: Path,
+        *,
+        db_names: Sequence[str],
+        map_size: int = 64 * MiB,
+        max_pending: int = 50_000,
+        sync: bool = True,
+        migrations: Mapping[int, Migration] | None = None,
+        schema_version: int,
+    ) -> LmdbStore:
+        """Open (creating if needed) the store at ``path`` and bring its schema up to date.
+
+        Runs the hooks ``migrations[v]`` for every ``v`` from the stored
+        version + 1 to ``schema_version`` in one write transaction, so a
+        failed migration leaves the store untouched. Refuses a store written
+        by a newer schema. Callable inside or outside ``trio.run``.
+        """
+        names = list(db_names)
+        if META_DB in names:
+            raise DirectoryError(f"sub-database name {META_DB!r} is reserved for the store")
+        if len(set(names)) != len(names) or not all(names):
+            raise DirectoryError("sub-database names must be unique and non-empty")
+        if schema_version < 1:
+            raise DirectoryError(f"schema version must be >= 1, not {schema_version}")
+        if max_pending < 1:
+            raise DirectoryError(f"max_pending must be >= 1, not {max_pending}")
+        if map_size < 1:
+            raise DirectoryError(f"map_size must be positive, not {map_size}")
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+            env = lmdb.open(
+                str(path), map_size=map_size, max_dbs=len(names) + 1, sync=sync, subdir=True
+            )
+        except (OSError, lmdb.Error) as exc:
+            raise DirectoryError(f"cannot open LMDB store at {path}: {exc}") from exc
+        try:
+            handles = cls._prepare(env, path, names, schema_version, migrations or {})
+        except BaseException:
+            env.close()
+            raise
+        spaces = {name: _Space(name, handles[name]) for name in names}
+        return cls(
+            path=path,
+            env=env,
+            spaces=spaces,
+            schema_version=schema_version,
+            max_pending=max_pending,
+        )
+
+    @staticmethod
+    def _prepare(
+        env: lmdb.Environment,
+        path: Path,
+        names: list[str],
+        schema_version: int,
+        migrations: Mapping[int, Migration],
+    ) -> dict[str, lmdb._Database]:
+        """Open the sub-databases and check/migrate the schema in one write txn."""
+        while True:
+            txn = env.begin(write=True)
+            try:
+                meta = env.open_db(META_DB.encode(), txn=txn)
+                handles = {name: env.open_db(name.encode(), txn=txn) for name in names}
+                raw = txn.get(SCHEMA_KEY, db=meta)
+                if raw is None:
+                    txn.put(SCHEMA_KEY, _encode_version(schema_version), db=meta)
+                else:
+                    stored = _decode_version(raw, path)
+                    if stored > schema_version:
+                        raise DirectoryError(
+                            f"LMDB store at {path} has schema version {stored}, newer than "
+                            f"this code's version {schema_version}; refusing to open it"
+                        )
+                    if stored < schema_version:
+                        _migrate(txn, handles, path, stored, schema_version, migrations)
+                        txn.put(SCHEMA_KEY, _encode_version(schema_version), db=meta)
+                txn.commit()
+                return handles
+            except lmdb.MapFullError:
+                txn.abort()
+                env.set_mapsize(env.info()["map_size"] * 2)
+            except lmdb.Error as exc:
+                txn.abort()
+                raise DirectoryError(f"cannot prepare LMDB store at {path}: {exc}") from exc
+            except BaseException:
+                txn.abort()
+                raise
+
+    # -------------------------------------------------------------- properties
+
+    @property
+    def path(self) -> Path:
+        return self._path
+
+    @property
+    def schema_version(self) -> int:
+        """The schema version the store holds (the code's version, after migrations)."""
+        return self._schema_version
+
+    @property
+    def db_names(self) -> tuple[str, ...]:
+        """The sub-databases callers may use (``meta`` is the store's own)."""
+        return tuple(self._spaces)
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @property
+    def max_key_size(self) -> int:
+        """The longest key LMDB accepts (511 bytes in the bundled build)."""
+        return self._max_key_size
+
+    @property
+    def map_size(self) -> int:
+        """The current size of the memory map in bytes (grows on demand)."""
+        return self._env.info()["map_size"]
+
+    @property
+    def pending(self) -> int:
+        """Operations queued but not yet known (to the trio side) to be committed."""
+        return self._last_seq - self._committed
+
+    def ensure_open(self) -> None:
+        """Raise :class:`DirectoryError` if the store is closed."""
+        if self._closed:
+            raise self._closed_error()
+
+    def _closed_error(self) -> DirectoryError:
+        return DirectoryError(f"LMDB store at {self._path} is closed")
+
+    def _space(self, db: str) -> _Space:
+        try:
+            return self._spaces[db]
+        except KeyError:
+            raise DirectoryError(f"unknown sub-database {db!r}") from None
+
+    # -------------------------------------------------------------------- reads
+
+    def get(self, db: str, key: bytes) -> bytes | None:
+        """The value under ``key`` (pending writes first), or ``None``."""
+        try:
+            space = self._spaces[db]
+        except KeyError:
+            raise DirectoryError(f"unknown sub-database {db!r}") from None
+        overlay = space.overlay
+        if overlay:
+            hit = overlay.get(key)
+            if hit is not None:
+                return hit[1]
+        try:
+            with self._read_lock:
+                cursor = space.cursor
+                if cursor is None:
+                    cursor = self._open_cursor(space)
+                return cursor.get(key)
+        except lmdb.Error as exc:
+            raise DirectoryError(f"LMDB read from {db!r} failed: {exc}") from exc
+
+    def scan(
+        self,
+        db: str,
+        prefix: bytes = b"",
+        *,
+        start_after: bytes | None = None,
+        limit: int | None = None,
+    ) -> list[tuple[bytes, bytes]]:
+        """Items whose key starts with ``prefix`` (and is > ``start_after``), sorted by key.
+
+        Pending writes are merged in: a pending put shows its value, a pending
+        delete hides the committed item.
+        """
+        space = self._space(db)
+        if limit is not None and limit <= 0:
+            self.ensure_open()
+            return []
+        pending: list[tuple[bytes, bytes | None]] = []
+        if space.overlay:
+            pending = sorted(
+                (key, entry[1])
+                for key, entry in space.overlay.items()
+                if key.startswith(prefix) and (start_after is None or key > start_after)
+            )
+        seek = prefix if start_after is None or start_after < prefix else start_after
+        out: list[tuple[bytes, bytes]] = []
+        cap = -1 if limit is None else limit
+        i = 0
+        n = len(pending)
+        try:
+            with self._read_lock:
+                cursor = space.cursor
+                if cursor is None:
+                    cursor = self._open_cursor(space)
+                found = cursor.set_range(seek) if seek else cursor.first()
+                while found:
+                    key = cursor.key()
+                    if not key.startswith(prefix):
+                        break
+                    if start_after is not None and key <= start_after:
+                        found = cursor.next()
+                        continue
+                    while i < n and pending[i][0] < key:
+                        pkey, pvalue = pending[i]
+                        i += 1
+                        if pvalue is not None:
+                            out.append((pkey, pvalue))
+                            if len(out) == cap:
+                                return out
+                    if i < n and pending[i][0] == key:
+                        pvalue = pending[i][1]
+                        i += 1
+                        if pvalue is not None:
+                            out.append((key, pvalue))
+                    else:
+                        out.append((key, cursor.value()))
+                    if len(out) == cap:
+                        return out
+                    found = cursor.next()
+        except lmdb.Error as exc:
+            raise DirectoryError(f"LMDB scan of {db!r} failed: {exc}") from exc
+        for pkey, pvalue in pending[i:]:
+            if pvalue is not None:
+                out.append((pkey, pvalue))
+                if len(out) == cap:
+                    break
+        return out
+
+    def count(self, db: str) -> int:
+        """The exact number of keys in ``db``, pending writes included.
+
+        O(1) in the committed data plus O(pending writes to ``db``).
+        """
+        space = self._space(db)
+        try:
+            with self._read_lock:
+                cursor = space.cursor
+                if cursor is None:
+                    cursor = self._open_cursor(space)
+                txn = self._read_txn
+                assert txn is not None  # _open_cursor began it and the lock keeps it alive
+                total = txn.stat(space.handle)["entries"]
+                for key, (_, value) in space.overlay.items():
+                    committed = cursor.get(key) is not None
+                    if value is None and committed:
+                        total -= 1
+                    elif value is not None and not committed:
+                        total += 1
+                return total
+        except lmdb.Error as exc:
+            raise DirectoryError(f"LMDB count of {db!r} failed: {exc}") from exc
+
+    def _open_cursor(self, space: _Space) -> lmdb.Cursor[bytes]:
+        """Create ``space``'s cursor, beginning the shared read txn if needed (lock held)."""
+        txn = self._read_txn
+        if txn is None:
+            if self._closed:
+                raise self._closed_error()
+            txn = self._read_txn = self._env.begin(buffers=False)
+        cursor = space.cursor = txn.cursor(db=space.handle)
+        return cursor
+
+    def _drop_reader(self) -> None:
+        """End the cached read txn so later reads see new commits (lock held)."""
+        txn = self._read_txn
+        if txn is not None:
+            self._read_txn = None
+            for space in self._spaces.values():
+                space.cursor = None
+            txn.abort()
+
+    # ------------------------------------------------------------------- writes
+
+    async def put(self, db: str, key: bytes, value: bytes) -> None:
+        """Set ``key`` to ``value``; visible to reads at once, durable after :meth:`flush`."""
+        await self.write([(db, key, value)])
+
+    async def delete(self, db: str, key: bytes) -> None:
+        """Remove ``key`` (a no-op if absent); visible at once, durable after :meth:`flush`."""
+        await self.write([(db, key, None)])
+
+    async def write(self, ops: Sequence[Op]) -> None:
+        """Apply ``ops`` atomically: visible together on return, committed together later.
+
+        Waits first if the queue is full (backpressure). Cancellation can only
+        strike during that wait, before anything is written; once the ops are
+        applied the call returns without another checkpoint.
+        """
+        await self.throttle()
+        self.submit(ops)
+
+    def submit(self, ops: Sequence[Op]) -> int:
+        """Make ``ops`` visible and queue them for commit; never waits.
+
+        For read-modify-write callers: ``await throttle()``, then read, then
+        ``submit``, with no checkpoint between the read and the write.
+        Returns the sequence number of the last op (the newest one if ``ops``
+        is empty). Must run inside ``trio.run``.
+        """
+        if self._closed:
+            raise self._closed_error()
+        if self._error is not None:
+            raise self._failed_error()
+        try:
+            token = trio.lowlevel.current_trio_token()
+        except RuntimeError:
+            raise DirectoryError("LMDB store writes must run inside trio.run") from None
+        resolved: list[tuple[_Space, bytes, bytes | None]] = []
+        max_key = self._max_key_size
+        for db, key, value in ops:
+            space = self._space(db)
+            if not 0 < len(key) <= max_key:
+                raise DirectoryError(
+                    f"key for {db!r} is {len(key)} bytes; LMDB keys must be 1-{max_key} bytes"
+                )
+            resolved.append((space, key, value))
+        if not resolved:
+            return self._last_seq
+        self._token = token
+        seq = self._last_seq
+        applied = self._applied
+        for space, key, value in resolved:
+            seq += 1
+            space.overlay[key] = (seq, value)
+            applied.append((seq, space, key))
+        self._last_seq = seq
+        with self._queue_cond:
+            self._queue.append(_Batch(seq, token, resolved))
+            self._queue_cond.notify()
+        return seq
+
+    async def throttle(self) -> None:
+        """Wait until fewer than ``max_pending`` ops are uncommitted (backpressure).
+
+        Always honours a pending cancellation, but yields only when it has to wait.
+        """
+        if self._last_seq - self._committed < self._max_pending:
+            await trio.lowlevel.checkpoint_if_cancelled()
+            return
+        while self._last_seq - self._committed >= self._max_pending:
+            await self._wait_committed(self._last_seq - self._max_pending + 1)
+
+    async def flush(self) -> None:
+        """Wait until every write made before this call is committed (durable with sync=True)."""
+        if self._closed:
+            raise self._closed_error()
+        if self._committed >= self._last_seq:
+            await trio.lowlevel.checkpoint()
+            return
+        await self._wait_committed(self._last_seq)
+
+    async def _wait_committed(self, target: int) -> None:
+        if self._committed >= target:
+            return
+        if self._error is not None:
+            raise self._failed_error()
+        event = trio.Event()
+        heapq.heappush(self._waiters, (target, next(self._tiebreak), event))
+        await event.wait()
+        if self._committed < target:
+            if self._error is not None:
+                raise self._failed_error()
+            raise self._closed_error()
+
+    def _failed_error(self) -> DirectoryError:
+        error = DirectoryError(
+            f"the LMDB writer for {self._path} failed; writes are no longer accepted"
+        )
+        error.__cause__ = self._error
+        return error
+
+    # ---------------------------------------------------------------- lifecycle
+
+    async def aclose(self) -> None:
+        """Flush, stop the writer thread and close the environment (idempotent).
+
+        Raises the writer's failure, if any, after closing.
+        """
+        if self._closed:
+            return
+        try:
+            await self.flush()
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        """Commit what is queued, stop the writer thread and close (idempotent, sync).
+
+        Usable outside trio; inside trio it blocks until queued writes commit,
+        so prefer :meth:`aclose` there.
+        """
+        if self._closed:
+            return
+        with self._queue_cond:
+            self._stopping = True
+            self._queue_cond.notify()
+        self._writer.join()
+        if self._error is None:
+            self._committed = max(self._committed, self._thread_committed)
+        self._closed = True
+        with self._read_lock:
+            self._drop_reader()
+            for space in self._spaces.values():
+                space.overlay.clear()
+            self._applied.clear()
+            try:
+                if self._error is None:
+                    self._env.sync(True)
+            finally:
+                self._env.close()
+        self._notify(self._token, self._wake_all)
+
+    # ------------------------------------------------------- writer thread side
+
+    def _run_writer(self) -> None:
+        """The writer thread: commit everything queued so far, in one txn, until stopped."""
+        while True:
+            with self._queue_cond:
+                while not self._queue and not self._stopping:
+                    self._queue_cond.wait()
+                if not self._queue:
+                    return
+                batches = self._queue
+                self._queue = []
+            try:
+                self._commit(batches)
+            except BaseException as exc:
+                self._record_failure(exc, batches)
+                return
+            last = batches[-1]
+            self._thread_committed = last.last_seq
+            self._notify(last.token, self._on_committed, last.last_seq)
+
+    def _commit(self, batches: list[_Batch]) -> None:
+        """Apply ``batches`` in one write txn, growing the map until they fit."""
+        while True:
+            txn = self._env.begin(write=True)
+            try:
+                cursors: dict[_Space, lmdb.Cursor[bytes]] = {}
+                for batch in batches:
+                    for space, key, value in batch.ops:
+                        cursor = cursors.get(space)
+                        if cursor is None:
+                            cursor = cursors[space] = txn.cursor(db=space.handle)
+                        if value is None:
+                            if cursor.set_key(key):
+                                cursor.delete()
+                        else:
+                            cursor.put(key, value)
+                txn.commit()
+                return
+            except lmdb.MapFullError:
+                txn.abort()
+                self._grow()
+            except BaseException:
+                txn.abort()
+                raise
+
+    def _grow(self) -> None:
+        """Double the map; no read txn may be active meanwhile, hence the lock."""
+        with self._read_lock:
+            self._drop_reader()
+            new_size = self._env.info()["map_size"] * 2
+            self._env.set_mapsize(new_size)
+        logger.info(
+            "directory map grown",
+            extra={"event": "directory.map_grown", "path": str(self._path), "map_size": new_size},
+        )
+
+    def _record_failure(self, exc: BaseException, batches: list[_Batch]) -> None:
+        self._error = exc
+        logger.error(
+            "directory writer failed; later writes will be refused",
+            extra={
+                "event": "directory.writer_failed",
+                "path": str(self._path),
+                "error_type": type(exc).__name__,
+                "lost_ops": sum(len(batch.ops) for batch in batches),
+            },
+            exc_info=exc,
+        )
+        self._notify(batches[-1].token, self._wake_all)
+
+    @staticmethod
+    def _notify(
+        token: trio.lowlevel.TrioToken | None, fn: Callable[..., object], *args: object
+    ) -> None:
+        """Run ``fn`` on the trio thread; a finished run has nobody left to tell."""
+        if token is None:
+            return
+        with contextlib.suppress(trio.RunFinishedError):
+            token.run_sync_soon(fn, *args)
+
+    # ----------------------------------------------- trio side, called by writer
+
+    def _on_committed(self, seq: int) -> None:
+        """The writer committed every op up to ``seq``: drop their overlay entries."""
+        if seq <= self._committed:
+            return
+        self._committed = seq
+        with self._read_lock:
+            self._drop_reader()
+        applied = self._applied
+        while applied and applied[0][0] <= seq:
+            op_seq, space, key = applied.popleft()
+            entry = space.overlay.get(key)
+            if entry is not None and entry[0] == op_seq:
+                del space.overlay[key]
+        waiters = self._waiters
+        while waiters and waiters[0][0] <= seq:
+            heapq.heappop(waiters)[2].set()
+
+    def _wake_all(self) -> None:
+        """Wake every waiter; each re-checks and raises if its writes did not land."""
+        waiters, self._waiters = self._waiters, []
+        for _, _, event in waiters:
+            event.set()
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else f"pending={self.pending}"
+        return f"<LmdbStore {str(self._path)!r} schema={self._schema_version} {state}>"
+
+
+def _migrate(
+    txn: lmdb.Transaction[bytes],
+    handles: StoreHandles,
+    path: Path,
+    stored: int,
+    current: int,
+    migrations: Mapping[int, Migration],
+) -> None:
+    """Run the hooks stored+1..current in ``txn``; any failure aborts the whole upgrade."""
+    missing = [v for v in range(stored + 1, current + 1) if v not in migrations]
+    if missing:
+        raise DirectoryError(
+            f"LMDB store at {path} has schema version {stored} but this code needs {current}, "
+            f"and there is no migration to version(s) {', '.join(map(str, missing))}"
+        )
+    for version in range(stored + 1, current + 1):
+        try:
+            migrations[version](txn, handles)
+        except (DirectoryError, lmdb.MapFullError):
+            raise
+        except Exception as exc:
+            raise DirectoryError(
+                f"migration of LMDB store at {path} to schema version {version} failed: {exc}"
+            ) from exc

@@ -1,0 +1,153 @@
+"""The router: inbound event -> policy -> session -> the session actor's mailbox.
+
+Refusals never vanish: an unknown address, a domain no platform serves, a
+platform that is not connected, or a policy refusal each become a
+delivery-failed outcome back to the sender (for events that want one) and a
+``refused`` metadata entry with the reason.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+
+import msgspec
+
+from ._actors import ActorSystem
+from ._adapter import Adapter, DeliveryError
+from ._clock import Clock
+from ._degrade import degrade
+from ._directory import Directory, SessionRecord, ordered_pair, session_id_for
+from ._events import (
+    ChannelInvite,
+    ContactAccept,
+    ContactRemove,
+    ContactRequest,
+    DeliveryOutcome,
+    Error,
+    Event,
+    Presence,
+    Profile,
+    failed_outcome,
+)
+from ._metadata_log import MetadataEntry, MetadataLog
+from ._policy import FederationPolicy
+
+log = logging.getLogger("interlink.router")
+
+SESSION_KIND = "session"
+CONTACT_KIND = "contact"
+
+#: events that flow whatever the contact state (they manage or report it)
+_CONTACT_FREE = (ContactRequest, ContactAccept, ContactRemove, DeliveryOutcome, Error,
+                 ChannelInvite)
+
+
+class RoutingSettings(msgspec.Struct, frozen=True, kw_only=True):
+    #: conversation events need an accepted contact between the two parties
+    require_accepted_contact: bool = True
+
+
+class Router:
+    def __init__(
+        self,
+        *,
+        directory: Directory,
+        policy: FederationPolicy,
+        actors: ActorSystem,
+        metadata_log: MetadataLog,
+        clock: Clock,
+        adapters: Mapping[str, Adapter],
+        settings: RoutingSettings | None = None,
+    ) -> None:
+        self.directory = directory
+        self.policy = policy
+        self.actors = actors
+        self.metadata_log = metadata_log
+        self.clock = clock
+        self.adapters = adapters
+        self.settings = settings or RoutingSettings()
+        self.routed = 0
+        self.refused = 0
+
+    def adapter_for(self, domain: str) -> Adapter | None:
+        route = self.directory.get_domain_route(domain)
+        return None if route is None else self.adapters.get(route.platform)
+
+    async def route(self, event: Event) -> None:
+        """Route one inbound event. Returns once it is in a mailbox or refused."""
+        source, destination = event.source, event.destination
+        if source == destination and isinstance(event, Presence | Profile):
+            # A broadcast: the contact actor fans it out to everyone subscribed.
+            await self.actors.ref(f"{CONTACT_KIND}/{source}").tell(event)
+            return
+        directory = self.directory
+        route = directory.get_domain_route(destination.domain)
+        if route is None:
+            return await self.refuse(event, f"no-route:{destination.domain}")
+        if route.platform not in self.adapters:
+            return await self.refuse(event, f"platform-unavailable:{route.platform}")
+        if route.internal and directory.get_identity(destination) is None:
+            return await self.refuse(event, "unknown-address")
+        decision = self.policy.check(source, destination)
+        if not decision.allowed:
+            return await self.refuse(event, decision.reason)
+        if self.settings.require_accepted_contact and not isinstance(event, _CONTACT_FREE):
+            contact = directory.get_contact(source, destination)
+            if contact is None or contact.state != "accepted":
+                return await self.refuse(event, "not-a-contact")
+        session_id = event.session_id
+        if not session_id:
+            record = directory.find_session(source, destination)
+            if record is None:
+                record = await self._create_session(event)
+            session_id = record.session_id
+            event = msgspec.structs.replace(event, session_id=session_id)
+        self.routed += 1
+        await self.actors.ref(f"{SESSION_KIND}/{session_id}").tell(event)
+
+    async def _create_session(self, event: Event) -> SessionRecord:
+        a, b = ordered_pair(event.source, event.destination)
+        record = SessionRecord(session_id=session_id_for(a, b), a=a, b=b,
+                               created_at=self.clock.now())
+        await self.directory.put_session(record)
+        log.info("session created", extra={"session_id": record.session_id,
+                                           "a": str(a), "b": str(b)})
+        return record
+
+    async def refuse(self, event: Event, reason: str) -> None:
+        """Log a refusal and tell the sender, when the event wants an outcome."""
+        self.refused += 1
+        await self.metadata_log.record(MetadataEntry(
+            timestamp=self.clock.now(), event_id=event.event_id, sender=event.source,
+            receiver=event.destination, type=event.log_type, session_id=event.session_id,
+            outcome="refused", reason=reason))
+        log.info("event refused", extra={"event_id": event.event_id, "kind": event.log_type,
+                                         "reason": reason})
+        if event.wants_outcome:
+            await self.notify_sender(failed_outcome(event, reason, timestamp=self.clock.now()),
+                                     None)
+
+    async def notify_sender(self, outcome: DeliveryOutcome,
+                            session: SessionRecord | None) -> None:
+        """Deliver an outcome straight to the sender's adapter (never re-routed)."""
+        adapter = self.adapter_for(outcome.destination.domain)
+        if adapter is None:
+            log.warning("outcome has nowhere to go", extra={
+                "event_id": outcome.target_event_id, "status": outcome.status})
+            return
+        notice = degrade(outcome, adapter.capabilities)
+        if notice is None:
+            return
+        try:
+            await adapter.deliver(notice, session)
+        except DeliveryError as exc:
+            log.warning("outcome not delivered", extra={
+                "event_id": outcome.target_event_id, "status": outcome.status,
+                "reason": exc.reason})
+            return
+        if outcome.status == "failed":
+            await self.metadata_log.record(MetadataEntry(
+                timestamp=self.clock.now(), event_id=outcome.event_id,
+                sender=outcome.source, receiver=outcome.destination, type="error",
+                session_id=outcome.session_id, outcome="delivered", reason=outcome.reason))

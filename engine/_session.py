@@ -1,0 +1,201 @@
+"""Session and contact actors: where routed events are handled, in order.
+
+A **session actor** owns one conversation (two addresses). For each event it
+validates message references (edits, reactions and replies must name a
+message the session knows), keeps contact records, adapts the event to what
+the destination can express, delivers it (retrying transient failures with
+backoff inside a bounded window, holding later events back so that order is
+kept), records the message-id map, writes one metadata entry, and reports the
+outcome to the sender.
+
+A **contact actor** owns one address's broadcasts (presence, profile): it
+remembers the latest and fans them out to every accepted contact.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+
+import msgspec
+import trio
+
+from ._adapter import Adapter, DeliveryError, DeliveryResult
+from ._degrade import degrade
+from ._directory import ContactRecord, MessageIdRecord, SessionRecord
+from ._errors import LocalError
+from ._events import (
+    BaseEvent,
+    ContactAccept,
+    ContactRemove,
+    ContactRequest,
+    Edit,
+    Event,
+    FileShare,
+    Message,
+    Presence,
+    Profile,
+    ReactionAdd,
+    ReactionRemove,
+    Retract,
+    delivered_outcome,
+    failed_outcome,
+    new_event_id,
+)
+from ._metadata_log import MetadataEntry, Outcome
+from ._router import Router
+
+log = logging.getLogger("interlink.session")
+
+
+class DeliverySettings(msgspec.Struct, frozen=True, kw_only=True):
+    #: how long transient delivery failures are retried before the sender is told
+    retry_window: float = 30.0
+    initial_backoff: float = 0.2
+    max_backoff: float = 5.0
+
+
+class _Failed(Exception):
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class SessionActor:
+    def __init__(self, router: Router, record: SessionRecord,
+                 settings: DeliverySettings) -> None:
+        self._router = router
+        self._record = record
+        self._settings = settings
+
+    @property
+    def record(self) -> SessionRecord:
+        return self._record
+
+    async def handle(self, event: Event) -> None:
+        router = self._router
+        try:
+            if event.source not in (self._record.a, self._record.b) or \
+                    event.destination not in (self._record.a, self._record.b):
+                raise _Failed("not-in-session")
+            self._check_references(event)
+            adapter = router.adapter_for(event.destination.domain)
+            if adapter is None:
+                raise _Failed(f"platform-unavailable:{event.destination.domain}")
+            await self._update_contacts(event)
+            outgoing = degrade(event, adapter.capabilities)
+            if outgoing is None:
+                await self._log(event, "delivered", "unsupported-by-destination")
+                return
+            result = await self._deliver(adapter, outgoing)
+        except _Failed as failure:
+            await self._log(event, "failed", failure.reason)
+            if event.wants_outcome:
+                await router.notify_sender(
+                    failed_outcome(event, failure.reason, timestamp=router.clock.now()),
+                    self._record)
+            return
+        await self._remember(adapter, event, result)
+        await self._log(event, "delivered", "")
+        source_adapter = router.adapter_for(event.source.domain)
+        if (event.wants_outcome and source_adapter is not None
+                and "delivery_receipts" in source_adapter.capabilities):
+            await router.notify_sender(delivered_outcome(event, timestamp=router.clock.now()),
+                                       self._record)
+
+    def _check_references(self, event: Event) -> None:
+        directory = self._router.directory
+        if isinstance(event, Edit | Retract | ReactionAdd | ReactionRemove):
+            target = directory.get_message_ids(event.target_id)
+            if target is None or target.session_id != self._record.session_id:
+                raise _Failed("unknown-message")
+        elif isinstance(event, Message):
+            for ref in (event.reply_to, event.thread_id):
+                if ref and directory.get_message_ids(ref) is None:
+                    raise _Failed("unknown-message")
+
+    async def _update_contacts(self, event: Event) -> None:
+        directory = self._router.directory
+        now = self._router.clock.now()
+        source, destination = event.source, event.destination
+        if isinstance(event, ContactRequest):
+            existing = directory.get_contact(source, destination)
+            if existing is not None and existing.state == "accepted":
+                return
+            state, requested_by = "pending", source
+        elif isinstance(event, ContactAccept):
+            pending = directory.get_contact(source, destination)
+            if pending is not None and pending.state == "accepted":
+                return  # accepting twice is harmless: pass it on, change nothing
+            if pending is None or pending.state != "pending" or pending.requested_by == source:
+                raise _Failed("no-pending-request")
+            state, requested_by = "accepted", pending.requested_by
+        elif isinstance(event, ContactRemove):
+            state, requested_by = "removed", source
+        else:
+            return
+        for owner, contact in ((source, destination), (destination, source)):
+            await directory.put_contact(ContactRecord(
+                owner=owner, contact=contact, state=state,  # type: ignore[arg-type]
+                requested_by=requested_by, updated_at=now))
+
+    async def _deliver(self, adapter: Adapter, event: Event) -> DeliveryResult:
+        settings = self._settings
+        backoff = settings.initial_backoff
+        deadline = trio.current_time() + settings.retry_window
+        while True:
+            try:
+                return await adapter.deliver(event, self._record)
+            except DeliveryError as exc:
+                if not exc.retryable or trio.current_time() + backoff > deadline:
+                    raise _Failed(exc.reason) from exc
+                log.info("delivery will retry", extra={
+                    "session_id": self._record.session_id, "event_id": event.event_id,
+                    "reason": exc.reason, "backoff_s": round(backoff, 3)})
+            await trio.sleep(backoff * random.uniform(0.8, 1.2))
+            backoff = min(backoff * 2, settings.max_backoff)
+
+    async def _remember(self, adapter: Adapter, event: Event, result: DeliveryResult) -> None:
+        directory = self._router.directory
+        if result.platform_message_id and isinstance(event, Message | FileShare):
+            await directory.put_message_ids(MessageIdRecord(
+                canonical_id=event.event_id, session_id=self._record.session_id,
+                platform_ids={**event.platform_ids, adapter.name: result.platform_message_id},
+                created_at=event.timestamp or self._router.clock.now()))
+        conversations = self._record.conversation_ids
+        if result.conversation_id and conversations.get(adapter.name) != result.conversation_id:
+            self._record = msgspec.structs.replace(
+                self._record, conversation_ids={**conversations,
+                                                adapter.name: result.conversation_id})
+            await directory.put_session(self._record)
+
+    async def _log(self, event: BaseEvent, outcome: Outcome, reason: str) -> None:
+        router = self._router
+        await router.metadata_log.record(MetadataEntry(
+            timestamp=router.clock.now(), event_id=event.event_id, sender=event.source,
+            receiver=event.destination, type=event.log_type,
+            session_id=self._record.session_id, outcome=outcome, reason=reason))
+
+
+class ContactActor:
+    """Fans one address's presence and profile out to its accepted contacts."""
+
+    def __init__(self, router: Router, address_text: str) -> None:
+        self._router = router
+        self._address_text = address_text
+        self.presence: Presence | None = None
+        self.profile: Profile | None = None
+
+    async def handle(self, event: Event) -> None:
+        if isinstance(event, Presence):
+            self.presence = event
+        elif isinstance(event, Profile):
+            self.profile = event
+        else:
+            raise LocalError(f"contact actor got a {type(event).__name__}")
+        router = self._router
+        for contact in router.directory.list_contacts(event.source):
+            if contact.state != "accepted":
+                continue
+            await router.route(msgspec.structs.replace(
+                event, destination=contact.contact, event_id=new_event_id(), session_id=""))

@@ -1,0 +1,213 @@
+"""Actors: ordering, backpressure, ask timeouts, virtual activation and passivation."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+import trio
+import trio.testing
+
+from engine import (
+    ActorCrashedError,
+    ActorKind,
+    ActorStoppedError,
+    ActorSystem,
+    AskTimeoutError,
+    LocalError,
+    MailboxFullError,
+)
+
+
+class Recorder:
+    """An actor that records what it handled; ``gate`` can hold it mid-message."""
+
+    def __init__(self, actor_id: str, log: list[tuple[str, Any]], gate: trio.Event | None) -> None:
+        self.actor_id = actor_id
+        self.log = log
+        self.gate = gate
+
+    async def handle(self, message: Any) -> Any:
+        if message == "block" and self.gate is not None:
+            await self.gate.wait()
+        if message == "crash":
+            raise RuntimeError("boom")
+        if message == "slow":
+            await trio.sleep(10)
+        self.log.append((self.actor_id, message))
+        return ("ok", message)
+
+
+class World:
+    def __init__(self, system: ActorSystem) -> None:
+        self.system = system
+        self.handled: list[tuple[str, Any]] = []
+        self.activations: list[str] = []
+        self.passivations: list[str] = []
+        self.undeliverable: list[tuple[str, Any]] = []
+        self.gate = trio.Event()
+        self.activation_gate: trio.Event | None = None
+
+    async def activate(self, actor_id: str) -> Recorder:
+        self.activations.append(actor_id)
+        if self.activation_gate is not None:
+            await self.activation_gate.wait()
+        return Recorder(actor_id, self.handled, self.gate)
+
+    async def passivate(self, actor_id: str, actor: object) -> None:
+        self.passivations.append(actor_id)
+
+    async def on_undeliverable(self, actor_id: str, message: Any, error: BaseException) -> None:
+        self.undeliverable.append((actor_id, message))
+
+
+@pytest.fixture
+async def world() -> AsyncIterator[World]:
+    system = ActorSystem(shard_count=4, mailbox_capacity=3, sweep_interval=1.0)
+    w = World(system)
+    system.register(ActorKind("rec", w.activate, idle_timeout=10.0, max_attempts=2,
+                              on_passivate=w.passivate, on_undeliverable=w.on_undeliverable))
+    async with trio.open_nursery() as nursery:
+        await nursery.start(system.run)
+        yield w
+        nursery.cancel_scope.cancel()
+
+
+async def test_messages_of_one_actor_are_handled_in_order(world: World) -> None:
+    ref = world.system.ref("rec/a")
+    for i in range(50):
+        await ref.tell(i)
+    await world.system.drain()
+    assert [m for _, m in world.handled] == list(range(50))
+
+
+async def test_tell_waits_while_the_mailbox_is_full(world: World) -> None:
+    ref = world.system.ref("rec/a")
+    await ref.tell("block")
+    await trio.testing.wait_all_tasks_blocked()  # the actor is now inside "block"
+    for i in range(3):  # capacity 3
+        await ref.tell(i)
+    sent = trio.Event()
+
+    async def fourth() -> None:
+        await ref.tell(3)
+        sent.set()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(fourth)
+        await trio.testing.wait_all_tasks_blocked()
+        assert not sent.is_set(), "tell must wait while the mailbox is full"
+        world.gate.set()
+    await world.system.drain()
+    assert [m for _, m in world.handled] == ["block", 0, 1, 2, 3]
+
+
+async def test_tell_nowait_raises_mailbox_full(world: World) -> None:
+    ref = world.system.ref("rec/a")
+    await ref.tell("block")
+    await trio.testing.wait_all_tasks_blocked()
+    for i in range(3):
+        ref.tell_nowait(i)
+    with pytest.raises(MailboxFullError, match="rec/a"):
+        ref.tell_nowait(99)
+    world.gate.set()
+    await world.system.drain()
+    assert 99 not in [m for _, m in world.handled]
+
+
+async def test_ask_returns_the_handlers_answer(world: World) -> None:
+    assert await world.system.ref("rec/a").ask("ping", timeout=1) == ("ok", "ping")
+
+
+async def test_ask_times_out(world: World, autojump_clock: trio.testing.MockClock) -> None:
+    start = trio.current_time()
+    with pytest.raises(AskTimeoutError, match="rec/a"):
+        await world.system.ref("rec/a").ask("slow", timeout=2)
+    assert trio.current_time() - start == pytest.approx(2)
+
+
+async def test_activation_on_first_message_only(world: World) -> None:
+    assert not world.system.is_active("rec/a")
+    await world.system.ref("rec/a").tell(1)
+    await world.system.ref("rec/a").tell(2)
+    await world.system.drain()
+    assert world.activations == ["rec/a"]
+    assert world.system.is_active("rec/a")
+
+
+async def test_single_activation_under_concurrent_first_messages(world: World) -> None:
+    world.activation_gate = trio.Event()  # keep the first activation loading
+    async with trio.open_nursery() as nursery:
+        for i in range(20):
+            nursery.start_soon(world.system.ref("rec/x").tell, i)
+        await trio.testing.wait_all_tasks_blocked()
+        world.activation_gate.set()
+    await world.system.drain()
+    assert world.activations == ["rec/x"]
+    assert sorted(m for _, m in world.handled) == list(range(20))
+
+
+async def test_idle_actors_are_passivated_and_reactivated(
+    world: World, autojump_clock: trio.testing.MockClock
+) -> None:
+    ref = world.system.ref("rec/a")
+    await ref.tell(1)
+    await world.system.drain()
+    await trio.sleep(5)
+    assert world.system.is_active("rec/a"), "not idle long enough yet"
+    await trio.sleep(7)  # idle_timeout 10 s, swept every second
+    await trio.testing.wait_all_tasks_blocked()
+    assert not world.system.is_active("rec/a")
+    assert world.passivations == ["rec/a"]
+    await ref.tell(2)
+    await world.system.drain()
+    assert world.activations == ["rec/a", "rec/a"]
+    assert [m for _, m in world.handled] == [1, 2]
+
+
+async def test_busy_actor_is_not_passivated(
+    world: World, autojump_clock: trio.testing.MockClock
+) -> None:
+    await world.system.ref("rec/a").tell("block")
+    await trio.sleep(30)
+    assert world.system.is_active("rec/a")
+    world.gate.set()
+
+
+async def test_crash_retries_then_reports_undeliverable(world: World) -> None:
+    ref = world.system.ref("rec/a")
+    await ref.tell("crash")
+    await ref.tell("after")
+    await world.system.drain()
+    assert world.undeliverable == [("rec/a", "crash")]
+    assert len(world.activations) == 3  # first, then one fresh activation per crash
+    assert world.handled == [("rec/a", "after")], "the actor carries on after a crash"
+    stats = world.system.stats("rec/a")
+    assert stats is not None and stats.crashes == 2
+
+
+async def test_ask_of_a_crashing_handler_raises(world: World) -> None:
+    with pytest.raises(ActorCrashedError) as info:
+        await world.system.ref("rec/a").ask("crash", timeout=1)
+    assert isinstance(info.value.__cause__, RuntimeError)
+
+
+async def test_unknown_kind_is_a_clear_error(world: World) -> None:
+    with pytest.raises(LocalError, match="no actor kind 'nope'"):
+        await world.system.ref("nope/a").tell(1)
+
+
+async def test_refs_fail_clearly_when_the_system_is_not_running() -> None:
+    system = ActorSystem()
+    system.register(ActorKind("rec", World(system).activate))
+    with pytest.raises(ActorStoppedError):
+        await system.ref("rec/a").tell(1)
+
+
+async def test_many_actors_spread_over_shards(world: World) -> None:
+    for i in range(200):
+        await world.system.ref(f"rec/{i}").tell(i)
+    await world.system.drain()
+    assert world.system.active_count() == 200
+    assert all(shard.activations for shard in world.system.shards)

@@ -1,0 +1,151 @@
+"""Metadata log: entries without content, roll-ups, retention, and no content at rest."""
+
+from __future__ import annotations
+
+import secrets
+from pathlib import Path
+
+import trio
+import trio.testing
+
+from engine import (
+    METADATA_DBS,
+    Address,
+    LmdbDirectory,
+    LmdbStore,
+    MemoryKV,
+    Message,
+    MetadataEntry,
+    MetadataLog,
+)
+from engine._metadata_log import day_of
+from engine.testing import MemoryDirectory, TrioWallClock
+
+from ._harness import JOHN, MARY, PETER, federation, seed
+
+DAY = 86_400.0
+
+
+def entry(clock: TrioWallClock, sender: Address, receiver: Address, *,
+          type: str = "im", outcome: str = "delivered") -> MetadataEntry:
+    return MetadataEntry(timestamp=clock.now(), event_id=secrets.token_hex(4), sender=sender,
+                         receiver=receiver, type=type, outcome=outcome)  # type: ignore[arg-type]
+
+
+async def test_rollups_count_messages_and_unique_users_per_domain_pair() -> None:
+    directory = MemoryDirectory()
+    await seed(directory)
+    clock = TrioWallClock()
+    log = MetadataLog(MemoryKV(METADATA_DBS), directory, clock)
+    for sender, receiver in ((JOHN, PETER), (JOHN, PETER), (PETER, JOHN), (MARY, PETER)):
+        await log.record(entry(clock, sender, receiver))
+    await log.record(entry(clock, JOHN, PETER, type="typing"))
+    await log.record(entry(clock, JOHN, PETER, outcome="failed"))
+    await log.write_buffered()
+    [rollup] = log.rollups()
+    assert (rollup.internal_domain, rollup.external_domain, rollup.platform) == \
+        ("acme.test", "widget.test", "widget")
+    assert (rollup.messages, rollup.events, rollup.unique_users) == (4, 6, 3)
+    assert rollup.day == day_of(clock.now())
+    assert len(log.entries()) == 6
+
+
+async def test_retention_prunes_entries_and_old_rollups(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    directory = MemoryDirectory()
+    await seed(directory)
+    clock = TrioWallClock()
+    log = MetadataLog(MemoryKV(METADATA_DBS), directory, clock,
+                      retention_days=7, rollup_retention_days=30)
+    await log.record(entry(clock, JOHN, PETER))
+    await log.write_buffered()
+    await trio.sleep(8 * DAY)
+    await log.record(entry(clock, JOHN, PETER))
+    await log.write_buffered()
+    await log.prune()
+    assert len(log.entries()) == 1, "entries older than 7 days are gone"
+    assert len(log.rollups()) == 2, "roll-ups are kept longer"
+    await trio.sleep(31 * DAY)
+    await log.prune()
+    assert log.entries() == [] and log.rollups() == []
+
+
+async def test_unique_users_over_a_period_are_not_a_sum_of_days(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    directory = MemoryDirectory()
+    await seed(directory)
+    clock = TrioWallClock()
+    log = MetadataLog(MemoryKV(METADATA_DBS), directory, clock)
+    first_day = day_of(clock.now())
+    for _ in range(3):
+        await log.record(entry(clock, JOHN, PETER))
+        await log.write_buffered()
+        await trio.sleep(DAY)
+    assert log.unique_users(day_from=first_day, day_to=day_of(clock.now())) == 1
+    assert sum(r.unique_users for r in log.rollups()) == 3
+
+
+async def test_record_waits_when_the_buffer_is_full() -> None:
+    directory = MemoryDirectory()
+    clock = TrioWallClock()
+    log = MetadataLog(MemoryKV(METADATA_DBS), directory, clock, max_buffered=2)
+    await log.record(entry(clock, JOHN, PETER))
+    await log.record(entry(clock, JOHN, PETER))
+    done = trio.Event()
+
+    async def third() -> None:
+        await log.record(entry(clock, JOHN, PETER))
+        done.set()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(third)
+        await trio.testing.wait_all_tasks_blocked()
+        assert not done.is_set()
+        await log.write_buffered()
+    assert done.is_set()
+    await log.write_buffered()
+    assert len(log.entries()) == 3
+
+
+async def test_no_message_content_reaches_the_disk(tmp_path: Path) -> None:
+    """Route messages carrying a unique marker; no file under the data dir holds it."""
+    marker = f"CONTENT-MARKER-{secrets.token_hex(8)}"
+    directory = await LmdbDirectory.open(tmp_path / "directory")
+    store = LmdbStore.open(tmp_path / "metadata", db_names=METADATA_DBS, schema_version=1)
+    async with federation(directory=directory, store=store) as fed:
+        for i in range(20):
+            await fed.acme.send(Message.create(source=JOHN, destination=PETER,
+                                               body=f"{marker} {i}",
+                                               platform_ids={"acme": f"a-{i}"}))
+            await fed.widget.send(Message.create(source=PETER, destination=JOHN,
+                                                 body=f"re: {marker} {i}"))
+        await fed.settle()
+        assert len(fed.log.entries()) >= 40
+        await fed.log.flush()
+        await directory.flush()
+    await store.aclose()
+    await directory.aclose()
+    files = [p for p in tmp_path.rglob("*") if p.is_file()]  # noqa: ASYNC240 -- after close
+    assert files, "the data dir should hold the LMDB files"
+    for path in files:
+        data = path.read_bytes()
+        assert marker.encode() not in data, f"message content found in {path}"
+        assert marker.encode("utf-16-le") not in data, f"message content found in {path}"
+
+
+async def test_metadata_survives_a_restart(tmp_path: Path) -> None:
+    directory = MemoryDirectory()
+    await seed(directory)
+    clock = TrioWallClock()
+    store = LmdbStore.open(tmp_path / "m", db_names=METADATA_DBS, schema_version=1)
+    log = MetadataLog(store, directory, clock)
+    await log.record(entry(clock, JOHN, PETER))
+    await log.flush()
+    await store.aclose()
+    reopened = LmdbStore.open(tmp_path / "m", db_names=METADATA_DBS, schema_version=1)
+    log = MetadataLog(reopened, directory, clock)
+    assert len(log.entries()) == 1
+    assert [r.messages for r in log.rollups()] == [1]
+    await reopened.aclose()

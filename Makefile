@@ -10,7 +10,7 @@ CONFIG ?= examples/loopback.toml
 .PHONY: setup run test lint typecheck unit clean
 
 $(STAMP): pyproject.toml
-	@$(PYTHON) -m venv --help >/dev/null 2>&1 || (apt-get update -q && apt-get install -y -q python3-venv)
+	@$(PYTHON) -c "import ensurepip, venv" 2>/dev/null || (apt-get update -q && apt-get install -y -q python3-venv)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -e '.[dev]'

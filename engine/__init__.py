@@ -3,8 +3,10 @@
 Everything public is re-exported here; implementation lives in private modules.
 """
 
+from ._actors import ActivationStats as ActivationStats
 from ._actors import Actor as Actor
 from ._actors import ActorCrashedError as ActorCrashedError
+from ._actors import ActorFailedError as ActorFailedError
 from ._actors import ActorKind as ActorKind
 from ._actors import ActorRef as ActorRef
 from ._actors import ActorSystem as ActorSystem

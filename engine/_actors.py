@@ -18,24 +18,39 @@ Rules of this module:
 - Ids are ``"<kind>/<key>"``. Activations are spread over shards by a stable
   hash of the id; each shard runs in its own task so that supervision (a
   later layer) can own shards independently.
-- When a handler raises, the actor *crashes*: its state is rebuilt by a fresh
-  activation and the message is retried up to ``max_attempts`` times in
+- When a handler raises, the actor *crashes* and is restarted: after a
+  backoff (exponential with jitter) its state is rebuilt by a fresh
+  activation and the message is retried, up to ``max_attempts`` tries in
   total; then the kind's ``on_undeliverable`` callback answers it (sessions
-  tell the sender that delivery failed) and the actor carries on. A message
-  is never dropped silently.
+  tell the sender that delivery failed) and the actor carries on with the
+  next message. Messages waiting in the mailbox survive every restart.
+- Each actor has its own restart budget (``max_restarts`` within
+  ``restart_window`` seconds), so a few bad actors among 100k cannot exhaust
+  a shared one. An actor over budget is **failed**: it stays listed with its
+  last error, and every message sent to it is answered through
+  ``on_undeliverable`` (never held, never dropped) until an operator restarts
+  (:meth:`ActorSystem.restart`) or stops (:meth:`ActorSystem.stop`) it.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import random
 import zlib
+from collections import deque
 from collections.abc import Awaitable, Callable
-from typing import Any, Generic, Protocol, TypeVar
+from typing import Any, Generic, Literal, Protocol, TypeVar
 
 import trio
 
-from ._errors import ActorStoppedError, AskTimeoutError, LocalError, MailboxFullError
+from ._errors import (
+    ActorStoppedError,
+    AskTimeoutError,
+    InterlinkError,
+    LocalError,
+    MailboxFullError,
+)
 
 log = logging.getLogger("interlink.actors")
 
@@ -59,11 +74,18 @@ OnUndeliverable = Callable[[str, Any, BaseException], Awaitable[None]]
 OnPassivate = Callable[[str, Actor], Awaitable[None]]
 
 
-class ActorKind:
-    """How actors of one kind are activated, passivated and answered on failure."""
+ActorState = Literal["running", "failed"]
 
-    __slots__ = ("activate", "idle_timeout", "max_attempts", "name", "on_passivate",
-                 "on_undeliverable")
+
+class ActorFailedError(LocalError):
+    """The actor is failed (over its restart budget) until an operator restarts it."""
+
+
+class ActorKind:
+    """How actors of one kind are activated, restarted, passivated and answered on failure."""
+
+    __slots__ = ("activate", "backoff_initial", "backoff_max", "idle_timeout", "max_attempts",
+                 "max_restarts", "name", "on_passivate", "on_undeliverable", "restart_window")
 
     def __init__(
         self,
@@ -72,17 +94,25 @@ class ActorKind:
         *,
         idle_timeout: float = math.inf,
         max_attempts: int = 3,
+        max_restarts: int = 10,
+        restart_window: float = 60.0,
+        backoff_initial: float = 0.05,
+        backoff_max: float = 2.0,
         on_undeliverable: OnUndeliverable | None = None,
         on_passivate: OnPassivate | None = None,
     ) -> None:
         if "/" in name:
             raise LocalError(f"actor kind {name!r} must not contain '/'")
-        if max_attempts < 1:
-            raise LocalError("max_attempts must be at least 1")
+        if max_attempts < 1 or max_restarts < 0:
+            raise LocalError("max_attempts must be at least 1 and max_restarts at least 0")
         self.name = name
         self.activate = activate
         self.idle_timeout = idle_timeout
         self.max_attempts = max_attempts
+        self.max_restarts = max_restarts
+        self.restart_window = restart_window
+        self.backoff_initial = backoff_initial
+        self.backoff_max = backoff_max
         self.on_undeliverable = on_undeliverable
         self.on_passivate = on_passivate
 
@@ -100,31 +130,49 @@ class _Ask:
 
 
 class ActivationStats:
-    """A snapshot of one activation, for operators and tests."""
+    """A snapshot of one activation, for operators and tests (times on trio's clock)."""
 
-    __slots__ = ("actor_id", "crashes", "handled", "last_activity", "mailbox_depth")
+    __slots__ = ("actor_id", "crashes", "handled", "last_activity", "last_error",
+                 "last_error_at", "mailbox_depth", "state")
 
-    def __init__(self, actor_id: str, mailbox_depth: int, handled: int, crashes: int,
-                 last_activity: float) -> None:
+    def __init__(self, actor_id: str, *, state: ActorState, mailbox_depth: int, handled: int,
+                 crashes: int, last_activity: float, last_error: str,
+                 last_error_at: float | None) -> None:
         self.actor_id = actor_id
+        self.state = state
         self.mailbox_depth = mailbox_depth
         self.handled = handled
         self.crashes = crashes
         self.last_activity = last_activity
+        self.last_error = last_error
+        self.last_error_at = last_error_at
+
+
+def describe_error(error: BaseException) -> str:
+    """An error for operators: our own errors' messages are content-free by
+    convention; a foreign exception's message might quote content, so only its
+    type is kept."""
+    if isinstance(error, InterlinkError):
+        return f"{type(error).__name__}: {str(error)[:200]}"
+    return type(error).__name__
 
 
 class _Activation:
     __slots__ = (
         "actor",
         "busy",
+        "crash_times",
         "crashes",
         "done",
         "handled",
         "key",
         "kind",
         "last_activity",
+        "last_error",
+        "last_error_at",
         "receive",
         "send",
+        "state",
     )
 
     def __init__(self, kind: ActorKind, key: str, capacity: int) -> None:
@@ -137,6 +185,10 @@ class _Activation:
         self.busy = False
         self.handled = 0
         self.crashes = 0
+        self.crash_times: deque[float] = deque()
+        self.state: ActorState = "running"
+        self.last_error = ""
+        self.last_error_at: float | None = None
         self.last_activity = trio.current_time()
         self.done = trio.Event()
 
@@ -145,8 +197,27 @@ class _Activation:
 
     def can_passivate(self) -> bool:
         stats = self.receive.statistics()
-        return (not self.busy and stats.current_buffer_used == 0
+        return (not self.busy and self.state == "running" and stats.current_buffer_used == 0
                 and stats.tasks_waiting_send == 0)
+
+    def stats(self, actor_id: str) -> ActivationStats:
+        return ActivationStats(
+            actor_id, state=self.state, mailbox_depth=self.receive.statistics().current_buffer_used,
+            handled=self.handled, crashes=self.crashes, last_activity=self.last_activity,
+            last_error=self.last_error, last_error_at=self.last_error_at)
+
+    def record_crash(self, error: BaseException) -> bool:
+        """Count a crash; ``True`` when the actor is still within its restart budget."""
+        now = trio.current_time()
+        self.crashes += 1
+        self.last_error = describe_error(error)
+        self.last_error_at = now
+        self.actor = None  # the next attempt starts from a fresh activation
+        window = self.crash_times
+        window.append(now)
+        while window and window[0] < now - self.kind.restart_window:
+            window.popleft()
+        return len(window) <= self.kind.max_restarts
 
 
 class _Shard:
@@ -218,19 +289,31 @@ class _Shard:
     async def _handle(self, actor_id: str, act: _Activation, message: Any) -> None:
         ask = message if isinstance(message, _Ask) else None
         payload = ask.message if ask is not None else message
+        kind = act.kind
         error: BaseException | None = None
-        for _attempt in range(act.kind.max_attempts):
+        backoff = kind.backoff_initial
+        for attempt in range(kind.max_attempts):
+            if act.state == "failed":
+                error = error or ActorFailedError(f"{actor_id} is failed: {act.last_error}")
+                break
+            if attempt:
+                await trio.sleep(backoff * random.uniform(0.8, 1.2))
+                backoff = min(backoff * 2, kind.backoff_max)
             try:
                 if act.actor is None:
-                    act.actor = await act.kind.activate(actor_id)
+                    act.actor = await kind.activate(actor_id)
                 result = await act.actor.handle(payload)
             except Exception as exc:
                 error = exc
-                act.crashes += 1
-                act.actor = None  # crash: the next attempt starts from a fresh activation
+                within_budget = act.record_crash(exc)
                 log.warning("actor crashed", extra={
                     "actor_id": actor_id, "error_type": type(exc).__name__,
-                    "crashes": act.crashes})
+                    "crashes": act.crashes, "attempt": attempt + 1})
+                if not within_budget:
+                    act.state = "failed"
+                    log.error("actor failed: restart budget exhausted", extra={
+                        "actor_id": actor_id, "max_restarts": kind.max_restarts,
+                        "restart_window_s": kind.restart_window, "last_error": act.last_error})
                 continue
             if ask is not None:
                 ask.result = result
@@ -240,11 +323,12 @@ class _Shard:
         if ask is not None:
             ask.error = error
             ask.done.set()
-        if act.kind.on_undeliverable is not None:
-            await act.kind.on_undeliverable(actor_id, payload, error)
-        log.error("message undeliverable after retries", extra={
-            "actor_id": actor_id, "attempts": act.kind.max_attempts,
-            "error_type": type(error).__name__})
+        if kind.on_undeliverable is not None:
+            await kind.on_undeliverable(actor_id, payload, error)
+        if not isinstance(error, ActorFailedError):
+            log.error("message undeliverable after retries", extra={
+                "actor_id": actor_id, "attempts": kind.max_attempts,
+                "error_type": type(error).__name__})
 
     async def _sweep_idle(self) -> None:
         """Passivate activations idle for longer than their kind's idle timeout."""
@@ -371,10 +455,48 @@ class ActorSystem:
 
     def stats(self, actor_id: str) -> ActivationStats | None:
         act = self.shard_of(actor_id).activations.get(actor_id)
+        return None if act is None else act.stats(actor_id)
+
+    def list_active(self, *, kind: str | None = None,
+                    state: ActorState | None = None) -> list[ActivationStats]:
+        """Snapshots of live activations (running or failed), sorted by id."""
+        prefix = None if kind is None else f"{kind}/"
+        return sorted(
+            (act.stats(actor_id) for shard in self.shards
+             for actor_id, act in shard.activations.items()
+             if (prefix is None or actor_id.startswith(prefix))
+             and (state is None or act.state == state)),
+            key=lambda s: s.actor_id)
+
+    # -- operator control ----------------------------------------------------
+    def start(self, actor_id: str) -> ActivationStats:
+        """Activate ``actor_id`` now (it loads on its first message or restart)."""
+        return self.shard_of(actor_id).activation(actor_id).stats(actor_id)
+
+    def restart(self, actor_id: str) -> ActivationStats:
+        """Clear a failed state (or force a fresh activation) and reset the restart budget.
+
+        The actor's state is rebuilt from its directory entry on its next
+        message; messages already in its mailbox are kept.
+        """
+        act = self.shard_of(actor_id).activation(actor_id)
+        act.state = "running"
+        act.actor = None
+        act.crash_times.clear()
+        log.info("actor restarted by operator", extra={"actor_id": actor_id})
+        return act.stats(actor_id)
+
+    def stop(self, actor_id: str) -> bool:
+        """Passivate ``actor_id`` now: it handles what is already in its mailbox
+        (or answers it, when failed), then stops. ``False`` if it was not active."""
+        shard = self.shard_of(actor_id)
+        act = shard.activations.pop(actor_id, None)
         if act is None:
-            return None
-        return ActivationStats(actor_id, act.receive.statistics().current_buffer_used,
-                               act.handled, act.crashes, act.last_activity)
+            return False
+        shard.passivating[actor_id] = act
+        act.send.close()
+        log.info("actor stopped by operator", extra={"actor_id": actor_id})
+        return True
 
     def pending_messages(self) -> int:
         """Messages waiting in every mailbox, plus those being handled."""

@@ -41,6 +41,8 @@ class EngineSection(_Section, frozen=True, kw_only=True):
     session_idle_timeout: float = 300.0
     contact_idle_timeout: float = 900.0
     max_attempts: int = 3
+    max_restarts: int = 10
+    restart_window: float = 60.0
     drain_timeout: float = 10.0
     message_id_retention_days: float = 30.0
 
@@ -149,6 +151,7 @@ class Config(_Section, frozen=True, kw_only=True):
             shard_count=e.shard_count, mailbox_capacity=e.mailbox_capacity,
             session_idle_timeout=e.session_idle_timeout,
             contact_idle_timeout=e.contact_idle_timeout, max_attempts=e.max_attempts,
+            max_restarts=e.max_restarts, restart_window=e.restart_window,
             drain_timeout=e.drain_timeout, message_id_retention_days=e.message_id_retention_days,
             routing=RoutingSettings(require_accepted_contact=self.policy.require_accepted_contact),
             delivery=DeliverySettings(retry_window=self.delivery.retry_window),

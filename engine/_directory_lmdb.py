@@ -181,6 +181,11 @@ class LmdbDirectory:
     outside trio, e.g. for read-only tools). Reads are synchronous, writes
     are group-committed by the store's writer thread; see
     :mod:`engine._directory` for the contract.
+
+    Writes that read first (to clean up reverse entries or count sessions)
+    wait for queue room *before* reading, then queue their ops with no
+    checkpoint in between: concurrent tasks never interleave inside one
+    write, and a cancelled write has written nothing.
     """
 
     def __init__(self, store: LmdbStore) -> None:

@@ -19,7 +19,7 @@ from typing import Any
 import msgspec
 import trio
 
-from ._actors import Actor, ActorKind, ActorSystem
+from ._actors import Actor, ActorFailedError, ActorKind, ActorSystem
 from ._adapter import Adapter
 from ._clock import Clock, SystemClock
 from ._directory import Directory
@@ -40,6 +40,9 @@ class EngineSettings(msgspec.Struct, frozen=True, kw_only=True):
     contact_idle_timeout: float = 900.0
     sweep_interval: float = 1.0
     max_attempts: int = 3
+    #: per actor: more crashes than this within restart_window marks it failed
+    max_restarts: int = 10
+    restart_window: float = 60.0
     drain_timeout: float = 10.0
     #: edits, reactions and replies can name messages up to this old
     message_id_retention_days: float = 30.0
@@ -73,14 +76,15 @@ class Engine:
         self.router = Router(directory=directory, policy=self.policy, actors=self.actors,
                              metadata_log=metadata_log, clock=self._clock,
                              adapters=self.adapters, settings=self.settings.routing)
-        self.actors.register(ActorKind(
-            SESSION_KIND, self._activate_session,
-            idle_timeout=self.settings.session_idle_timeout,
-            max_attempts=self.settings.max_attempts, on_undeliverable=self._undeliverable))
-        self.actors.register(ActorKind(
-            CONTACT_KIND, self._activate_contact,
-            idle_timeout=self.settings.contact_idle_timeout,
-            max_attempts=self.settings.max_attempts, on_undeliverable=self._undeliverable))
+        for kind, activate, idle in (
+            (SESSION_KIND, self._activate_session, self.settings.session_idle_timeout),
+            (CONTACT_KIND, self._activate_contact, self.settings.contact_idle_timeout),
+        ):
+            self.actors.register(ActorKind(
+                kind, activate, idle_timeout=idle, max_attempts=self.settings.max_attempts,
+                max_restarts=self.settings.max_restarts,
+                restart_window=self.settings.restart_window,
+                on_undeliverable=self._undeliverable))
         self._accepting = False
         self._cancel_scope: trio.CancelScope | None = None
 
@@ -114,7 +118,8 @@ class Engine:
         if not isinstance(message, msgspec.Struct) or not hasattr(message, "log_type"):
             return
         event: Event = message  # type: ignore[assignment]
-        reason = f"internal-error:{type(error).__name__}"
+        reason = "actor-failed" if isinstance(error, ActorFailedError) \
+            else f"internal-error:{type(error).__name__}"
         await self.metadata_log.record(MetadataEntry(
             timestamp=self._clock.now(), event_id=event.event_id, sender=event.source,
             receiver=event.destination, type=event.log_type, session_id=event.session_id,

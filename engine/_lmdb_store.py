@@ -12,7 +12,8 @@ Why this shape:
   one ``fsync``. When the commit lands, the trio side drops the overlay entries
   it covered and wakes ``flush()`` waiters.
 - **Backpressure instead of unbounded memory.** Writes return immediately
-  unless ``max_pending`` operations are still uncommitted.
+  unless ``max_pending`` operations are still uncommitted; then they wait for
+  room *before* applying, so a cancelled write has written nothing.
 - **The map grows itself.** ``MapFullError`` never reaches a caller: the writer
   doubles the map and retries the batch.
 - **Writer failures are loud.** Any other error in the writer is kept, logged
@@ -25,6 +26,12 @@ after every commit the trio side learns about (so the next read sees it and
 old pages can be reused) and before every map resize (LMDB forbids resizing
 while this process has an active read transaction); a ``threading.Lock``
 keeps reads and resizes from overlapping.
+
+Known limit: py-lmdb releases the GIL around every LMDB call, so while the
+trio thread is CPU-bound the writer thread regains the GIL only once per
+switch interval (5 ms by default) per operation. Commits then slow to a few
+hundred operations per second and backpressure throttles writers until the
+event loop idles; ``sys.setswitchinterval`` is the process-wide knob.
 """
 
 from __future__ import annotations
@@ -47,6 +54,10 @@ from ._errors import DirectoryError
 __all__ = ["LmdbStore", "MiB", "Migration", "Op", "StoreHandles"]
 
 logger = logging.getLogger("interlink.directory")
+
+# Resolved paths of the stores open in this process (see LmdbStore.open).
+_open_paths: set[Path] = set()
+_open_paths_lock = threading.Lock()
 
 MiB: Final = 1024 * 1024
 META_DB: Final = "meta"
@@ -122,6 +133,7 @@ class LmdbStore:
     ) -> None:
         """Wrap an already opened environment; use :meth:`open` instead."""
         self._path = path
+        self._real_path = path.resolve()
         self._env = env
         self._spaces = spaces
         self._schema_version = schema_version
@@ -192,24 +204,39 @@ class LmdbStore:
             raise DirectoryError(f"map_size must be positive, not {map_size}")
         try:
             path.mkdir(parents=True, exist_ok=True)
-            env = lmdb.open(
-                str(path), map_size=map_size, max_dbs=len(names) + 1, sync=sync, subdir=True
-            )
-        except (OSError, lmdb.Error) as exc:
+            real_path = path.resolve()
+        except OSError as exc:
             raise DirectoryError(f"cannot open LMDB store at {path}: {exc}") from exc
+        with _open_paths_lock:
+            # LMDB forbids opening one environment twice in a process: closing
+            # either copy would drop the other's file locks.
+            if real_path in _open_paths:
+                raise DirectoryError(f"LMDB store at {path} is already open in this process")
+            _open_paths.add(real_path)
         try:
-            handles = cls._prepare(env, path, names, schema_version, migrations or {})
+            try:
+                env = lmdb.open(
+                    str(path), map_size=map_size, max_dbs=len(names) + 1, sync=sync, subdir=True
+                )
+            except lmdb.Error as exc:
+                raise DirectoryError(f"cannot open LMDB store at {path}: {exc}") from exc
+            try:
+                handles = cls._prepare(env, path, names, schema_version, migrations or {})
+                spaces = {name: _Space(name, handles[name]) for name in names}
+                return cls(
+                    path=path,
+                    env=env,
+                    spaces=spaces,
+                    schema_version=schema_version,
+                    max_pending=max_pending,
+                )
+            except BaseException:
+                env.close()
+                raise
         except BaseException:
-            env.close()
+            with _open_paths_lock:
+                _open_paths.discard(real_path)
             raise
-        spaces = {name: _Space(name, handles[name]) for name in names}
-        return cls(
-            path=path,
-            env=env,
-            spaces=spaces,
-            schema_version=schema_version,
-            max_pending=max_pending,
-        )
 
     @staticmethod
     def _prepare(
@@ -312,14 +339,18 @@ class LmdbStore:
             hit = overlay.get(key)
             if hit is not None:
                 return hit[1]
+        # acquire/release rather than ``with``: measurably cheaper on this hot path
+        lock = self._read_lock
+        lock.acquire()
         try:
-            with self._read_lock:
-                cursor = space.cursor
-                if cursor is None:
-                    cursor = self._open_cursor(space)
-                return cursor.get(key)
+            cursor = space.cursor
+            if cursor is None:
+                cursor = self._open_cursor(space)
+            return cursor.get(key)
         except lmdb.Error as exc:
             raise DirectoryError(f"LMDB read from {db!r} failed: {exc}") from exc
+        finally:
+            lock.release()
 
     def scan(
         self,
@@ -571,6 +602,8 @@ class LmdbStore:
                     self._env.sync(True)
             finally:
                 self._env.close()
+                with _open_paths_lock:
+                    _open_paths.discard(self._real_path)
         self._notify(self._token, self._wake_all)
 
     # ------------------------------------------------------- writer thread side

@@ -14,6 +14,7 @@ The buffer is bounded: :meth:`MetadataLog.record` waits when it is full.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import itertools
 import logging
 import struct
@@ -72,8 +73,14 @@ _COUNTS = struct.Struct(">QQ")  # messages, events
 _TIME_KEY = struct.Struct(">QQ")  # microseconds, sequence
 
 
+@functools.lru_cache(maxsize=64)
+def _day_name(day_number: int) -> str:
+    return dt.datetime.fromtimestamp(day_number * _DAY, dt.UTC).strftime("%Y-%m-%d")
+
+
 def day_of(timestamp: float) -> str:
-    return dt.datetime.fromtimestamp(timestamp, dt.UTC).strftime("%Y-%m-%d")
+    """The UTC day of ``timestamp`` as ``YYYY-MM-DD``."""
+    return _day_name(int(timestamp // _DAY))
 
 
 class MetadataLog:
@@ -157,11 +164,15 @@ class MetadataLog:
         counts: Counter[bytes] = Counter()
         messages: Counter[bytes] = Counter()
         users: set[bytes] = set()
+        buckets: dict[tuple[str, str, str], bytes] = {}
         for entry in batch:
             micros = int(entry.timestamp * 1_000_000)
             key = _TIME_KEY.pack(micros, next(self._sequence))
             ops.append(("entries", key, _entry_encoder.encode(entry)))
-            bucket = self._bucket(entry)
+            cache_key = (day_of(entry.timestamp), entry.sender.domain, entry.receiver.domain)
+            bucket = buckets.get(cache_key)
+            if bucket is None:
+                bucket = buckets[cache_key] = self._bucket(entry)
             counts[bucket] += 1
             if entry.outcome == "delivered":
                 if entry.type == "im":

@@ -211,3 +211,84 @@ async def test_many_actors_spread_over_shards(world: World) -> None:
     await world.system.drain()
     assert world.system.active_count() == 200
     assert all(shard.activations for shard in world.system.shards)
+
+
+@pytest.fixture
+async def fragile() -> AsyncIterator[World]:
+    """Actors with a small restart budget: 2 restarts per 60 s, 2 attempts per message."""
+    system = ActorSystem(shard_count=2, mailbox_capacity=10)
+    w = World(system)
+    system.register(ActorKind("rec", w.activate, max_attempts=2, max_restarts=2,
+                              restart_window=60.0, backoff_initial=1.0, backoff_max=4.0,
+                              on_undeliverable=w.on_undeliverable))
+    async with trio.open_nursery() as nursery:
+        await nursery.start(system.run)
+        yield w
+        nursery.cancel_scope.cancel()
+
+
+async def test_restarts_wait_a_backoff(
+    fragile: World, autojump_clock: trio.testing.MockClock
+) -> None:
+    start = trio.current_time()
+    await fragile.system.ref("rec/a").tell("crash")
+    await fragile.system.drain()
+    assert 0.8 <= trio.current_time() - start <= 1.2  # one retry after ~1 s (jittered)
+
+
+async def test_an_actor_over_its_budget_is_failed_until_restarted(
+    fragile: World, autojump_clock: trio.testing.MockClock
+) -> None:
+    system = fragile.system
+    ref = system.ref("rec/a")
+    await ref.tell("crash")  # 2 crashes: within budget
+    await ref.tell("crash")  # third crash: over budget -> failed
+    await ref.tell("later")  # answered, not held and not dropped
+    await system.drain()
+    stats = system.stats("rec/a")
+    assert stats is not None
+    assert (stats.state, stats.crashes, stats.last_error) == ("failed", 3, "RuntimeError")
+    assert [m for _, m in fragile.undeliverable] == ["crash", "crash", "later"]
+    assert [s.actor_id for s in system.list_active(state="failed")] == ["rec/a"]
+    with pytest.raises(ActorCrashedError):
+        await ref.ask("ping", timeout=1)
+
+    restarted = system.restart("rec/a")
+    assert restarted.state == "running"
+    assert await ref.ask("ping", timeout=1) == ("ok", "ping")
+    assert system.list_active(state="failed") == []
+
+
+async def test_a_failed_actor_stays_visible_and_is_never_passivated(
+    fragile: World, autojump_clock: trio.testing.MockClock
+) -> None:
+    fragile.system.kinds["rec"].idle_timeout = 5.0
+    for _ in range(3):
+        await fragile.system.ref("rec/a").tell("crash")
+    await fragile.system.drain()
+    await trio.sleep(60)
+    assert fragile.system.is_active("rec/a")
+
+
+async def test_one_bad_actor_does_not_affect_its_neighbours(
+    fragile: World, autojump_clock: trio.testing.MockClock
+) -> None:
+    for _ in range(3):
+        await fragile.system.ref("rec/bad").tell("crash")
+    for i in range(20):
+        await fragile.system.ref(f"rec/good-{i}").tell(i)
+    with trio.fail_after(30):
+        await fragile.system.drain()
+    assert sorted(m for _, m in fragile.handled) == list(range(20))
+
+
+async def test_operator_stop_and_start(world: World) -> None:
+    system = world.system
+    assert system.stop("rec/a") is False
+    assert system.start("rec/a").state == "running"
+    assert system.is_active("rec/a")
+    await system.ref("rec/a").tell(1)
+    assert system.stop("rec/a") is True
+    await trio.testing.wait_all_tasks_blocked()
+    assert not system.is_active("rec/a")
+    assert world.handled == [("rec/a", 1)], "a stopped actor finishes what it had"

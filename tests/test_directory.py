@@ -526,6 +526,17 @@ async def test_everything_survives_a_restart(tmp_path: Path) -> None:
         third.close()
 
 
+async def test_a_store_is_opened_at_most_once_per_process(tmp_path: Path) -> None:
+    first = await LmdbDirectory.open(tmp_path / "d")
+    try:
+        with pytest.raises(DirectoryError, match="already open"):
+            await LmdbDirectory.open(tmp_path / "." / "d")
+    finally:
+        await first.aclose()
+    again = await LmdbDirectory.open(tmp_path / "d")
+    await again.aclose()
+
+
 async def test_schema_version_is_stored(tmp_path: Path) -> None:
     directory = await LmdbDirectory.open(tmp_path / "d")
     assert directory.schema_version == SCHEMA_VERSION
@@ -732,6 +743,46 @@ async def test_store_matches_a_dict_model(tmp_path: Path, seed: int) -> None:
             assert reopened.scan(db) == sorted(model[db].items())
     finally:
         reopened.close()
+
+
+async def test_reads_stay_correct_while_the_map_grows(tmp_path: Path) -> None:
+    """Reads on the trio thread interleave with the writer thread's commits and resizes."""
+    store = LmdbStore.open(tmp_path / "s", db_names=DBS, schema_version=1, sync=False,
+                           map_size=64 * 1024, max_pending=100)
+    value = b"x" * 1000
+    try:
+        for number in range(2000):
+            await store.put("a", b"k%05d" % number, value)
+            if number % 10 == 0:
+                for earlier in range(0, number + 1, 97):
+                    assert store.get("a", b"k%05d" % earlier) == value
+                assert len(store.scan("a", b"k00", limit=20)) == min(20, number + 1)
+                await trio.lowlevel.checkpoint()  # let commit notifications in
+        await store.flush()
+        assert store.map_size > 64 * 1024
+        assert store.count("a") == 2000
+    finally:
+        await store.aclose()
+
+
+def test_a_migration_that_outgrows_the_map_is_retried_on_a_bigger_one(tmp_path: Path) -> None:
+    LmdbStore.open(tmp_path / "s", db_names=DBS, schema_version=1, map_size=64 * 1024).close()
+    runs = 0
+
+    def fill(txn: lmdb.Transaction[bytes], handles: StoreHandles) -> None:
+        nonlocal runs
+        runs += 1
+        for number in range(3000):
+            txn.put(b"k%05d" % number, b"x" * 1000, db=handles["b"])
+
+    store = LmdbStore.open(tmp_path / "s", db_names=DBS, schema_version=2,
+                           map_size=64 * 1024, migrations={2: fill})
+    try:
+        assert runs > 1
+        assert store.count("b") == 3000
+        assert store.schema_version == 2
+    finally:
+        store.close()
 
 
 async def test_store_rejects_bad_keys_and_unknown_dbs(tmp_path: Path) -> None:

@@ -1,0 +1,1 @@
+"""Platform adapters: one package per platform (a pure translation layer and an I/O layer)."""

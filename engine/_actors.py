@@ -38,7 +38,7 @@ import logging
 import math
 import random
 import zlib
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Awaitable, Callable
 from typing import Any, Generic, Literal, Protocol, TypeVar
 
@@ -223,9 +223,10 @@ class _Activation:
 class _Shard:
     """The activations whose ids hash to one shard, run by one task."""
 
-    def __init__(self, system: ActorSystem, index: int) -> None:
+    def __init__(self, system: ActorSystem, kind: str, index: int) -> None:
         self.system = system
         self.index = index
+        self.name = f"{kind}-shard-{index}"
         self.activations: dict[str, _Activation] = {}
         self.passivating: dict[str, _Activation] = {}
         self.nursery: trio.Nursery | None = None
@@ -253,10 +254,7 @@ class _Shard:
         if self.nursery is None:
             raise ActorStoppedError(f"the actor system is not running (actor {actor_id})")
         kind_name, _, key = actor_id.partition("/")
-        kind = self.system.kinds.get(kind_name)
-        if kind is None:
-            raise LocalError(f"no actor kind {kind_name!r} is registered (actor {actor_id})")
-        act = _Activation(kind, key, self.system.mailbox_capacity)
+        act = _Activation(self.system.kinds[kind_name], key, self.system.mailbox_capacity)
         self.activations[actor_id] = act
         self._populated.set()
         self.nursery.start_soon(self._run_activation, actor_id, act, self.passivating.get(actor_id))
@@ -306,6 +304,7 @@ class _Shard:
             except Exception as exc:
                 error = exc
                 within_budget = act.record_crash(exc)
+                self.system.crash_counts[kind.name] += 1
                 log.warning("actor crashed", extra={
                     "actor_id": actor_id, "error_type": type(exc).__name__,
                     "crashes": act.crashes, "attempt": attempt + 1})
@@ -411,10 +410,12 @@ class ActorRef(Generic[M]):
 
 
 class ActorSystem:
-    """Hosts every actor of this process, spread over ``shard_count`` shards.
+    """Hosts every actor of this process; each kind's actors spread over its own shards.
 
-    ``await nursery.start(system.run)`` starts it; cancelling that task stops
-    every actor. Use :meth:`drain` first for a graceful stop.
+    ``await nursery.start(system.run)`` starts every shard; a supervisor may
+    instead start each of :meth:`shards` itself (one child per shard, so that
+    sessions and contacts are supervised apart). Cancelling stops every actor;
+    use :meth:`drain` first for a graceful stop.
     """
 
     def __init__(self, *, shard_count: int = 16, mailbox_capacity: int = 1000,
@@ -423,32 +424,46 @@ class ActorSystem:
             raise LocalError("shard_count and mailbox_capacity must be at least 1")
         self.mailbox_capacity = mailbox_capacity
         self.sweep_interval = sweep_interval
+        self.shard_count = shard_count
         self.kinds: dict[str, ActorKind] = {}
-        self.shards = [_Shard(self, i) for i in range(shard_count)]
+        self._shards: dict[str, list[_Shard]] = {}
         #: messages accepted into a mailbox and not yet fully handled
         self.in_flight = 0
         self._drained: trio.Event | None = None
+        #: crashes since start, by kind (restarts survive passivation here)
+        self.crash_counts: Counter[str] = Counter()
 
     def register(self, kind: ActorKind) -> None:
         if kind.name in self.kinds:
             raise LocalError(f"actor kind {kind.name!r} is already registered")
         self.kinds[kind.name] = kind
+        self._shards[kind.name] = [_Shard(self, kind.name, i) for i in range(self.shard_count)]
+
+    def shards(self, kind: str | None = None) -> list[_Shard]:
+        """The shards of one kind, or of every kind."""
+        if kind is not None:
+            return self._shards[kind]
+        return [shard for shards in self._shards.values() for shard in shards]
 
     def shard_of(self, actor_id: str) -> _Shard:
-        return self.shards[zlib.crc32(actor_id.encode()) % len(self.shards)]
+        kind, _, _ = actor_id.partition("/")
+        shards = self._shards.get(kind)
+        if shards is None:
+            raise LocalError(f"no actor kind {kind!r} is registered (actor {actor_id})")
+        return shards[zlib.crc32(actor_id.encode()) % len(shards)]
 
     def ref(self, actor_id: str) -> ActorRef[Any]:
         return ActorRef(self, actor_id)
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
-            for shard in self.shards:
+            for shard in self.shards():
                 await nursery.start(shard.run)
             task_status.started()
 
     # -- inspection -------------------------------------------------------
     def active_count(self) -> int:
-        return sum(len(s.activations) for s in self.shards)
+        return sum(len(s.activations) for s in self.shards())
 
     def is_active(self, actor_id: str) -> bool:
         return actor_id in self.shard_of(actor_id).activations
@@ -462,7 +477,7 @@ class ActorSystem:
         """Snapshots of live activations (running or failed), sorted by id."""
         prefix = None if kind is None else f"{kind}/"
         return sorted(
-            (act.stats(actor_id) for shard in self.shards
+            (act.stats(actor_id) for shard in self.shards()
              for actor_id, act in shard.activations.items()
              if (prefix is None or actor_id.startswith(prefix))
              and (state is None or act.state == state)),
@@ -510,7 +525,7 @@ class ActorSystem:
 
     def sweep_idle(self) -> int:
         """Passivate idle actors now (the shards also do it every ``sweep_interval``)."""
-        return sum(shard.sweep_once() for shard in self.shards)
+        return sum(shard.sweep_once() for shard in self.shards())
 
     async def drain(self) -> None:
         """Wait until every mailbox is empty and no handler is running."""

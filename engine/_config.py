@@ -121,9 +121,26 @@ class LoopbackAdapterConfig(_Section, frozen=True, kw_only=True, tag="loopback",
     echo_users: list[str] = []
     known_users: list[str] | None = None
     send_on_start: list[SeedEvent] = []
+    #: fault injection: the first N deliveries to each address crash the session
+    crash_deliveries: dict[str, int] = {}
 
 
 AdapterConfig = LoopbackAdapterConfig
+
+
+class ControlSection(_Section, frozen=True, kw_only=True):
+    """The operator control API (HTTP + JSON, loopback only)."""
+
+    enabled: bool = True
+    listen: str = "127.0.0.1:8700"
+    #: environment variable holding the bearer token (takes precedence)
+    token_env: str = "INTERLINK_CONTROL_TOKEN"
+    #: file holding the token; default ``<data_dir>/control.token``, created when missing
+    token_file: str = ""
+
+    def host_port(self) -> tuple[str, int]:
+        host, _, port = self.listen.rpartition(":")
+        return host.strip("[]"), int(port)
 
 
 class Config(_Section, frozen=True, kw_only=True):
@@ -133,6 +150,7 @@ class Config(_Section, frozen=True, kw_only=True):
     policy: PolicySection = PolicySection()
     delivery: DeliverySection = DeliverySection()
     logging: LoggingSection = LoggingSection()
+    control: ControlSection = ControlSection()
     domains: list[DomainEntry] = []
     agreements: list[AgreementEntry] = []
     users: list[UserEntry] = []
@@ -144,6 +162,11 @@ class Config(_Section, frozen=True, kw_only=True):
 
     def data_dir(self) -> Path:
         return (Path(self.base_dir) / self.engine.data_dir).resolve()
+
+    def control_token_file(self) -> Path:
+        if self.control.token_file:
+            return (Path(self.base_dir) / self.control.token_file).resolve()
+        return self.data_dir() / "control.token"
 
     def engine_settings(self) -> EngineSettings:
         e = self.engine
@@ -202,9 +225,20 @@ def _check(config: Config, path: Path) -> None:
                               f"`$.adapters[{i}].name`")
         for j, text in enumerate(adapter.echo_users):
             _address(text, f"$.adapters[{i}].echo_users[{j}]", path)
+        for text in adapter.crash_deliveries:
+            _address(text, f"$.adapters[{i}].crash_deliveries", path)
         for j, seed in enumerate(adapter.send_on_start):
             _address(seed.source, f"$.adapters[{i}].send_on_start[{j}].source", path)
             _address(seed.destination, f"$.adapters[{i}].send_on_start[{j}].destination", path)
+    try:
+        host, port = config.control.host_port()
+    except ValueError:
+        raise ConfigError(f"{path}: expected HOST:PORT - at `$.control.listen`") from None
+    if host not in ("localhost", "::1") and not host.startswith("127."):
+        raise ConfigError(f"{path}: the control API listens on loopback only (127.0.0.1, ::1 "
+                          f"or localhost), not {host!r} - at `$.control.listen`")
+    if not 0 <= port <= 65535:
+        raise ConfigError(f"{path}: port out of range - at `$.control.listen`")
     for i, domain in enumerate(config.domains):
         if domain.platform not in names:
             raise ConfigError(f"{path}: domain {domain.domain!r} names platform "

@@ -12,9 +12,10 @@ and the directory.
 
 from __future__ import annotations
 
+import functools
 import logging
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, NamedTuple
 
 import msgspec
 import trio
@@ -31,6 +32,14 @@ from ._router import CONTACT_KIND, SESSION_KIND, Router, RoutingSettings
 from ._session import ContactActor, DeliverySettings, SessionActor
 
 log = logging.getLogger("interlink.engine")
+
+
+class Service(NamedTuple):
+    """A long-running task: ``await nursery.start(service.start)`` runs it."""
+
+    group: str
+    name: str
+    start: Callable[..., Awaitable[object]]
 
 
 class EngineSettings(msgspec.Struct, frozen=True, kw_only=True):
@@ -129,24 +138,46 @@ class Engine:
                 failed_outcome(event, reason, timestamp=self._clock.now()), None)
 
     # -- lifecycle ------------------------------------------------------------
+    def services(self) -> list[Service]:
+        """Every long-running task of the engine, in start order, grouped.
+
+        :meth:`run` starts them in one nursery; ``interlink run`` instead
+        gives each group its own supervisor. Adapters come last, so nothing
+        is received before everything that handles it runs.
+        """
+        services = [Service("storage", "metadata-log-writer", self.metadata_log.run)]
+        services += [Service(kind, shard.name, shard.run)
+                     for kind in (SESSION_KIND, CONTACT_KIND)
+                     for shard in self.actors.shards(kind)]
+        services.append(Service("engine", "housekeeping", self._housekeeping))
+        services += [Service("adapters", adapter.name, functools.partial(adapter.run, self))
+                     for adapter in self.adapters.values()]
+        return services
+
+    def open_for_events(self) -> None:
+        """Start accepting inbound events (once every service has started)."""
+        self._accepting = True
+        log.info("engine started", extra={"adapters": list(self.adapters)})
+
+    @property
+    def accepting(self) -> bool:
+        return self._accepting
+
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Run until cancelled or :meth:`stop`. Starts the log writer, actors, then adapters."""
+        """Run every service until cancelled or :meth:`stop`."""
         with trio.CancelScope() as scope:
             self._cancel_scope = scope
             async with trio.open_nursery() as nursery:
-                await nursery.start(self.metadata_log.run)
-                await nursery.start(self.actors.run)
-                nursery.start_soon(self._housekeeping)
-                for adapter in self.adapters.values():
-                    await nursery.start(adapter.run, self)
-                    log.info("adapter started", extra={"adapter": adapter.name})
-                self._accepting = True
-                log.info("engine started", extra={"adapters": list(self.adapters)})
+                for service in self.services():
+                    await nursery.start(service.start)
+                self.open_for_events()
                 task_status.started()
         self._accepting = False
 
-    async def _housekeeping(self) -> None:
+    async def _housekeeping(self, *,
+                            task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Keep the message-id map bounded by age."""
+        task_status.started()
         while True:
             cutoff = self._clock.now() - self.settings.message_id_retention_days * 86_400
             removed = await self._directory.prune_message_ids(cutoff)

@@ -160,6 +160,7 @@ class LmdbStore:
         # Written by the writer thread only.
         self._thread_committed = 0
         self._error: BaseException | None = None
+        self._writer_failed = trio.Event()
 
         try:
             self._token = trio.lowlevel.current_trio_token()
@@ -706,8 +707,21 @@ class LmdbStore:
         while waiters and waiters[0][0] <= seq:
             heapq.heappop(waiters)[2].set()
 
+    async def watch(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Run as the writer's supervised stand-in: raise once the writer thread fails.
+
+        The writer is a thread, which no trio supervisor can own; this task
+        turns its failure into an exception where the supervision tree sees it.
+        """
+        task_status.started()
+        if self._error is None:
+            await self._writer_failed.wait()
+        raise self._failed_error()
+
     def _wake_all(self) -> None:
         """Wake every waiter; each re-checks and raises if its writes did not land."""
+        if self._error is not None:
+            self._writer_failed.set()
         waiters, self._waiters = self._waiters, []
         for _, _, event in waiters:
             event.set()

@@ -112,6 +112,8 @@ class MetadataLog:
         self._sequence = itertools.count()
         self._written = 0
         self._recorded = 0
+        #: entries recorded since start, by (type, outcome): the "events routed" metric
+        self.counts: Counter[tuple[str, str]] = Counter()
 
     # -- writing ------------------------------------------------------------
     async def record(self, entry: MetadataEntry) -> None:
@@ -122,6 +124,7 @@ class MetadataLog:
             await self._space.wait()
         self._buffer.append(entry)
         self._recorded += 1
+        self.counts[entry.type, entry.outcome] += 1
         self._has_data.set()
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:

@@ -9,6 +9,7 @@ delivery-failed outcome back to the sender (for events that want one) and a
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Mapping
 
 import msgspec
@@ -32,6 +33,7 @@ from ._events import (
 )
 from ._metadata_log import MetadataEntry, MetadataLog
 from ._policy import FederationPolicy
+from ._stats import LatencyHistogram
 
 log = logging.getLogger("interlink.router")
 
@@ -69,6 +71,10 @@ class Router:
         self.settings = settings or RoutingSettings()
         self.routed = 0
         self.refused = 0
+        #: time from an inbound event to its place in a session's mailbox
+        self.route_latency = LatencyHistogram()
+        #: time a session spends handling one event (delivery included)
+        self.handle_latency = LatencyHistogram()
 
     def adapter_for(self, domain: str) -> Adapter | None:
         route = self.directory.get_domain_route(domain)
@@ -76,6 +82,13 @@ class Router:
 
     async def route(self, event: Event) -> None:
         """Route one inbound event. Returns once it is in a mailbox or refused."""
+        started = time.perf_counter()
+        try:
+            await self._route(event)
+        finally:
+            self.route_latency.observe(time.perf_counter() - started)
+
+    async def _route(self, event: Event) -> None:
         source, destination = event.source, event.destination
         if source == destination and isinstance(event, Presence | Profile):
             # A broadcast: the contact actor fans it out to everyone subscribed.

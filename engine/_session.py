@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import random
+import time
 
 import msgspec
 import trio
@@ -73,6 +74,13 @@ class SessionActor:
         return self._record
 
     async def handle(self, event: Event) -> None:
+        started = time.perf_counter()
+        try:
+            await self._handle(event)
+        finally:
+            self._router.handle_latency.observe(time.perf_counter() - started)
+
+    async def _handle(self, event: Event) -> None:
         router = self._router
         try:
             if event.source not in (self._record.a, self._record.b) or \

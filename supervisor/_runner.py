@@ -1,18 +1,42 @@
-"""Build the engine from a :class:`~engine.Config` and run it until a signal.
+"""``interlink run``: build the engine and its supervision tree from a config, run it.
 
-SIGINT or SIGTERM stops it gracefully (see :meth:`engine.Engine.stop`): no
-new events are accepted, mailboxes drain, the metadata log and the directory
-are flushed, and storage is closed.
+The tree (``interlink tree`` shows it live)::
+
+    interlink                      one_for_one
+    ├── storage                    one_for_one
+    │   ├── directory-writer       the LMDB writer thread's watcher
+    │   ├── metadata-store-writer  likewise, for the metadata store
+    │   └── metadata-log-writer    batches metadata entries into the store
+    ├── sessions                   one_for_one: session-shard-0 … N-1
+    ├── contacts                   one_for_one: contact-shard-0 … N-1
+    ├── housekeeping               prunes the message-id map
+    ├── adapters                   one_for_one: one subtree per adapter connection
+    └── control-api                HTTP + JSON on loopback
+
+Session and contact actors are not children of their own: each shard
+supervises its activations with a restart budget *per actor* (see
+``engine._actors``), so a few failing sessions among 100k cannot exhaust a
+shared budget. The router has no task of its own: it runs inline in the
+adapters' inbound tasks, which saves a task hop per event.
+
+SIGINT or SIGTERM stops gracefully: the engine refuses new events, drains
+every mailbox, flushes; then the tree stops in reverse order and storage
+closes.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import secrets
 import signal
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 import trio
+from hypercorn.config import Config as HypercornConfig
+from hypercorn.trio import serve
 
 from engine import (
     METADATA_DBS,
@@ -34,6 +58,9 @@ from engine import (
 from engine._address import Address
 from engine._config import LoopbackAdapterConfig
 from engine.testing import LoopbackAdapter, MemoryDirectory
+
+from ._control import ControlApp
+from ._supervisor import ChildSpec, Supervisor
 
 log = logging.getLogger("interlink.run")
 
@@ -76,8 +103,101 @@ def build_adapters(config: Config) -> list[Adapter]:
                 entry.name, echo_users=[Address.parse(a) for a in entry.echo_users],
                 known_users=None if entry.known_users is None
                 else [Address.parse(a) for a in entry.known_users],
+                crash_deliveries={Address.parse(a): n for a, n in entry.crash_deliveries.items()},
                 keep_outbox=False))
     return adapters
+
+
+def server_token(config: Config) -> str:
+    """The control API's bearer token: from the environment, else the token file.
+
+    Without either, a random token is written to the token file (mode 0600)
+    so that the operator commands on this machine can read it.
+    """
+    from_env = os.environ.get(config.control.token_env, "").strip()
+    if from_env:
+        return from_env
+    path = config.control_token_file()
+    if path.exists():
+        token = path.read_text().strip()
+        if token:
+            return token
+    path.parent.mkdir(parents=True, exist_ok=True)
+    token = secrets.token_urlsafe(32)
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "w") as handle:
+        handle.write(token + "\n")
+    log.info("control token created", extra={"token_file": str(path)})
+    return token
+
+
+class Runtime:
+    """A running engine with its supervision tree."""
+
+    def __init__(self, engine: Engine, root: Supervisor, control_url: str | None) -> None:
+        self.engine = engine
+        self.root = root
+        self.control_url = control_url
+
+
+def build_tree(engine: Engine, directory: Directory, store: KeyValueStore,
+               control: ChildSpec | None) -> Supervisor:
+    services = engine.services()
+
+    def specs(group: str) -> list[ChildSpec]:
+        return [ChildSpec(id=s.name, start=s.start) for s in services if s.group == group]
+
+    storage_children: list[ChildSpec] = []
+    if isinstance(directory, LmdbDirectory):
+        storage_children.append(ChildSpec(id="directory-writer", start=directory.store.watch))
+    if isinstance(store, LmdbStore):
+        storage_children.append(ChildSpec(id="metadata-store-writer", start=store.watch))
+    storage_children += specs("storage")
+    shard_restarts = {"max_restarts": 10, "max_seconds": 60.0}
+    children = [
+        _subtree("storage", storage_children),
+        _subtree("sessions", specs("session"), **shard_restarts),
+        _subtree("contacts", specs("contact"), **shard_restarts),
+        *specs("engine"),
+        _subtree("adapters", [_subtree(s.name, [ChildSpec(id="connection", start=s.start)])
+                              for s in services if s.group == "adapters"]),
+    ]
+    if control is not None:
+        children.append(control)
+    return Supervisor("interlink", children, strategy="one_for_one")
+
+
+def _subtree(name: str, children: list[ChildSpec], **options: Any) -> ChildSpec:
+    supervisor = Supervisor(name, children, strategy="one_for_one", **options)
+    return ChildSpec(id=name, start=supervisor.run, type="supervisor", shutdown=None)
+
+
+def _control_child(engine: Engine, config: Config, root_holder: list[Supervisor],
+                   stopping: trio.Event, bound: list[str]) -> ChildSpec:
+    token = server_token(config)
+    app = ControlApp(engine, token, lambda: root_holder[0].tree())
+    host, port = config.control.host_port()
+    hypercorn_config = HypercornConfig()
+    hypercorn_config.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
+    hypercorn_config.accesslog = None
+    hypercorn_config.errorlog = logging.getLogger("interlink.control.server")
+    hypercorn_config.graceful_timeout = 2.0
+
+    async def serve_control(*, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+                            ) -> None:
+        async with trio.open_nursery() as nursery:
+            addresses = await nursery.start(_serve, app, hypercorn_config, stopping)
+            bound[:] = addresses
+            log.info("control API listening", extra={"urls": addresses})
+            task_status.started()
+
+    return ChildSpec(id="control-api", start=serve_control, shutdown=3.0)
+
+
+async def _serve(app: ControlApp, config: HypercornConfig, stopping: trio.Event, *,
+                 task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED) -> None:
+    await serve(app, config, shutdown_trigger=stopping.wait,  # type: ignore[arg-type]
+                task_status=task_status)
 
 
 async def _send_seed_events(config: Config, engine: Engine, clock: Clock) -> None:
@@ -110,7 +230,7 @@ async def _quiesce(engine: Engine) -> None:
 
 
 async def run_engine(config: Config, *, clock: Clock | None = None,
-                     task_status: trio.TaskStatus[Engine] = trio.TASK_STATUS_IGNORED) -> None:
+                     task_status: trio.TaskStatus[Runtime] = trio.TASK_STATUS_IGNORED) -> None:
     """Run the engine described by ``config`` until SIGINT/SIGTERM, then stop gracefully."""
     clock = clock or SystemClock()
     async with open_storage(config) as (directory, store):
@@ -121,13 +241,24 @@ async def run_engine(config: Config, *, clock: Clock | None = None,
         engine = Engine(directory=directory, metadata_log=metadata_log,
                         adapters=build_adapters(config), clock=clock,
                         settings=config.engine_settings())
+        stopping = trio.Event()
+        root_holder: list[Supervisor] = []
+        bound: list[str] = []
+        control = _control_child(engine, config, root_holder, stopping, bound) \
+            if config.control.enabled else None
+        root = build_tree(engine, directory, store, control)
+        root_holder.append(root)
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
             async with trio.open_nursery() as nursery:
-                await nursery.start(engine.run)
-                log.info("ready", extra={"data_dir": str(config.data_dir())})
+                await nursery.start(root.run)
+                engine.open_for_events()
+                log.info("ready", extra={"data_dir": str(config.data_dir()),
+                                         "control": bound})
                 await _send_seed_events(config, engine, clock)
-                task_status.started(engine)
+                task_status.started(Runtime(engine, root, bound[0] if bound else None))
                 async for signum in signals:
                     log.info("signal received", extra={"signal": signal.Signals(signum).name})
                     break
                 await engine.stop()
+                stopping.set()
+                await root.stop()

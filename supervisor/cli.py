@@ -4,12 +4,19 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from importlib.metadata import PackageNotFoundError, version
 
-import trio
-
 from engine import ConfigError, InterlinkError, configure_logging, load_config
+
+from ._client import (
+    ClientError,
+    add_endpoint_options,
+    run_contacts,
+    run_say,
+    run_sessions,
+    run_tree,
+)
 
 
 def _version() -> str:
@@ -28,41 +35,120 @@ def build_parser() -> argparse.ArgumentParser:
                     "with no guest accounts and no stored message content.")
     parser.add_argument("--version", action="version", version=f"interlink {_version()}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
     run = commands.add_parser(
         "run", help="run the engine with the configured adapters",
         description="Run the federation engine until SIGINT or SIGTERM, then stop gracefully "
                     "(no new events, mailboxes drained, logs flushed).")
     run.add_argument("--config", required=True, metavar="FILE", help="TOML configuration file")
+    run.set_defaults(handler=_run)
+
     check = commands.add_parser("check-config", help="validate a configuration file and exit",
                                 description="Validate a configuration file; exit 0 when valid.")
     check.add_argument("--config", required=True, metavar="FILE", help="TOML configuration file")
+    check.set_defaults(handler=_check_config)
+
+    sessions = commands.add_parser(
+        "sessions", help="list, inspect, restart or stop chat sessions of a running engine",
+        description="Operate on the chat sessions of a running engine through its control API. "
+                    "A session is 'running' (active), 'passive' (idle, reactivated on its next "
+                    "message) or 'failed' (over its restart budget: messages to it are answered "
+                    "with a failure until you restart it).")
+    sessions.add_argument("action", choices=["list", "show", "restart", "stop", "start"])
+    sessions.add_argument("id", nargs="?", help="session id (s-…), for show/restart/stop/start")
+    sessions.add_argument("--state", choices=["running", "failed", "passive"],
+                          help="list only sessions in this state")
+    sessions.add_argument("--domain", help="list only sessions with a party in this domain")
+    sessions.add_argument("--user", metavar="ADDR", help="list only sessions of this address")
+    sessions.add_argument("--limit", type=int, default=100, help="page size (1-500)")
+    sessions.add_argument("--after", metavar="CURSOR", help="continue a listing after CURSOR")
+    sessions.add_argument("--all-failed", action="store_true",
+                          help="with restart: restart every failed session")
+    add_endpoint_options(sessions)
+    sessions.set_defaults(handler=run_sessions)
+
+    contacts = commands.add_parser(
+        "contacts", help="list, inspect, restart or stop contact actors of a running engine",
+        description="Operate on the contact actors (presence and profile fan-out) of a running "
+                    "engine.")
+    contacts.add_argument("action", choices=["list", "show", "restart", "stop", "start"])
+    contacts.add_argument("address", nargs="?", help="the contact's user@domain")
+    contacts.add_argument("--state", choices=["running", "failed"])
+    contacts.add_argument("--limit", type=int, default=100, help="page size (1-500)")
+    contacts.add_argument("--after", metavar="CURSOR")
+    add_endpoint_options(contacts)
+    contacts.set_defaults(handler=run_contacts)
+
+    tree = commands.add_parser("tree", help="show the live supervision tree of a running engine",
+                               description="Show the running engine's supervision tree with "
+                                           "each child's state and restarts.")
+    add_endpoint_options(tree)
+    tree.set_defaults(handler=run_tree)
+
+    say = commands.add_parser(
+        "say", help="send a message as a user of a loopback platform",
+        description="Send TEXT from --as to --to through the running engine, as if the sender "
+                    "had written it on their (loopback) platform.")
+    say.add_argument("--as", dest="sender", required=True, metavar="ADDR")
+    say.add_argument("--to", required=True, metavar="ADDR")
+    say.add_argument("text")
+    add_endpoint_options(say)
+    say.set_defaults(handler=run_say)
     return parser
+
+
+def _run(args: argparse.Namespace) -> int:
+    import trio
+
+    from ._runner import run_engine
+
+    config = load_config(args.config)
+    configure_logging(config.logging.level, config.logging.format)
+    trio.run(run_engine, config)
+    return 0
+
+
+def _check_config(args: argparse.Namespace) -> int:
+    load_config(args.config)
+    print(f"{args.config}: ok")
+    return 0
+
+
+def _first_interlink_error(error: BaseException) -> InterlinkError | None:
+    """Trio wraps task errors in groups; find the one worth reporting."""
+    if isinstance(error, InterlinkError):
+        return error
+    if isinstance(error, BaseExceptionGroup):
+        for inner in error.exceptions:
+            found = _first_interlink_error(inner)
+            if found is not None:
+                return found
+    return None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.command is None:
+    handler: Callable[[argparse.Namespace], int] | None = getattr(args, "handler", None)
+    if handler is None:
         parser.print_help()
         return 2
     try:
-        config = load_config(args.config)
-        if args.command == "check-config":
-            print(f"{args.config}: ok")
-            return 0
-        configure_logging(config.logging.level, config.logging.format)
-        from ._runner import run_engine
-
-        trio.run(run_engine, config)
+        return handler(args)
     except ConfigError as exc:
         print(f"interlink: configuration error: {exc}", file=sys.stderr)
         return 2
-    except InterlinkError as exc:
+    except ClientError as exc:
         print(f"interlink: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130
-    return 0
+    except (InterlinkError, BaseExceptionGroup) as exc:
+        found = _first_interlink_error(exc)
+        if found is None:
+            raise
+        print(f"interlink: {found}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -79,3 +79,159 @@ async def test_run_routes_and_stops_cleanly_on_sigint(tmp_path: Path) -> None:
 def _echo_arrived(records: list[dict[str, object]]) -> bool:
     return any(r["msg"] == "loopback delivered" and r.get("kind") == "im"
                and r.get("destination") == "alice@acme.localhost" for r in records)
+
+
+LIVE_CONFIG = """
+[engine]
+data_dir = "data"
+max_attempts = 2
+max_restarts = 1
+
+[logging]
+format = "json"
+
+[control]
+listen = "127.0.0.1:{port}"
+
+[[adapters]]
+type = "loopback"
+name = "acme-loop"
+known_users = ["alice@acme.localhost"]
+send_on_start = [
+  {{ source = "alice@acme.localhost", destination = "crash@widget.localhost", text = "boom" }},
+]
+
+[[adapters]]
+type = "loopback"
+name = "widget-loop"
+crash_deliveries = {{ "crash@widget.localhost" = 2 }}
+
+[[domains]]
+domain = "acme.localhost"
+platform = "acme-loop"
+internal = true
+
+[[domains]]
+domain = "widget.localhost"
+platform = "widget-loop"
+
+[[identities]]
+address = "alice@acme.localhost"
+platform = "acme-loop"
+user_id = "alice"
+
+[[agreements]]
+domain_a = "acme.localhost"
+domain_b = "widget.localhost"
+decision = "allow"
+
+[[contacts]]
+a = "alice@acme.localhost"
+b = "crash@widget.localhost"
+"""
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+class LiveEngine:
+    """An ``interlink run`` process whose JSON log lines are collected as they come."""
+
+    def __init__(self, process: trio.Process) -> None:
+        self.process = process
+        self.records: list[dict[str, object]] = []
+        self._changed = trio.Event()
+
+    async def collect(self) -> None:
+        assert self.process.stderr is not None
+        buffer = b""
+        async for chunk in self.process.stderr:
+            buffer += chunk
+            while b"\n" in buffer:
+                line, buffer = buffer.split(b"\n", 1)
+                self.records.append(json.loads(line))
+                self._changed.set()
+                self._changed = trio.Event()
+
+    async def wait_for(self, predicate: object) -> dict[str, object]:
+        assert callable(predicate)
+        while True:
+            for record in self.records:
+                if predicate(record):
+                    return record
+            await self._changed.wait()
+
+
+async def _cli(*args: str, token: str) -> subprocess.CompletedProcess[bytes]:
+    env = {**os.environ, "INTERLINK_CONTROL_TOKEN": token}
+    return await trio.run_process(
+        [sys.executable, "-m", "supervisor.cli", *args], cwd=ROOT, env=env,
+        capture_stdout=True, capture_stderr=True, check=False)
+
+
+async def test_an_operator_finds_and_restarts_a_failed_session(tmp_path: Path) -> None:
+    config = tmp_path / "live.toml"
+    config.write_text(LIVE_CONFIG.format(port=_free_port()))
+    token = "operator-secret"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "INTERLINK_CONTROL_TOKEN": token}
+    process = await trio.lowlevel.open_process(
+        [sys.executable, "-m", "supervisor.cli", "run", "--config", str(config)],
+        cwd=ROOT, stderr=subprocess.PIPE, env=env)
+    live = LiveEngine(process)
+    cfg = ("--config", str(config))
+    with trio.fail_after(90):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(live.collect)
+            await live.wait_for(lambda r: r["msg"] == "actor failed: restart budget exhausted")
+
+            listing = await _cli("sessions", "list", "--state", "failed", *cfg, token=token)
+            out = listing.stdout.decode()
+            assert listing.returncode == 0, listing.stderr
+            assert "crash@widget.localhost" in out and "InjectedCrash" in out
+            session_id = out.splitlines()[1].split()[0]
+            assert session_id.startswith("s-")
+
+            shown = await _cli("sessions", "show", session_id, "--json", *cfg, token=token)
+            detail = json.loads(shown.stdout)
+            assert (detail["state"], detail["last_error"]) == ("failed", "InjectedCrash")
+
+            refused = await _cli("sessions", "list", *cfg, token="wrong")
+            assert refused.returncode == 1
+            assert b"refused the token" in refused.stderr
+            assert b"Traceback" not in refused.stderr
+
+            tree = await _cli("tree", *cfg, token=token)
+            assert b"session-shard-0 [running]" in tree.stdout
+
+            restarted = await _cli("sessions", "restart", session_id, *cfg, token=token)
+            assert restarted.returncode == 0, restarted.stderr
+            said = await _cli("say", "--as", "alice@acme.localhost", "--to",
+                              "crash@widget.localhost", "again", *cfg, token=token)
+            assert said.returncode == 0, said.stderr
+            await live.wait_for(lambda r: r["msg"] == "loopback delivered"
+                                and r.get("kind") == "im"
+                                and r.get("destination") == "crash@widget.localhost")
+            shown = await _cli("sessions", "show", session_id, "--json", *cfg, token=token)
+            assert json.loads(shown.stdout)["state"] == "running"
+
+            process.send_signal(signal.SIGINT)
+            assert await process.wait() == 0
+    assert "again" not in json.dumps(live.records)
+
+
+def test_operator_commands_explain_a_missing_engine(tmp_path: Path) -> None:
+    token_file = tmp_path / "token"
+    token_file.write_text("x")
+    result = interlink("sessions", "list", "--url", f"http://127.0.0.1:{_free_port()}",
+                       "--token-file", str(token_file))
+    assert result.returncode == 1
+    assert "no engine is answering" in result.stderr and "Traceback" not in result.stderr
+    result = interlink("sessions", "show", "--url", "http://127.0.0.1:1",
+                       "--token-file", str(tmp_path / "missing"))
+    assert result.returncode == 1 and "no control token" in result.stderr

@@ -8,6 +8,10 @@ kept in a bounded outbox that tests read with :meth:`LoopbackAdapter.next_delive
 Failure injection: :meth:`LoopbackAdapter.fail_next` makes the next
 deliveries raise :class:`DeliveryError`, for testing retries and outcomes.
 
+With ``crash_deliveries``, the first N deliveries to an address raise
+:class:`InjectedCrash` (not a ``DeliveryError``): a simulated bug that crashes
+the session, for supervision tests and demos.
+
 With ``known_users``, delivery to anybody else fails permanently
 (``unknown-user``), as a real platform's would.
 
@@ -20,7 +24,7 @@ from __future__ import annotations
 
 import itertools
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 import trio
 
@@ -33,6 +37,10 @@ from .._events import ContactAccept, ContactRequest, Event, Message
 log = logging.getLogger("interlink.loopback")
 
 
+class InjectedCrash(RuntimeError):
+    """A simulated adapter bug (``crash_deliveries``), for supervision tests and demos."""
+
+
 class LoopbackAdapter:
     def __init__(
         self,
@@ -43,6 +51,7 @@ class LoopbackAdapter:
         echo_users: Iterable[Address] = (),
         keep_outbox: bool = True,
         known_users: Iterable[Address] | None = None,
+        crash_deliveries: Mapping[Address, int] | None = None,
     ) -> None:
         self._name = name
         self._capabilities = frozenset(capabilities)
@@ -51,6 +60,7 @@ class LoopbackAdapter:
         self._echo_users = frozenset(echo_users)
         self._keep_outbox = keep_outbox
         self._known_users = None if known_users is None else frozenset(known_users)
+        self._crashes_left = dict(crash_deliveries or {})
         self._ids = itertools.count(1)
         self._failures: list[DeliveryError] = []
         self._port: EnginePort | None = None
@@ -83,6 +93,9 @@ class LoopbackAdapter:
             self._port = None
 
     async def deliver(self, event: Event, session: SessionRecord | None) -> DeliveryResult:
+        if self._crashes_left.get(event.destination, 0) > 0:
+            self._crashes_left[event.destination] -= 1
+            raise InjectedCrash(f"injected crash delivering to {event.destination}")
         if self._failures:
             raise self._failures.pop(0)
         if self._known_users is not None and event.destination not in self._known_users:

@@ -1,0 +1,415 @@
+"""The control API: what operators (and ``interlink sessions …``) talk to.
+
+HTTP + JSON on loopback, served by hypercorn on trio. Every request needs
+``Authorization: Bearer <token>``; anything else gets ``401`` and a body that
+says only that. Routes:
+
+    GET  /healthz                      liveness
+    GET  /readyz                       200 once the engine accepts events, else 503
+    GET  /metrics                      Prometheus text format
+    GET  /v1/tree                      the live supervision tree
+    GET  /v1/sessions?state=&domain=&user=&after=&limit=
+    GET  /v1/sessions/{id}
+    POST /v1/sessions/{id}/restart | stop | start
+    POST /v1/sessions/restart-failed
+    GET  /v1/contacts?state=&after=&limit=
+    GET  /v1/contacts/{address}
+    POST /v1/contacts/{address}/restart | stop | start
+    POST /v1/say                       {"source", "destination", "text"}: a message from a
+                                       user of a loopback platform (demos and checks)
+
+Errors are JSON ``{"error": code, "detail": text}`` with a fitting status.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import math
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qs, unquote
+
+import msgspec
+import trio
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+)
+from prometheus_client.registry import Collector
+
+from engine import (
+    ActivationStats,
+    Address,
+    Engine,
+    InvalidAddressError,
+    Message,
+    SessionRecord,
+)
+from engine._actors import ActorState
+from engine._events import new_event_id
+from engine._router import CONTACT_KIND, SESSION_KIND
+from engine._stats import LatencyHistogram
+from engine.testing import LoopbackAdapter
+
+log = logging.getLogger("interlink.control")
+
+MAX_BODY = 64 * 1024
+MAX_PAGE = 500
+#: directory records a single list request may read while filtering
+SCAN_BUDGET = 20_000
+
+_LIVE_STATES: dict[str, ActorState] = {"running": "running", "failed": "failed"}
+
+Scope = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
+Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
+TreeSource = Callable[[], dict[str, Any]]
+
+
+class _HttpError(Exception):
+    def __init__(self, status: int, code: str, detail: str = "") -> None:
+        super().__init__(detail or code)
+        self.status = status
+        self.code = code
+        self.detail = detail
+
+
+@dataclass
+class _Request:
+    method: str
+    path: str
+    query: dict[str, str]
+    body: bytes
+
+
+def _wall_time(engine: Engine, trio_time: float | None) -> float | None:
+    """Convert a time on trio's clock to wall-clock seconds (for people)."""
+    if trio_time is None:
+        return None
+    return round(engine.clock.now() - (trio.current_time() - trio_time), 3)
+
+
+def _actor_json(engine: Engine, stats: ActivationStats | None) -> dict[str, Any]:
+    if stats is None:
+        return {"state": "passive", "mailbox_depth": 0, "restarts": 0, "last_error": "",
+                "last_error_at": None, "last_activity": None}
+    return {"state": stats.state, "mailbox_depth": stats.mailbox_depth,
+            "restarts": stats.crashes, "handled": stats.handled,
+            "last_error": stats.last_error,
+            "last_error_at": _wall_time(engine, stats.last_error_at),
+            "last_activity": _wall_time(engine, stats.last_activity)}
+
+
+def _session_json(engine: Engine, record: SessionRecord) -> dict[str, Any]:
+    stats = engine.actors.stats(f"{SESSION_KIND}/{record.session_id}")
+    return {"id": record.session_id, "a": str(record.a), "b": str(record.b),
+            "created_at": record.created_at, "conversation_ids": record.conversation_ids,
+            **_actor_json(engine, stats)}
+
+
+class ControlApp:
+    """The ASGI application; every edge (engine, tree, token) is given to it."""
+
+    def __init__(self, engine: Engine, token: str, tree: TreeSource) -> None:
+        if not token:
+            raise ValueError("the control API needs a token")
+        self._engine = engine
+        self._token = token.encode()
+        self._tree = tree
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.registry.register(EngineCollector(engine))
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+            return
+        if scope["type"] != "http":
+            return
+        try:
+            if not self._authorised(scope):
+                raise _HttpError(401, "unauthorized", "a valid bearer token is required")
+            request = _Request(scope["method"], scope["path"], _query(scope),
+                               await _read_body(scope, receive))
+            status, payload = await self._dispatch(request)
+        except _HttpError as exc:
+            status, payload = exc.status, {"error": exc.code, "detail": exc.detail}
+        if isinstance(payload, bytes):
+            await _respond(send, status, payload, b"text/plain; version=0.0.4; charset=utf-8")
+        else:
+            await _respond(send, status, msgspec.json.encode(payload), b"application/json")
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    def _authorised(self, scope: Scope) -> bool:
+        for name, value in scope.get("headers", []):
+            if name == b"authorization" and value[:7].lower() == b"bearer ":
+                return hmac.compare_digest(value[7:].strip(), self._token)
+        return False
+
+    async def _dispatch(self, request: _Request) -> tuple[int, Any]:
+        engine = self._engine
+        parts = [unquote(p) for p in request.path.strip("/").split("/") if p]
+        method = request.method
+        if method == "GET" and parts == ["healthz"]:
+            return 200, {"status": "ok"}
+        if method == "GET" and parts == ["readyz"]:
+            ready = engine.accepting
+            return (200 if ready else 503), {"ready": ready}
+        if method == "GET" and parts == ["metrics"]:
+            return 200, generate_latest(self.registry)
+        if parts[:1] != ["v1"]:
+            raise _HttpError(404, "not_found", f"no route {request.path}")
+        parts = parts[1:]
+        if method == "GET" and parts == ["tree"]:
+            return 200, self._tree()
+        if parts[:1] == ["sessions"]:
+            return self._sessions(method, parts[1:], request)
+        if parts[:1] == ["contacts"]:
+            return self._contacts(method, parts[1:], request)
+        if method == "POST" and parts == ["say"]:
+            return await self._say(request.body)
+        raise _HttpError(404, "not_found", f"no route {method} {request.path}")
+
+    # -- sessions -------------------------------------------------------------
+    def _sessions(self, method: str, parts: list[str], request: _Request) -> tuple[int, Any]:
+        engine = self._engine
+        if method == "GET" and not parts:
+            return 200, self._list_sessions(request.query)
+        if method == "POST" and parts == ["restart-failed"]:
+            failed = engine.actors.list_active(kind=SESSION_KIND, state="failed")
+            for stats in failed:
+                engine.actors.restart(stats.actor_id)
+            return 200, {"restarted": [s.actor_id.partition("/")[2] for s in failed]}
+        record = engine.directory.get_session(parts[0]) if parts else None
+        if record is None:
+            raise _HttpError(404, "not_found", f"no session {parts[0] if parts else ''}")
+        actor_id = f"{SESSION_KIND}/{record.session_id}"
+        if method == "GET" and len(parts) == 1:
+            return 200, _session_json(engine, record)
+        if method == "POST" and len(parts) == 2:
+            self._operate(actor_id, parts[1])
+            return 200, _session_json(engine, record)
+        raise _HttpError(405, "method_not_allowed", f"{method} {request.path}")
+
+    def _list_sessions(self, query: Mapping[str, str]) -> dict[str, Any]:
+        engine = self._engine
+        state = query.get("state") or None
+        if state not in (None, "running", "failed", "passive"):
+            raise _HttpError(400, "bad_request", "state must be running, failed or passive")
+        domain = (query.get("domain") or "").lower() or None
+        user = _optional_address(query.get("user"))
+        limit = _limit(query)
+        after = query.get("after", "")
+
+        def wanted(record: SessionRecord) -> bool:
+            if domain is not None and domain not in (record.a.domain, record.b.domain):
+                return False
+            return user is None or user in (record.a, record.b)
+
+        items: list[dict[str, Any]] = []
+        next_cursor: str | None = None
+        live_state = _LIVE_STATES.get(state or "")
+        if live_state is not None:
+            for stats in engine.actors.list_active(kind=SESSION_KIND, state=live_state):
+                session_id = stats.actor_id.partition("/")[2]
+                record = engine.directory.get_session(session_id)
+                if session_id <= after or record is None or not wanted(record):
+                    continue
+                if len(items) == limit:
+                    next_cursor = items[-1]["id"]
+                    break
+                items.append(_session_json(engine, record))
+        else:
+            cursor, scanned = after, 0
+            while len(items) < limit and scanned < SCAN_BUDGET:
+                page = engine.directory.list_sessions(after=cursor, limit=min(1000, SCAN_BUDGET))
+                if not page:
+                    cursor = ""
+                    break
+                for record in page:
+                    scanned += 1
+                    cursor = record.session_id
+                    if not wanted(record):
+                        continue
+                    item = _session_json(engine, record)
+                    if state is None or item["state"] == state:
+                        items.append(item)
+                        if len(items) == limit:
+                            break
+            next_cursor = cursor or None
+        return {"sessions": items, "next": next_cursor}
+
+    # -- contacts -------------------------------------------------------------
+    def _contacts(self, method: str, parts: list[str], request: _Request) -> tuple[int, Any]:
+        engine = self._engine
+        if method == "GET" and not parts:
+            wanted = request.query.get("state") or None
+            state = _LIVE_STATES.get(wanted or "")
+            if wanted is not None and state is None:
+                raise _HttpError(400, "bad_request", "state must be running or failed")
+            after, limit = request.query.get("after", ""), _limit(request.query)
+            active = [s for s in engine.actors.list_active(kind=CONTACT_KIND, state=state)
+                      if s.actor_id.partition("/")[2] > after]
+            page = active[:limit]
+            return 200, {
+                "contacts": [{"address": s.actor_id.partition("/")[2], **_actor_json(engine, s)}
+                             for s in page],
+                "next": page[-1].actor_id.partition("/")[2] if len(active) > limit else None}
+        if not parts:
+            raise _HttpError(405, "method_not_allowed", f"{method} {request.path}")
+        address = _optional_address(parts[0])
+        actor_id = f"{CONTACT_KIND}/{address}"
+        if method == "GET" and len(parts) == 1:
+            return 200, {"address": str(address),
+                         **_actor_json(engine, engine.actors.stats(actor_id))}
+        if method == "POST" and len(parts) == 2:
+            self._operate(actor_id, parts[1])
+            return 200, {"address": str(address),
+                         **_actor_json(engine, engine.actors.stats(actor_id))}
+        raise _HttpError(405, "method_not_allowed", f"{method} {request.path}")
+
+    def _operate(self, actor_id: str, operation: str) -> None:
+        actors = self._engine.actors
+        if operation == "restart":
+            actors.restart(actor_id)
+        elif operation == "stop":
+            actors.stop(actor_id)
+        elif operation == "start":
+            actors.start(actor_id)
+        else:
+            raise _HttpError(404, "not_found", f"no operation {operation!r}: "
+                                               "use restart, stop or start")
+        log.info("operator action", extra={"actor_id": actor_id, "operation": operation})
+
+    # -- say -------------------------------------------------------------------------
+    async def _say(self, body: bytes) -> tuple[int, Any]:
+        try:
+            request = msgspec.json.decode(body, type=_SayRequest)
+            source = Address.parse(request.source)
+            destination = Address.parse(request.destination)
+        except (msgspec.ValidationError, msgspec.DecodeError, InvalidAddressError) as exc:
+            raise _HttpError(400, "bad_request", str(exc)) from None
+        adapter = self._engine.router.adapter_for(source.domain)
+        if not isinstance(adapter, LoopbackAdapter):
+            raise _HttpError(409, "not_loopback",
+                             f"{source.domain} is not served by a loopback platform; say as a "
+                             "user of a loopback platform")
+        if not self._engine.accepting:
+            raise _HttpError(503, "not_ready", "the engine is not accepting events")
+        event = Message.create(source=source, destination=destination, body=request.text,
+                               timestamp=self._engine.clock.now(),
+                               platform_ids={adapter.name: f"say-{new_event_id()}"})
+        await adapter.send(event)
+        return 202, {"event_id": event.event_id}
+
+
+class _SayRequest(msgspec.Struct, forbid_unknown_fields=True):
+    source: str
+    destination: str
+    text: str
+
+
+def _query(scope: Scope) -> dict[str, str]:
+    raw = parse_qs(scope.get("query_string", b"").decode("latin-1"))
+    return {key: values[-1] for key, values in raw.items()}
+
+
+def _limit(query: Mapping[str, str]) -> int:
+    try:
+        limit = int(query.get("limit", "100"))
+    except ValueError:
+        raise _HttpError(400, "bad_request", "limit must be an integer") from None
+    if not 1 <= limit <= MAX_PAGE:
+        raise _HttpError(400, "bad_request", f"limit must be between 1 and {MAX_PAGE}")
+    return limit
+
+
+def _optional_address(text: str | None) -> Address | None:
+    if not text:
+        return None
+    try:
+        return Address.parse(text)
+    except InvalidAddressError as exc:
+        raise _HttpError(400, "bad_request", str(exc)) from None
+
+
+async def _read_body(scope: Scope, receive: Receive) -> bytes:
+    for name, value in scope.get("headers", []):
+        if name == b"content-length" and value.isdigit() and int(value) > MAX_BODY:
+            raise _HttpError(413, "payload_too_large", f"bodies are limited to {MAX_BODY} bytes")
+    body = b""
+    while True:
+        message = await receive()
+        chunk: bytes = message.get("body", b"")
+        body += chunk
+        if len(body) > MAX_BODY:
+            raise _HttpError(413, "payload_too_large", f"bodies are limited to {MAX_BODY} bytes")
+        if not message.get("more_body", False):
+            return body
+
+
+async def _respond(send: Send, status: int, body: bytes, content_type: bytes) -> None:
+    headers = [(b"content-type", content_type), (b"content-length", str(len(body)).encode()),
+               (b"cache-control", b"no-store")]
+    if status == 401:
+        headers.append((b"www-authenticate", b'Bearer realm="interlink"'))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+class EngineCollector(Collector):
+    """Reads the engine's counters at scrape time (nothing on the hot path)."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+
+    def collect(self) -> Any:
+        engine = self._engine
+        actors = engine.actors
+        depth = GaugeMetricFamily("interlink_mailbox_depth",
+                                  "Messages waiting in actor mailboxes", labels=["kind"])
+        live = GaugeMetricFamily("interlink_actors", "Live actor activations",
+                                 labels=["kind", "state"])
+        restarts = CounterMetricFamily("interlink_actor_restarts",
+                                       "Actor crashes followed by a restart", labels=["kind"])
+        for kind in actors.kinds:
+            snapshots = actors.list_active(kind=kind)
+            depth.add_metric([kind], sum(s.mailbox_depth for s in snapshots))
+            for state in ("running", "failed"):
+                live.add_metric([kind, state], sum(1 for s in snapshots if s.state == state))
+            restarts.add_metric([kind], actors.crash_counts.get(kind, 0))
+        yield depth
+        yield live
+        yield restarts
+        events = CounterMetricFamily("interlink_events", "Events handled, by type and outcome",
+                                     labels=["type", "outcome"])
+        for (event_type, outcome), count in sorted(engine.metadata_log.counts.items()):
+            events.add_metric([event_type, outcome], count)
+        yield events
+        yield GaugeMetricFamily("interlink_sessions_registered", "Sessions in the directory",
+                                value=engine.directory.count_sessions())
+        yield _histogram("interlink_route_latency_seconds",
+                         "Time from an inbound event to its session mailbox",
+                         engine.router.route_latency)
+        yield _histogram("interlink_session_handle_seconds",
+                         "Time a session spends on one event, delivery included",
+                         engine.router.handle_latency)
+
+
+def _histogram(name: str, documentation: str, histogram: LatencyHistogram) -> Any:
+    family = HistogramMetricFamily(name, documentation)
+    buckets = [(bound, float(count)) for bound, count in histogram.cumulative()]
+    family.add_metric([], buckets, sum_value=histogram.total if math.isfinite(histogram.total)
+                      else 0.0)
+    return family

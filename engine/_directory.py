@@ -10,6 +10,9 @@ Contract shared by both:
   (read-your-writes). They become durable at the next group commit;
   ``await flush()`` waits for that. A write only blocks when the bounded
   queue of pending writes is full (backpressure).
+- Records are frozen; the ones a read returns may be shared with later
+  reads (the LMDB directory caches hot records), so never mutate their dict
+  fields: build a new record with ``msgspec.structs.replace``.
 - Nothing in the directory is message content: only routing data.
 """
 

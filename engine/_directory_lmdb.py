@@ -38,7 +38,7 @@ import hashlib
 import struct
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Final, TypeVar
+from typing import Any, Final, TypeVar, cast
 
 import msgspec
 import trio
@@ -174,6 +174,37 @@ def _load(decoder: msgspec.msgpack.Decoder[_T], raw: bytes) -> _T:
         raise DirectoryError(f"undecodable directory record: {exc}") from exc
 
 
+_CACHE_LIMIT = 65_536
+
+
+class _ReadCache:
+    """Decoded answers of read methods, keyed by the caller's arguments.
+
+    Emptied whenever any sub-database it depends on is written: every write
+    goes through the same store, so the cache is never stale. Routing reads
+    the same few routes, agreements and policies for every event; this turns
+    their LMDB lookup and msgpack decode into one dict hit.
+    """
+
+    __slots__ = ("dbs", "entries", "store", "versions")
+
+    def __init__(self, store: LmdbStore, *dbs: str) -> None:
+        self.store = store
+        self.dbs = dbs
+        self.versions: tuple[int, ...] = ()
+        self.entries: dict[object, Any] = {}
+
+    def current(self) -> dict[object, Any]:
+        versions = tuple(self.store.write_version(db) for db in self.dbs)
+        if versions != self.versions or len(self.entries) >= _CACHE_LIMIT:
+            self.entries.clear()
+            self.versions = versions
+        return self.entries
+
+
+_MISSING = object()
+
+
 class LmdbDirectory:
     """The :class:`~engine.Directory` on an embedded LMDB store (the default).
 
@@ -201,6 +232,13 @@ class LmdbDirectory:
         self._store = store
         self._session_count = store.count(SESSIONS)
         self._wildcard_key = _fit(_pack(WILDCARD_DOMAIN))
+        self._routes = _ReadCache(store, ROUTES)
+        self._identities = _ReadCache(store, IDENTITIES)
+        self._contacts = _ReadCache(store, CONTACTS)
+        self._sessions = _ReadCache(store, SESSIONS)
+        self._pairs = _ReadCache(store, SESSION_PAIRS)
+        self._agreements = _ReadCache(store, AGREEMENTS)
+        self._policies = _ReadCache(store, POLICIES)
 
     @classmethod
     def open_sync(
@@ -265,13 +303,17 @@ class LmdbDirectory:
 
     def get_domain_route(self, domain: str) -> DomainRoute | None:
         """The route for ``domain``, else the ``"*"`` route, else ``None``."""
+        cache = self._routes.current()
+        found = cache.get(domain, _MISSING)
+        if found is not _MISSING:
+            return cast(DomainRoute | None, found)
         get = self._store.get
         raw = get(ROUTES, _fit(_pack(domain)))
         if raw is None:
             raw = get(ROUTES, self._wildcard_key)
-            if raw is None:
-                return None
-        return _load(_DEC_ROUTE, raw)
+        route = None if raw is None else _load(_DEC_ROUTE, raw)
+        cache[domain] = route
+        return route
 
     def list_domain_routes(self) -> list[DomainRoute]:
         routes = [_load(_DEC_ROUTE, raw) for _, raw in self._store.scan(ROUTES)]
@@ -284,8 +326,14 @@ class LmdbDirectory:
     # ------------------------------------------------------------ identities
 
     def get_identity(self, address: Address) -> PlatformIdentity | None:
+        cache = self._identities.current()
+        found = cache.get(address, _MISSING)
+        if found is not _MISSING:
+            return cast(PlatformIdentity | None, found)
         raw = self._store.get(IDENTITIES, _address_key(address))
-        return None if raw is None else _load(_DEC_IDENTITY, raw)
+        identity = None if raw is None else _load(_DEC_IDENTITY, raw)
+        cache[address] = identity
+        return identity
 
     def find_address(self, platform: str, tenant: str, user_id: str) -> Address | None:
         raw = self._store.get(IDENTITY_INDEX, _identity_index_key(platform, tenant, user_id))
@@ -329,8 +377,14 @@ class LmdbDirectory:
     # -------------------------------------------------------------- contacts
 
     def get_contact(self, owner: Address, contact: Address) -> ContactRecord | None:
+        cache = self._contacts.current()
+        found = cache.get((owner, contact), _MISSING)
+        if found is not _MISSING:
+            return cast(ContactRecord | None, found)
         raw = self._store.get(CONTACTS, _contact_key(owner, contact))
-        return None if raw is None else _load(_DEC_CONTACT, raw)
+        record = None if raw is None else _load(_DEC_CONTACT, raw)
+        cache[owner, contact] = record
+        return record
 
     def list_contacts(self, owner: Address) -> list[ContactRecord]:
         """Every contact of ``owner`` (any state), sorted by contact address."""
@@ -346,14 +400,24 @@ class LmdbDirectory:
     # -------------------------------------------------------------- sessions
 
     def get_session(self, session_id: str) -> SessionRecord | None:
+        cache = self._sessions.current()
+        found = cache.get(session_id, _MISSING)
+        if found is not _MISSING:
+            return cast(SessionRecord | None, found)
         raw = self._store.get(SESSIONS, _session_key(session_id))
-        return None if raw is None else _load(_DEC_SESSION, raw)
+        record = None if raw is None else _load(_DEC_SESSION, raw)
+        cache[session_id] = record
+        return record
 
     def find_session(self, a: Address, b: Address) -> SessionRecord | None:
         """The session of the pair, in either order."""
         x, y = (a, b) if a <= b else (b, a)
-        session_id = self._store.get(SESSION_PAIRS, _pair_key(x, y))
-        return None if session_id is None else self.get_session(session_id.decode())
+        cache = self._pairs.current()
+        session_id = cache.get((x, y), _MISSING)
+        if session_id is _MISSING:
+            raw = self._store.get(SESSION_PAIRS, _pair_key(x, y))
+            session_id = cache[x, y] = None if raw is None else raw.decode()
+        return None if session_id is None else self.get_session(cast(str, session_id))
 
     def list_sessions(self, *, after: str = "", limit: int = 100) -> list[SessionRecord]:
         """Sessions sorted by id, starting after ``after`` (pagination).
@@ -492,8 +556,14 @@ class LmdbDirectory:
         """The agreement of the pair, in either order."""
         if domain_b < domain_a:
             domain_a, domain_b = domain_b, domain_a
+        cache = self._agreements.current()
+        found = cache.get((domain_a, domain_b), _MISSING)
+        if found is not _MISSING:
+            return cast(DomainAgreement | None, found)
         raw = self._store.get(AGREEMENTS, _agreement_key(domain_a, domain_b))
-        return None if raw is None else _load(_DEC_AGREEMENT, raw)
+        agreement = None if raw is None else _load(_DEC_AGREEMENT, raw)
+        cache[domain_a, domain_b] = agreement
+        return agreement
 
     def list_domain_agreements(self) -> list[DomainAgreement]:
         agreements = [_load(_DEC_AGREEMENT, raw) for _, raw in self._store.scan(AGREEMENTS)]
@@ -510,8 +580,14 @@ class LmdbDirectory:
         await self._store.put(AGREEMENTS, key, _pack(agreement))
 
     def get_user_policy(self, address: Address) -> UserPolicy | None:
+        cache = self._policies.current()
+        found = cache.get(address, _MISSING)
+        if found is not _MISSING:
+            return cast(UserPolicy | None, found)
         raw = self._store.get(POLICIES, _address_key(address))
-        return None if raw is None else _load(_DEC_POLICY, raw)
+        policy = None if raw is None else _load(_DEC_POLICY, raw)
+        cache[address] = policy
+        return policy
 
     async def put_user_policy(self, policy: UserPolicy) -> None:
         await self._store.put(POLICIES, _address_key(policy.address), _pack(policy))

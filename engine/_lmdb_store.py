@@ -41,6 +41,7 @@ import heapq
 import itertools
 import logging
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -70,15 +71,20 @@ Migration: TypeAlias = "Callable[[lmdb.Transaction[bytes], StoreHandles], None]"
 #: ``(db, key, value)``; a ``None`` value deletes the key.
 Op: TypeAlias = tuple[str, bytes, bytes | None]
 
+#: the writer commits at most this often (seconds): the group-commit window
+COMMIT_INTERVAL = 0.002
+
 
 class _Space:
     """One named sub-database: its handle, its overlay and its cached read cursor."""
 
-    __slots__ = ("cursor", "handle", "name", "overlay")
+    __slots__ = ("cursor", "handle", "name", "overlay", "version")
 
     def __init__(self, name: str, handle: lmdb._Database) -> None:
         self.name = name
         self.handle = handle
+        #: bumped by every write to this sub-database (read caches compare it)
+        self.version = 0
         #: key -> (sequence number, value or None for a pending delete)
         self.overlay: dict[bytes, tuple[int, bytes | None]] = {}
         #: cursor in the store's cached read txn; None when that txn was dropped
@@ -321,6 +327,10 @@ class LmdbStore:
     def _closed_error(self) -> DirectoryError:
         return DirectoryError(f"LMDB store at {self._path} is closed")
 
+    def write_version(self, db: str) -> int:
+        """A number that changes whenever ``db`` is written (for callers' read caches)."""
+        return self._space(db).version
+
     def _space(self, db: str) -> _Space:
         try:
             return self._spaces[db]
@@ -516,6 +526,7 @@ class LmdbStore:
         applied = self._applied
         for space, key, value in resolved:
             seq += 1
+            space.version += 1
             space.overlay[key] = (seq, value)
             applied.append((seq, space, key))
         self._last_seq = seq
@@ -627,6 +638,10 @@ class LmdbStore:
             last = batches[-1]
             self._thread_committed = last.last_seq
             self._notify(last.token, self._on_committed, last.last_seq)
+            if not self._stopping:
+                # Group commit: let writes gather instead of one txn (and fsync,
+                # and wake-up of the trio thread) per write.
+                time.sleep(COMMIT_INTERVAL)
 
     def _commit(self, batches: list[_Batch]) -> None:
         """Apply ``batches`` in one write txn, growing the map until they fit."""

@@ -180,25 +180,24 @@ _CACHE_LIMIT = 65_536
 class _ReadCache:
     """Decoded answers of read methods, keyed by the caller's arguments.
 
-    Emptied whenever any sub-database it depends on is written: every write
-    goes through the same store, so the cache is never stale. Routing reads
-    the same few routes, agreements and policies for every event; this turns
-    their LMDB lookup and msgpack decode into one dict hit.
+    Emptied whenever its sub-database is written: every write goes through
+    the same store, so the cache is never stale. Routing reads the same few
+    routes, agreements and policies for every event; this turns their LMDB
+    lookup and msgpack decode into one dict hit.
     """
 
-    __slots__ = ("dbs", "entries", "store", "versions")
+    __slots__ = ("entries", "space", "version")
 
-    def __init__(self, store: LmdbStore, *dbs: str) -> None:
-        self.store = store
-        self.dbs = dbs
-        self.versions: tuple[int, ...] = ()
+    def __init__(self, store: LmdbStore, db: str) -> None:
+        self.space = store.versioned(db)
+        self.version = -1
         self.entries: dict[object, Any] = {}
 
     def current(self) -> dict[object, Any]:
-        versions = tuple(self.store.write_version(db) for db in self.dbs)
-        if versions != self.versions or len(self.entries) >= _CACHE_LIMIT:
+        version = self.space.version
+        if version != self.version or len(self.entries) >= _CACHE_LIMIT:
             self.entries.clear()
-            self.versions = versions
+            self.version = version
         return self.entries
 
 

@@ -45,7 +45,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Final, TypeAlias
+from typing import Final, Protocol, TypeAlias
 
 import lmdb
 import trio
@@ -73,6 +73,11 @@ Op: TypeAlias = tuple[str, bytes, bytes | None]
 
 #: the writer commits at most this often (seconds): the group-commit window
 COMMIT_INTERVAL = 0.002
+
+
+class Versioned(Protocol):
+    @property
+    def version(self) -> int: ...
 
 
 class _Space:
@@ -327,9 +332,9 @@ class LmdbStore:
     def _closed_error(self) -> DirectoryError:
         return DirectoryError(f"LMDB store at {self._path} is closed")
 
-    def write_version(self, db: str) -> int:
-        """A number that changes whenever ``db`` is written (for callers' read caches)."""
-        return self._space(db).version
+    def versioned(self, db: str) -> Versioned:
+        """An object whose ``version`` changes whenever ``db`` is written (for read caches)."""
+        return self._space(db)
 
     def _space(self, db: str) -> _Space:
         try:

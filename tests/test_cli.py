@@ -43,6 +43,7 @@ def test_a_bad_config_is_a_clear_error_not_a_traceback(tmp_path: Path) -> None:
 async def test_run_routes_and_stops_cleanly_on_sigint(tmp_path: Path) -> None:
     config = tmp_path / "loopback.toml"
     text = EXAMPLE.read_text().replace('data_dir = "../state/loopback"', 'data_dir = "data"')
+    text += f'\n[control]\nlisten = "127.0.0.1:{_free_port()}"\n'
     config.write_text(text.replace('format = "text"', 'format = "json"'))
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     process = await trio.lowlevel.open_process(

@@ -195,159 +195,156 @@ def parse_seed(text: str, *, source: str = "<seed>") -> Seed:
         seed = msgspec.convert(raw, Seed)
     except msgspec.ValidationError as exc:
         raise ConfigError(f"{source}: {exc}") from None
-    _check(seed)
+    _Checker(seed).check()
     return seed
 
 
-def _fail(seed: Seed, message: str, where: str) -> ConfigError:
-    return ConfigError(f"{seed.source}: {message} - at `{where}`")
+class _Checker:
+    """Rules a seed must follow beyond its types; remembers ids and tokens seen."""
 
+    def __init__(self, seed: Seed) -> None:
+        self.seed = seed
+        self.ids: dict[str, str] = {}
+        self.tokens: dict[str, str] = {}
+        self.apps: dict[str, tuple[SeedApp, str]] = {}
 
-def _check(seed: Seed) -> None:
-    if not seed.workspace:
-        raise _fail(seed, "at least one [[workspace]] is required", "$.workspace")
-    ids: dict[str, str] = {}
-    tokens: dict[str, str] = {}
-    apps: dict[str, tuple[SeedApp, str]] = {}
+    def fail(self, message: str, where: str) -> ConfigError:
+        return ConfigError(f"{self.seed.source}: {message} - at `{where}`")
 
-    def unique_id(value: str, kind: str, where: str) -> None:
+    def unique_id(self, value: str, kind: str, where: str) -> None:
         if not _ID[kind].match(value):
             first = {"workspace": "T", "user": "U or W", "channel": "C or G", "app": "A",
                      "bot": "B"}[kind]
-            raise _fail(seed, f"expected a {kind} id: {first} then 2-20 upper-case letters or "
-                              f"digits, got {value!r}", where)
-        if value in ids:
-            raise _fail(seed, f"id {value!r} is already used at `{ids[value]}`", where)
-        ids[value] = where
+            raise self.fail(f"expected a {kind} id: {first} then 2-20 upper-case letters or "
+                            f"digits, got {value!r}", where)
+        if value in self.ids:
+            raise self.fail(f"id {value!r} is already used at `{self.ids[value]}`", where)
+        self.ids[value] = where
 
-    def unique_token(value: str, prefix: str, where: str) -> None:
+    def unique_token(self, value: str, prefix: str, where: str) -> None:
         if not value:
             return
         if not value.startswith(prefix) or len(value) <= len(prefix):
-            raise _fail(seed, f"expected a token starting with {prefix!r}", where)
-        if value in tokens:
-            raise _fail(seed, f"token is already used at `{tokens[value]}`", where)
-        tokens[value] = where
+            raise self.fail(f"expected a token starting with {prefix!r}", where)
+        if value in self.tokens:
+            raise self.fail(f"token is already used at `{self.tokens[value]}`", where)
+        self.tokens[value] = where
 
-    def scopes(values: list[str], where: str) -> None:
+    def scopes(self, values: list[str], where: str) -> None:
         for k, scope in enumerate(values):
             if scope not in KNOWN_SCOPES:
-                raise _fail(seed, f"unknown scope {scope!r}", f"{where}[{k}]")
+                raise self.fail(f"unknown scope {scope!r}", f"{where}[{k}]")
 
-    for i, ws in enumerate(seed.workspace):
-        at = f"$.workspace[{i}]"
-        unique_id(ws.id, "workspace", f"{at}.id")
+    def url(self, value: str, where: str) -> None:
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise self.fail(f"expected an http(s) URL, got {value!r}", where)
+
+    def check(self) -> None:
+        if not self.seed.workspace:
+            raise self.fail("at least one [[workspace]] is required", "$.workspace")
+        for i, ws in enumerate(self.seed.workspace):
+            self.workspace(ws, f"$.workspace[{i}]")
+
+    def workspace(self, ws: SeedWorkspace, at: str) -> None:
+        self.unique_id(ws.id, "workspace", f"{at}.id")
         if not ws.name.strip():
-            raise _fail(seed, "a workspace needs a name", f"{at}.name")
+            raise self.fail("a workspace needs a name", f"{at}.name")
         if not _DOMAIN.match(ws.domain):
-            raise _fail(seed, "expected a domain of lower-case letters, digits and hyphens "
-                              f"(acme for acme.slack.com), got {ws.domain!r}", f"{at}.domain")
+            raise self.fail("expected a domain of lower-case letters, digits and hyphens "
+                            f"(acme for acme.slack.com), got {ws.domain!r}", f"{at}.domain")
         names: dict[str, str] = {}
         emails: dict[str, str] = {}
         members_ok: set[str] = set()
         for j, user in enumerate(ws.user):
             uat = f"{at}.user[{j}]"
-            unique_id(user.id, "user", f"{uat}.id")
+            self.unique_id(user.id, "user", f"{uat}.id")
             if not user.name or user.name != user.name.lower() or " " in user.name:
-                raise _fail(seed, "expected a lower-case user name without spaces",
-                            f"{uat}.name")
+                raise self.fail("expected a lower-case user name without spaces", f"{uat}.name")
             if user.name in names:
-                raise _fail(seed, f"user name {user.name!r} is already used at "
-                                  f"`{names[user.name]}`", f"{uat}.name")
+                raise self.fail(f"user name {user.name!r} is already used at "
+                                f"`{names[user.name]}`", f"{uat}.name")
             names[user.name] = f"{uat}.name"
             if user.email:
                 if "@" not in user.email.strip("@"):
-                    raise _fail(seed, f"expected an email address, got {user.email!r}",
-                                f"{uat}.email")
+                    raise self.fail(f"expected an email address, got {user.email!r}",
+                                    f"{uat}.email")
                 if user.email.lower() in emails:
-                    raise _fail(seed, f"email is already used at `{emails[user.email.lower()]}`",
-                                f"{uat}.email")
+                    raise self.fail(f"email is already used at `{emails[user.email.lower()]}`",
+                                    f"{uat}.email")
                 emails[user.email.lower()] = f"{uat}.email"
-            unique_token(user.token, "xoxp-", f"{uat}.token")
+            self.unique_token(user.token, "xoxp-", f"{uat}.token")
             if user.scopes is not None:
-                scopes(user.scopes, f"{uat}.scopes")
+                self.scopes(user.scopes, f"{uat}.scopes")
             members_ok.add(user.id)
         for j, app in enumerate(ws.app):
-            aat = f"{at}.app[{j}]"
-            _check_app(seed, app, aat, apps, unique_id, unique_token, scopes)
+            self.app(app, f"{at}.app[{j}]")
             members_ok.add(app.bot_user_id)
         channel_names: dict[str, str] = {}
         for j, channel in enumerate(ws.channel):
             cat = f"{at}.channel[{j}]"
-            unique_id(channel.id, "channel", f"{cat}.id")
+            self.unique_id(channel.id, "channel", f"{cat}.id")
             if not _CHANNEL_NAME.match(channel.name):
-                raise _fail(seed, "expected a channel name of at most 80 lower-case letters, "
-                                  f"digits, hyphens and underscores, got {channel.name!r}",
-                            f"{cat}.name")
+                raise self.fail("expected a channel name of at most 80 lower-case letters, "
+                                f"digits, hyphens and underscores, got {channel.name!r}",
+                                f"{cat}.name")
             if channel.name in channel_names:
-                raise _fail(seed, f"channel name {channel.name!r} is already used at "
-                                  f"`{channel_names[channel.name]}`", f"{cat}.name")
+                raise self.fail(f"channel name {channel.name!r} is already used at "
+                                f"`{channel_names[channel.name]}`", f"{cat}.name")
             channel_names[channel.name] = f"{cat}.name"
             for k, member in enumerate(channel.members):
                 if member not in members_ok:
-                    raise _fail(seed, f"{member!r} is not a user or bot user of workspace "
-                                      f"{ws.id}", f"{cat}.members[{k}]")
+                    raise self.fail(f"{member!r} is not a user or bot user of workspace "
+                                    f"{ws.id}", f"{cat}.members[{k}]")
             if channel.creator and channel.creator not in members_ok:
-                raise _fail(seed, f"{channel.creator!r} is not a user of workspace {ws.id}",
-                            f"{cat}.creator")
+                raise self.fail(f"{channel.creator!r} is not a user of workspace {ws.id}",
+                                f"{cat}.creator")
             if len(channel.topic) > 250:
-                raise _fail(seed, "a topic has at most 250 characters", f"{cat}.topic")
+                raise self.fail("a topic has at most 250 characters", f"{cat}.topic")
 
-
-def _check_app(seed: Seed, app: SeedApp, at: str, apps: dict[str, tuple[SeedApp, str]],
-               unique_id: Any, unique_token: Any, scopes: Any) -> None:
-    if app.id in apps:
-        first, first_at = apps[app.id]
-        for field in ("name", "app_token", "signing_secret", "verification_token",
-                      "request_url", "client_id", "client_secret", "redirect_urls",
-                      "token_rotation", "token_expires_in", "commands", "events"):
-            if getattr(first, field) != getattr(app, field):
-                raise _fail(seed, f"app {app.id} is also listed at `{first_at}` with a "
-                                  f"different {field}; app-level fields must be equal in every "
-                                  "workspace", f"{at}.{field}")
-    else:
-        _ID["app"].match(app.id) or _raise(_fail(
-            seed, f"expected an app id: A then 2-20 upper-case letters or digits, got "
-                  f"{app.id!r}", f"{at}.id"))
-        unique_token(app.app_token, "xapp-", f"{at}.app_token")
-        apps[app.id] = (app, at)
-    unique_id(app.bot_user_id, "user", f"{at}.bot_user_id")
-    if app.bot_id:
-        unique_id(app.bot_id, "bot", f"{at}.bot_id")
-    unique_token(app.bot_token, "xoxb-", f"{at}.bot_token")
-    if not app.signing_secret:
-        raise _fail(seed, "an app needs a signing secret", f"{at}.signing_secret")
-    if app.request_url:
-        parts = urlsplit(app.request_url)
-        if parts.scheme not in ("http", "https") or not parts.netloc:
-            raise _fail(seed, f"expected an http(s) URL, got {app.request_url!r}",
-                        f"{at}.request_url")
-    elif not app.app_token:
-        raise _fail(seed, "an app without a request_url uses Socket Mode and needs an "
-                          "app_token (xapp-…)", f"{at}.app_token")
-    scopes(app.scopes, f"{at}.scopes")
-    for k, event in enumerate(app.events or []):
-        if event not in KNOWN_EVENTS:
-            raise _fail(seed, f"unknown event {event!r}; known: {', '.join(sorted(KNOWN_EVENTS))}",
-                        f"{at}.events[{k}]")
-    for k, command in enumerate(app.commands):
-        if not _COMMAND.match(command):
-            raise _fail(seed, f"expected a slash command such as '/interlink', got {command!r}",
-                        f"{at}.commands[{k}]")
-    if app.commands and "commands" not in app.scopes:
-        raise _fail(seed, "an app with slash commands needs the 'commands' scope",
-                    f"{at}.scopes")
-    if bool(app.client_id) != bool(app.client_secret):
-        raise _fail(seed, "client_id and client_secret go together (OAuth install flow)",
-                    f"{at}.client_secret" if app.client_id else f"{at}.client_id")
-    for k, url in enumerate(app.redirect_urls):
-        parts = urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.netloc:
-            raise _fail(seed, f"expected an http(s) URL, got {url!r}",
-                        f"{at}.redirect_urls[{k}]")
-    if app.token_expires_in < 60:
-        raise _fail(seed, "tokens live at least 60 seconds", f"{at}.token_expires_in")
-
-
-def _raise(error: Exception) -> bool:
-    raise error
+    def app(self, app: SeedApp, at: str) -> None:
+        if app.id in self.apps:
+            first, first_at = self.apps[app.id]
+            for field in ("name", "app_token", "signing_secret", "verification_token",
+                          "request_url", "client_id", "client_secret", "redirect_urls",
+                          "token_rotation", "token_expires_in", "commands", "events"):
+                if getattr(first, field) != getattr(app, field):
+                    raise self.fail(f"app {app.id} is also listed at `{first_at}` with a "
+                                    f"different {field}; app-level fields must be equal in "
+                                    "every workspace", f"{at}.{field}")
+        else:
+            if not _ID["app"].match(app.id):
+                raise self.fail("expected an app id: A then 2-20 upper-case letters or "
+                                f"digits, got {app.id!r}", f"{at}.id")
+            self.unique_token(app.app_token, "xapp-", f"{at}.app_token")
+            self.apps[app.id] = (app, at)
+        self.unique_id(app.bot_user_id, "user", f"{at}.bot_user_id")
+        if app.bot_id:
+            self.unique_id(app.bot_id, "bot", f"{at}.bot_id")
+        self.unique_token(app.bot_token, "xoxb-", f"{at}.bot_token")
+        if not app.signing_secret:
+            raise self.fail("an app needs a signing secret", f"{at}.signing_secret")
+        if app.request_url:
+            self.url(app.request_url, f"{at}.request_url")
+        elif not app.app_token:
+            raise self.fail("an app without a request_url uses Socket Mode and needs an "
+                            "app_token (xapp-…)", f"{at}.app_token")
+        self.scopes(app.scopes, f"{at}.scopes")
+        for k, event in enumerate(app.events or []):
+            if event not in KNOWN_EVENTS:
+                raise self.fail(f"unknown event {event!r}; known: "
+                                f"{', '.join(sorted(KNOWN_EVENTS))}", f"{at}.events[{k}]")
+        for k, command in enumerate(app.commands):
+            if not _COMMAND.match(command):
+                raise self.fail(f"expected a slash command such as '/interlink', got "
+                                f"{command!r}", f"{at}.commands[{k}]")
+        if app.commands and "commands" not in app.scopes:
+            raise self.fail("an app with slash commands needs the 'commands' scope",
+                            f"{at}.scopes")
+        if bool(app.client_id) != bool(app.client_secret):
+            raise self.fail("client_id and client_secret go together (OAuth install flow)",
+                            f"{at}.client_secret" if app.client_id else f"{at}.client_id")
+        for k, url in enumerate(app.redirect_urls):
+            self.url(url, f"{at}.redirect_urls[{k}]")
+        if app.token_expires_in < 60:
+            raise self.fail("tokens live at least 60 seconds", f"{at}.token_expires_in")

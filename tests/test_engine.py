@@ -1,0 +1,38 @@
+"""Engine lifecycle: refuse while stopping, drain what is in flight, flush."""
+
+from __future__ import annotations
+
+import pytest
+import trio
+import trio.testing
+
+from engine import Message, UnavailableError
+
+from ._harness import JOHN, PETER, federation
+
+
+async def test_stop_drains_everything_in_flight_and_refuses_new_events(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with federation() as fed:
+        fed.widget.fail_next("busy", retryable=True, times=5)  # keep the first one in flight
+        sent = [Message.create(source=JOHN, destination=PETER, body=str(i),
+                               timestamp=fed.clock.now()) for i in range(50)]
+        for message in sent:
+            await fed.acme.send(message)
+        assert fed.engine.actors.in_flight > 0
+        await fed.engine.stop()
+        assert fed.engine.actors.in_flight == 0
+        delivered = [e.event_id for e in fed.widget.delivered_nowait()]
+        assert delivered == [m.event_id for m in sent]
+        assert len([e for e in fed.log.entries() if e.type == "im"]) == 50, "log flushed"
+        with pytest.raises(UnavailableError):
+            await fed.acme.send(Message.create(source=JOHN, destination=PETER, body="late"))
+
+
+async def test_services_start_in_order_with_adapters_last() -> None:
+    async with federation() as fed:
+        groups = [service.group for service in fed.engine.services()]
+        assert groups[0] == "storage" and groups[-1] == "adapters"
+        assert groups.index("session") < groups.index("adapters")
+        assert fed.engine.accepting

@@ -127,7 +127,8 @@ def test_mrkdwn_parses(mrkdwn: str, expected: RichText) -> None:
 
 
 @pytest.mark.parametrize(("tree", "mrkdwn"), [
-    (RichText(blocks=(paragraph(text("b", "bold"), " & ", text("c", "code")),)), "*b* &amp; `c`"),
+    (RichText(blocks=(paragraph(text("b", "bold"), " & ", text("c", "code")),)),
+     "*b* &amp; `c`"),
     (RichText(blocks=(paragraph(Link(url="https://x.test", label="x <y>")),)),
      "<https://x.test|x &lt;y&gt;>"),
     (RichText(blocks=(paragraph(Mention(address="mary@acme.test")),)), "<@U0MARY>"),

@@ -7,12 +7,29 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import trio
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "loopback.toml"
+
+
+@asynccontextmanager
+async def engine_process(config: Path, env: dict[str, str]) -> AsyncIterator[trio.Process]:
+    """``interlink run`` as a child process, killed if a test leaves it running."""
+    process = await trio.lowlevel.open_process(
+        [sys.executable, "-m", "supervisor.cli", "run", "--config", str(config)],
+        cwd=ROOT, stderr=subprocess.PIPE, env=env)
+    try:
+        yield process
+    finally:
+        if process.returncode is None:
+            process.kill()
+            with trio.CancelScope(shield=True):
+                await process.wait()
 
 
 def interlink(*args: str) -> subprocess.CompletedProcess[str]:
@@ -46,30 +63,15 @@ async def test_run_routes_and_stops_cleanly_on_sigint(tmp_path: Path) -> None:
     text += f'\n[control]\nlisten = "127.0.0.1:{_free_port()}"\n'
     config.write_text(text.replace('format = "text"', 'format = "json"'))
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    process = await trio.lowlevel.open_process(
-        [sys.executable, "-m", "supervisor.cli", "run", "--config", str(config)],
-        cwd=ROOT, stderr=subprocess.PIPE, env=env)
-    assert process.stderr is not None
-    records: list[dict[str, object]] = []
-    buffer = b""
-    interrupted = False
-    with trio.fail_after(60):
-        async def lines() -> None:
-            nonlocal buffer, interrupted
-            while True:
-                chunk = await process.stderr.receive_some()  # type: ignore[union-attr]
-                if not chunk:
-                    return
-                buffer += chunk
-                while b"\n" in buffer:
-                    line, buffer = buffer.split(b"\n", 1)
-                    records.append(json.loads(line))
-                    if not interrupted and _echo_arrived(records):
-                        process.send_signal(signal.SIGINT)  # once: a second one aborts
-                        interrupted = True
-
-        await lines()
-        code = await process.wait()
+    async with engine_process(config, env) as process:
+        live = LiveEngine(process)
+        with trio.fail_after(60):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(live.collect)
+                await live.wait_for(_echo_arrived)
+                process.send_signal(signal.SIGINT)
+                code = await process.wait()
+    records = live.records
     messages = [r["msg"] for r in records]
     assert code == 0, messages
     assert "engine started" in messages and "engine stopped" in messages
@@ -77,9 +79,9 @@ async def test_run_routes_and_stops_cleanly_on_sigint(tmp_path: Path) -> None:
     assert any(p.name == "data.mdb" for p in (tmp_path / "data").rglob("*"))
 
 
-def _echo_arrived(records: list[dict[str, object]]) -> bool:
-    return any(r["msg"] == "loopback delivered" and r.get("kind") == "im"
-               and r.get("destination") == "alice@acme.localhost" for r in records)
+def _echo_arrived(record: dict[str, object]) -> bool:
+    return (record["msg"] == "loopback delivered" and record.get("kind") == "im"
+            and record.get("destination") == "alice@acme.localhost")
 
 
 LIVE_CONFIG = """
@@ -160,8 +162,8 @@ class LiveEngine:
                 self._changed.set()
                 self._changed = trio.Event()
 
-    async def wait_for(self, predicate: object) -> dict[str, object]:
-        assert callable(predicate)
+    async def wait_for(self, predicate: Callable[[dict[str, object]], bool],
+                       ) -> dict[str, object]:
         while True:
             for record in self.records:
                 if predicate(record):
@@ -181,11 +183,14 @@ async def test_an_operator_finds_and_restarts_a_failed_session(tmp_path: Path) -
     config.write_text(LIVE_CONFIG.format(port=_free_port()))
     token = "operator-secret"
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "INTERLINK_CONTROL_TOKEN": token}
-    process = await trio.lowlevel.open_process(
-        [sys.executable, "-m", "supervisor.cli", "run", "--config", str(config)],
-        cwd=ROOT, stderr=subprocess.PIPE, env=env)
-    live = LiveEngine(process)
     cfg = ("--config", str(config))
+    async with engine_process(config, env) as process:
+        await _operate_failed_session(process, cfg, token)
+
+
+async def _operate_failed_session(process: trio.Process, cfg: tuple[str, str],
+                                  token: str) -> None:
+    live = LiveEngine(process)
     with trio.fail_after(90):
         async with trio.open_nursery() as nursery:
             nursery.start_soon(live.collect)

@@ -94,7 +94,27 @@ def build_parser() -> argparse.ArgumentParser:
     say.add_argument("text")
     add_endpoint_options(say)
     say.set_defaults(handler=run_say)
+
+    # Listed for --help; main() hands their arguments to their own parsers.
+    commands.add_parser("slack-sandbox", add_help=False,
+                        help="run the local Slack-compatible server "
+                             "(interlink slack-sandbox --help)")
+    commands.add_parser("bench", add_help=False,
+                        help="run a benchmark suite (interlink bench --help)")
     return parser
+
+
+def _delegated(command: str) -> Callable[[Sequence[str]], int] | None:
+    """Commands with their own argument parsers, run with the rest of the line."""
+    if command == "slack-sandbox":
+        from adapters.slack.sandbox._cli import main as sandbox_main
+
+        return sandbox_main
+    if command == "bench":
+        from bench.cli import main as bench_main
+
+        return bench_main
+    return None
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -127,8 +147,12 @@ def _first_interlink_error(error: BaseException) -> InterlinkError | None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    delegate = _delegated(arguments[0]) if arguments else None
+    if delegate is not None:
+        return delegate(arguments[1:])
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(arguments)
     handler: Callable[[argparse.Namespace], int] | None = getattr(args, "handler", None)
     if handler is None:
         parser.print_help()

@@ -117,8 +117,8 @@ def test_unknown_slack_users_and_addresses_survive_as_ids_or_text() -> None:
     ("a &lt;tag&gt; &amp; b", RichText(blocks=(paragraph("a <tag> & b"),))),
     ("snake_case_name and 2*3*4", RichText(blocks=(paragraph("snake_case_name and 2*3*4"),))),
     ("```code\nblock```", RichText(blocks=(CodeBlock(code="code\nblock"),))),
-    ("> one\n&gt; quoted\nnot", RichText(blocks=(Quote(blocks=(paragraph("one", LineBreak(), "quoted"),)),
-                                                 paragraph("not")))),
+    ("> one\n&gt; quoted\nnot", RichText(blocks=(
+        Quote(blocks=(paragraph("one", LineBreak(), "quoted"),)), paragraph("not")))),
     ("line one\nline two", RichText(blocks=(paragraph("line one", LineBreak(), "line two"),))),
     ("<!here> <#C123|general>", RichText(blocks=(paragraph("@here #general"),))),
 ])

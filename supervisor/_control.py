@@ -26,7 +26,7 @@ from __future__ import annotations
 import hmac
 import logging
 import math
-from collections.abc import Awaitable, Callable, Mapping, MutableMapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs, unquote
@@ -41,6 +41,7 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
+from adapters._asgi import Receive, Scope, Send, answer_lifespan
 from engine import (
     ActivationStats,
     Address,
@@ -64,9 +65,6 @@ SCAN_BUDGET = 20_000
 
 _LIVE_STATES: dict[str, ActorState] = {"running": "running", "failed": "failed"}
 
-Scope = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
-Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 TreeSource = Callable[[], dict[str, Any]]
 
 
@@ -125,7 +123,7 @@ class ControlApp:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
-            await self._lifespan(receive, send)
+            await answer_lifespan(receive, send)
             return
         if scope["type"] != "http":
             return
@@ -141,15 +139,6 @@ class ControlApp:
             await _respond(send, status, payload, b"text/plain; version=0.0.4; charset=utf-8")
         else:
             await _respond(send, status, msgspec.json.encode(payload), b"application/json")
-
-    async def _lifespan(self, receive: Receive, send: Send) -> None:
-        while True:
-            message = await receive()
-            if message["type"] == "lifespan.startup":
-                await send({"type": "lifespan.startup.complete"})
-            elif message["type"] == "lifespan.shutdown":
-                await send({"type": "lifespan.shutdown.complete"})
-                return
 
     def _authorised(self, scope: Scope) -> bool:
         for name, value in scope.get("headers", []):

@@ -31,7 +31,7 @@ import email.policy
 import json
 import logging
 import socket
-from collections.abc import Awaitable, Callable, Mapping, MutableMapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, quote
@@ -44,6 +44,7 @@ from hypercorn.trio import serve
 
 from engine import Clock, SystemClock
 
+from ..._asgi import Receive, Scope, Send, answer_lifespan
 from ._call import Args, Call
 from ._commands import apply_response, open_app_home, prepare_command, use_response_url
 from ._delivery import (
@@ -66,9 +67,6 @@ from ._state import Change, Ephemeral, SlackError, Token, World
 
 log = logging.getLogger("interlink.slack.sandbox")
 
-Scope = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
-Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 
 
 class SandboxSettings(msgspec.Struct, frozen=True, kw_only=True):
@@ -371,7 +369,7 @@ class SandboxApp:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
-            await _lifespan(receive, send)
+            await answer_lifespan(receive, send)
         elif scope["type"] == "websocket":
             await self._websocket(scope, receive, send)
         elif scope["type"] == "http":
@@ -596,16 +594,6 @@ async def _pump(connection: SocketConnection, send: Send, scope: trio.CancelScop
 
 async def _send_text(send: Send, data: dict[str, Any]) -> None:
     await send({"type": "websocket.send", "text": json.dumps(data, separators=(",", ":"))})
-
-
-async def _lifespan(receive: Receive, send: Send) -> None:
-    while True:
-        message = await receive()
-        if message["type"] == "lifespan.startup":
-            await send({"type": "lifespan.startup.complete"})
-        elif message["type"] == "lifespan.shutdown":
-            await send({"type": "lifespan.shutdown.complete"})
-            return
 
 
 # -- request parsing ----------------------------------------------------------------------------

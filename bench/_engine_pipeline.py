@@ -14,8 +14,9 @@ Storage is the production default (``lmdb``: an :class:`~engine.LmdbDirectory`
 and an :class:`~engine.LmdbStore` under the metadata log, in a temporary
 directory) or ``memory`` (:class:`~engine.testing.MemoryDirectory` and
 :class:`~engine.MemoryKV`). While the engine runs, a watcher samples how full
-the metadata log's buffer and the stores' write queues get: if either reaches
-its limit, writers were throttled and storage limited throughput.
+the metadata log's buffer and the stores' write queues get during trials: if
+either reaches its limit, writers were throttled and storage limited
+throughput.
 """
 
 from __future__ import annotations
@@ -84,7 +85,7 @@ class TimedLoopback(LoopbackAdapter):
 
 
 class StoragePressure(msgspec.Struct, frozen=True, kw_only=True):
-    """The fullest the engine's write buffers got while it was watched."""
+    """The fullest the engine's write buffers got during trials (sampled every 10 ms)."""
 
     max_log_buffered: int
     log_buffer_limit: int
@@ -157,6 +158,7 @@ class EnginePipeline:
         self._outbound = outbound
         self._forget_message_ids = forget_message_ids
         self._watch = _PressureWatch()
+        self._watching = False
 
     @classmethod
     @asynccontextmanager
@@ -188,6 +190,7 @@ class EnginePipeline:
     # -- the trial protocol (bench._runner.Pipeline) -----------------
     def attach(self, timeline: Timeline | None) -> None:
         self._outbound.timeline = timeline
+        self._watching = timeline is not None
 
     async def submit(self, seq: int) -> None:
         timeline = self._outbound.timeline
@@ -195,7 +198,12 @@ class EnginePipeline:
         await self._inbound.send(self.source.event(timeline.event_id(seq), seq))
 
     async def settle(self) -> None:
-        """Quiesce between trials: drain mailboxes, write the log, forget the id map."""
+        """Quiesce between trials: drain mailboxes, write the log, forget the id map.
+
+        The pressure watcher pauses until the next trial is attached: pruning
+        the id map queues one large write that is the bench's, not the engine's.
+        """
+        self._watching = False
         await self.engine.actors.drain()
         await self.engine.metadata_log.flush()
         if self._forget_message_ids:
@@ -235,6 +243,9 @@ class EnginePipeline:
                                                              LmdbDirectory) else None
         metadata_store = self.store if isinstance(self.store, LmdbStore) else None
         while True:
+            await trio.sleep(PRESSURE_SAMPLE_S)
+            if not self._watching:
+                continue
             watch = self._watch
             watch.samples += 1
             watch.log = max(watch.log, log.statistics()["buffered"])
@@ -242,4 +253,3 @@ class EnginePipeline:
                 watch.directory = max(watch.directory, directory_store.pending)
             if metadata_store is not None:
                 watch.store = max(watch.store, metadata_store.pending)
-            await trio.sleep(PRESSURE_SAMPLE_S)

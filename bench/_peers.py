@@ -10,7 +10,9 @@ For each session count, in one run, each in its own event loop:
   ``asyncio.Queue`` per session;
 - **pykka-threads**: a router actor and one actor (thread) per session.
 
-Each gets a maximum-throughput measurement and an open-loop run at the same
+Each implementation and size runs in a fresh process (``isolate``), so none
+inherits another's heap, and pykka's threads end with their process. Each
+gets a maximum-throughput measurement and an open-loop run at the same
 absolute offered load (``load_fraction`` of Interlink's maximum), so their
 latencies compare at equal load. ``trio-tasks`` versus ``interlink`` is the
 cost of the actor system and the engine's extra steps; ``asyncio`` and
@@ -31,6 +33,7 @@ import trio
 from ._asyncio_peer import AsyncioPipeline
 from ._engine_pipeline import EnginePipeline, open_storage
 from ._histogram import LatencyUs
+from ._isolation import run_in_fresh_process
 from ._load import EventIds
 from ._machine import package_versions
 from ._memory import read_rss
@@ -57,6 +60,9 @@ Status = Literal["ok", "failed", "timeout", "skipped"]
 INTERLINK = "interlink"
 TRIO_BASELINE = "trio-baseline"
 TRIO_TASKS = "trio-tasks"
+PEERS = (TRIO_BASELINE, TRIO_TASKS, AsyncioPipeline.name, PykkaPipeline.name)
+#: a peer delivering less than this share of the common load could not sustain it
+SATURATED = 0.95
 WORKLOAD = ("router: domain route, federation policy, find_session, event copy with session id; "
             "session: message-id record, encoded metadata entry (EngineWork)")
 
@@ -71,6 +77,8 @@ class PeersConfig(msgspec.Struct, frozen=True, kw_only=True):
     max_threads: int
     #: starting the threads of one size may take this long
     thread_start_timeout_s: float
+    #: measure each implementation and size in a fresh process
+    isolate: bool = True
     quick: bool = False
 
     @classmethod
@@ -101,6 +109,7 @@ class PeersParams(msgspec.Struct, frozen=True, kw_only=True):
     thread_start_timeout_s: float
     headline_sessions: int
     workload: str
+    isolated_processes: bool
     quick: bool
     versions: dict[str, str]
 
@@ -236,44 +245,68 @@ def _pykka(config: PeersConfig, traffic: Traffic, offered: float,
 
 def _peer_run(implementation: str, hops: int, measured: _Measured,
               interlink_max: float) -> PeerRun:
-    incomplete = [run for run in (measured.maximum, measured.at_load)
-                  if run is not None and not run.complete]
-    detail = ""
-    if incomplete:
-        run = incomplete[0]
-        where = "maximum" if run.mode == "max" else f"{run.load_fraction:.0%} load"
-        detail = (f"a trial at {where} did not finish within the plan's timeout "
-                  f"({run.throughput_msgs_per_s:,.0f} msg/s while it ran)")
+    notes = []
+    for run in (measured.maximum, measured.at_load):
+        if run is not None and not run.complete:
+            where = "maximum" if run.mode == "max" else f"{run.load_fraction:.0%} load"
+            notes.append(f"a trial at {where} did not finish within the plan's timeout "
+                         f"({run.throughput_msgs_per_s:,.0f} msg/s while it ran)")
+    load = measured.at_load
+    if load is not None and load.complete and load.offered_msgs_per_s and \
+            load.throughput_msgs_per_s < SATURATED * load.offered_msgs_per_s:
+        notes.append(f"the common load ({load.offered_msgs_per_s:,.0f} msg/s) is above what it "
+                     f"sustains: it delivered {load.throughput_msgs_per_s:,.0f} msg/s and the "
+                     "backlog grew")
+    incomplete = any(run is not None and not run.complete
+                     for run in (measured.maximum, measured.at_load))
     return PeerRun(
         implementation=implementation, hops=hops, status="timeout" if incomplete else "ok",
-        detail=detail, start_s=round(measured.start_s, 4),
+        detail="; ".join(notes), start_s=round(measured.start_s, 4),
         rss_per_session_bytes=round(measured.rss_per_session, 1),
         maximum=measured.maximum, at_load=measured.at_load,
         ratio_to_interlink=ratio(measured.maximum.throughput_msgs_per_s, interlink_max))
 
 
-def _scenario(config: PeersConfig, sessions: int, progress: Progress) -> PeersScenario:
+def measure_peer(implementation: str, config: PeersConfig, sessions: int, offered: float,
+                 interlink_max: float, progress_started: float | None) -> PeerRun:
+    """Measure one implementation at one size (Interlink: ``offered`` and the max are its own)."""
+    progress = Progress.resumed(SUITE, progress_started)
     traffic = Traffic(sessions)
-    interlink = trio.run(_interlink, config, traffic, progress)
-    best = interlink.maximum.throughput_msgs_per_s
-    offered = interlink.at_load.offered_msgs_per_s if interlink.at_load else 0.0
-    offered = offered or config.load_fraction * best
-    runs = [_peer_run(INTERLINK, 1, interlink, best)]
-    for name, with_work in ((TRIO_BASELINE, False), (TRIO_TASKS, True)):
-        measured = trio.run(_channels, config, traffic, offered, with_work, progress)
-        runs.append(_peer_run(name, 1, measured, best))
-    work = EngineWork(registered_directory_sync(traffic))
-    runs.append(_peer_run(AsyncioPipeline.name, 1,
-                          asyncio.run(_asyncio(config, traffic, work, offered, progress)), best))
+    if implementation == INTERLINK:
+        measured = trio.run(_interlink, config, traffic, progress)
+        return _peer_run(INTERLINK, 1, measured, measured.maximum.throughput_msgs_per_s)
+    if implementation in (TRIO_BASELINE, TRIO_TASKS):
+        measured = trio.run(_channels, config, traffic, offered,
+                            implementation == TRIO_TASKS, progress)
+        return _peer_run(implementation, 1, measured, interlink_max)
+    if implementation == AsyncioPipeline.name:
+        work = EngineWork(registered_directory_sync(traffic))
+        measured = asyncio.run(_asyncio(config, traffic, work, offered, progress))
+        return _peer_run(implementation, 1, measured, interlink_max)
+    if implementation != PykkaPipeline.name:
+        raise ValueError(f"no peer implementation {implementation!r}")
     try:
-        runs.append(_peer_run(PykkaPipeline.name, PykkaPipeline.hops,
-                              _pykka(config, traffic, offered, progress), best))
+        measured = _pykka(config, traffic, offered, progress)
     except StartFailure as failure:
-        progress.say(f"{sessions} sessions: {PykkaPipeline.name} {failure.status}: {failure}")
-        runs.append(PeerRun(implementation=PykkaPipeline.name, hops=PykkaPipeline.hops,
-                            status=failure.status,  # type: ignore[arg-type]
-                            detail=str(failure), start_s=None, rss_per_session_bytes=None,
-                            maximum=None, at_load=None, ratio_to_interlink=None))
+        progress.say(f"{sessions} sessions: {implementation} {failure.status}: {failure}")
+        return PeerRun(implementation=implementation, hops=PykkaPipeline.hops,
+                       status=failure.status, detail=str(failure), start_s=None,
+                       rss_per_session_bytes=None, maximum=None, at_load=None,
+                       ratio_to_interlink=None)
+    return _peer_run(implementation, PykkaPipeline.hops, measured, interlink_max)
+
+
+def _scenario(config: PeersConfig, sessions: int, progress: Progress) -> PeersScenario:
+    """Interlink first (it sets the common load), then each peer, each in a fresh process."""
+    mine = run_in_fresh_process(config.isolate, measure_peer, INTERLINK, config, sessions, 0.0,
+                                0.0, progress.started)
+    assert mine.maximum is not None and mine.at_load is not None
+    best = mine.maximum.throughput_msgs_per_s
+    offered = mine.at_load.offered_msgs_per_s or config.load_fraction * best
+    runs = [mine]
+    for implementation in PEERS:
+        runs.append(run_in_fresh_process(config.isolate, measure_peer, implementation, config,
+                                         sessions, offered, best, progress.started))
     return PeersScenario(sessions=sessions, load_fraction=config.load_fraction,
                          offered_msgs_per_s=offered, implementations=runs)
 
@@ -295,7 +328,8 @@ def run_peers(config: PeersConfig, progress: Progress) -> PeersReport:
         trials=config.plan.trials, open_trials=config.plan.open_trials,
         trial_seconds=config.plan.seconds, warmup_seconds=config.plan.warmup_seconds,
         max_threads=config.max_threads, thread_start_timeout_s=config.thread_start_timeout_s,
-        headline_sessions=headline.sessions, workload=WORKLOAD, quick=config.quick,
+        headline_sessions=headline.sessions, workload=WORKLOAD,
+        isolated_processes=config.isolate, quick=config.quick,
         versions=package_versions())
     results = PeersResults(throughput_msgs_per_s=mine.maximum.throughput_msgs_per_s,
                            latency_us=mine.maximum.latency_us,

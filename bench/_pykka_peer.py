@@ -18,7 +18,7 @@ from __future__ import annotations
 import queue
 import threading
 import time
-from typing import Any
+from typing import Any, Literal
 
 import pykka
 
@@ -34,10 +34,13 @@ STOP_TIMEOUT_S = 10.0
 _POLL_S = 0.001
 
 
+StartStatus = Literal["failed", "timeout", "skipped"]
+
+
 class StartFailure(Exception):
     """The peer could not start all its threads; the message says where and how."""
 
-    def __init__(self, message: str, *, started: int, status: str) -> None:
+    def __init__(self, message: str, *, started: int, status: StartStatus) -> None:
         super().__init__(message)
         self.started = started
         self.status = status

@@ -24,12 +24,10 @@ by one measurement cannot be reused by the next and flatter it.
 
 from __future__ import annotations
 
-import multiprocessing
 import random
 import tempfile
 import time
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +40,7 @@ from engine.testing import MemoryDirectory
 
 from ._engine_pipeline import STORE_PENDING_LIMIT, EnginePipeline, bench_settings, open_storage
 from ._histogram import LatencyHistogram, LatencyUs
+from ._isolation import run_in_fresh_process
 from ._load import EventIds, Timeline
 from ._machine import package_versions
 from ._memory import Rss, read_rss, trim_heap
@@ -61,7 +60,7 @@ from ._traffic import (
 from ._trio_pipeline import SpawningPipeline
 
 SUITE = "scale"
-#: a worker process may take this long for one actor count
+#: the longest one activation run may take
 WORKER_TIMEOUT_S = 1800.0
 #: sessions written between two progress lines
 PROGRESS_EVERY = 100_000
@@ -314,9 +313,9 @@ async def _engine_actors(path: Path, first: int, count: int, idle_timeout: float
 
 
 def measure_engine_actors(path: str, first: int, count: int, idle_timeout: float,
-                          verbose: bool) -> ActorMemory:
+                          progress_started: float | None) -> ActorMemory:
     """Activate and passivate ``count`` registered sessions of the directory at ``path``."""
-    progress = Progress.to_stderr(SUITE) if verbose else Progress.silent()
+    progress = Progress.resumed(SUITE, progress_started)
     return trio.run(_engine_actors, Path(path), first, count, idle_timeout, progress)
 
 
@@ -336,19 +335,10 @@ async def _bare_actors(count: int, progress: Progress) -> ActorMemory:
     return _memory(count, activation, before, active, after, tasks)
 
 
-def measure_bare_actors(count: int, verbose: bool) -> ActorMemory:
+def measure_bare_actors(count: int, progress_started: float | None) -> ActorMemory:
     """Spawn ``count`` bare trio tasks with a channel each (by a first message), then end them."""
-    progress = Progress.to_stderr(SUITE) if verbose else Progress.silent()
+    progress = Progress.resumed(SUITE, progress_started)
     return trio.run(_bare_actors, count, progress)
-
-
-def run_in_fresh_process(isolate: bool, function: Callable[..., ActorMemory],
-                      *args: object) -> ActorMemory:
-    if not isolate:
-        return function(*args)
-    context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
-        return pool.submit(function, *args).result(timeout=WORKER_TIMEOUT_S)
 
 
 # -- the suite --------------------------------------------------------------------------
@@ -356,7 +346,7 @@ def run_scale(config: ScaleConfig, progress: Progress) -> ScaleReport:
     if max(config.actor_counts) * 2 > config.registered_sessions:
         raise ValueError("registered_sessions must be at least twice the largest actor count")
     started = time.perf_counter()
-    verbose = progress.enabled
+    started_at = progress.started
     with tempfile.TemporaryDirectory(prefix="interlink-bench-scale-") as workdir:
         path = Path(workdir) / "directory"
         load_s, lmdb_rates = trio.run(_lmdb_directory, path, config, progress)
@@ -366,8 +356,9 @@ def run_scale(config: ScaleConfig, progress: Progress) -> ScaleReport:
         first = 0
         for count in config.actor_counts:
             mine = run_in_fresh_process(config.isolate, measure_engine_actors, str(path), first,
-                                     count, config.idle_timeout_s, verbose)
-            theirs = run_in_fresh_process(config.isolate, measure_bare_actors, count, verbose)
+                                        count, config.idle_timeout_s, started_at)
+            theirs = run_in_fresh_process(config.isolate, measure_bare_actors, count,
+                                          started_at)
             first += count
             entries.append(ActorScale(
                 actors=count, interlink=mine, baseline=theirs,

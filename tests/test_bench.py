@@ -17,6 +17,7 @@ import trio
 
 from bench._core import CoreConfig, CoreReport, core_table, run_core
 from bench._histogram import LatencyHistogram
+from bench._isolation import run_in_fresh_process
 from bench._load import (
     START_LEAD_S,
     EventIds,
@@ -30,14 +31,7 @@ from bench._peers import PeersConfig, PeersReport, peers_table, run_peers
 from bench._plot import plot_core, plot_peers, plot_scale
 from bench._progress import Progress
 from bench._report import encode_json
-from bench._scale import (
-    ScaleConfig,
-    ScaleReport,
-    measure_bare_actors,
-    run_in_fresh_process,
-    run_scale,
-    scale_table,
-)
+from bench._scale import ScaleConfig, ScaleReport, measure_bare_actors, run_scale, scale_table
 from bench._trials import TrialPlan, spread_pct, summarize
 from bench.cli import main
 
@@ -82,7 +76,7 @@ GOLDEN_FIELDS: dict[str, list[str]] = {
     "LookupRate": ["backend", "operation", "keys", "lookups_per_s", "ns_per_lookup"],
     "PeersParams": ["sessions", "load_fraction", "trials", "open_trials", "trial_seconds",
                     "warmup_seconds", "max_threads", "thread_start_timeout_s",
-                    "headline_sessions", "workload", "quick", "versions"],
+                    "headline_sessions", "workload", "isolated_processes", "quick", "versions"],
     "PeersResults": ["throughput_msgs_per_s", "latency_us", "headline_sessions", "scenarios"],
     "PeersScenario": ["sessions", "load_fraction", "offered_msgs_per_s", "implementations"],
     "PeerRun": ["implementation", "hops", "status", "detail", "start_s",
@@ -194,14 +188,15 @@ def test_scale_runs_and_reports_in_the_documented_shape(tmp_path: Path) -> None:
 
 
 def test_scale_measures_actors_in_a_fresh_process() -> None:
-    memory = run_in_fresh_process(True, measure_bare_actors, 10, False)
+    memory = run_in_fresh_process(True, measure_bare_actors, 10, None)
     assert memory.actors == memory.passivated == 10
     assert memory.activations_per_s > 0
 
 
 def test_peers_run_side_by_side_and_a_thread_cap_is_reported(tmp_path: Path) -> None:
     config = PeersConfig(sessions=(1, 3), plan=TINY_PLAN, load_fraction=0.5,
-                         headline_sessions=3, max_threads=3, thread_start_timeout_s=5.0)
+                         headline_sessions=3, max_threads=3, thread_start_timeout_s=5.0,
+                         isolate=False)
     report = run_peers(config, Progress.silent())
     data = check_report(encode_json(report), PeersReport, "peers")
     by_size = {s["sessions"]: {r["implementation"]: r for r in s["implementations"]}

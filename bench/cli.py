@@ -37,7 +37,7 @@ suites:
 """
 
 EPILOG = """\
-A full run takes minutes (core ~10, scale ~5, peers ~5 on 2 cores); --quick
+A full run takes minutes (core ~7, scale ~6, peers ~4 on 2 cores); --quick
 takes under 30 s and gives indicative numbers only. See bench/README.md for
 the JSON shape and how to read the results.
 """

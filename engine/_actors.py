@@ -54,6 +54,9 @@ from ._errors import (
 
 log = logging.getLogger("interlink.actors")
 
+#: a sender or an actor yields to the scheduler at least this often
+YIELD_EVERY = 64
+
 M = TypeVar("M")
 
 
@@ -265,7 +268,23 @@ class _Shard:
         if previous is not None:
             await previous.done.wait()  # single activation: let it finish passivating
         try:
-            async for message in act.receive:
+            receive = act.receive
+            while True:
+                # Take what is already queued without a scheduler pass per
+                # message; yield only when the mailbox is empty, or every
+                # YIELD_EVERY messages so that other actors get their turn.
+                try:
+                    message = receive.receive_nowait()
+                except trio.WouldBlock:
+                    try:
+                        message = await receive.receive()
+                    except trio.EndOfChannel:
+                        break
+                except trio.EndOfChannel:
+                    break
+                else:
+                    if act.handled % YIELD_EVERY == YIELD_EVERY - 1:
+                        await trio.lowlevel.checkpoint()
                 act.busy = True
                 act.last_activity = trio.current_time()
                 try:
@@ -373,13 +392,22 @@ class ActorRef(Generic[M]):
             while True:
                 act = self._shard.activation(self.actor_id)
                 try:
+                    # A mailbox with room takes the message without a scheduler
+                    # pass; the sender yields every YIELD_EVERY tells instead.
+                    act.send.send_nowait(message)
+                except trio.WouldBlock:
                     await act.send.send(message)
                     return
                 except trio.ClosedResourceError:
                     continue  # passivated between lookup and send: activate again
+                break
         except BaseException:
             system.message_done()
             raise
+        # Delivered: a cancellation from here on must not undo the in-flight count.
+        system.tells += 1
+        if system.tells % YIELD_EVERY == 0:
+            await trio.lowlevel.checkpoint()
 
     def tell_nowait(self, message: M) -> None:
         """Deliver ``message`` or raise :class:`MailboxFullError` at once."""
@@ -429,6 +457,7 @@ class ActorSystem:
         self._shards: dict[str, list[_Shard]] = {}
         #: messages accepted into a mailbox and not yet fully handled
         self.in_flight = 0
+        self.tells = 0
         self._drained: trio.Event | None = None
         #: crashes since start, by kind (restarts survive passivation here)
         self.crash_counts: Counter[str] = Counter()

@@ -25,7 +25,7 @@ import msgspec
 
 from ._address import Address
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: sessions indexed by platform conversation id
 
 #: The domain route used when a domain has none of its own (e.g. any XMPP server).
 WILDCARD_DOMAIN = "*"
@@ -174,6 +174,10 @@ class Directory(Protocol):
     def get_session(self, session_id: str) -> SessionRecord | None: ...
     def find_session(self, a: Address, b: Address) -> SessionRecord | None:
         """The session of the pair, in either order."""
+    def find_session_by_conversation(self, platform: str,
+                                     conversation_id: str) -> SessionRecord | None:
+        """The session whose ``conversation_ids[platform]`` is ``conversation_id``
+        (the last one stored with it, should two claim the same conversation)."""
     def list_sessions(self, *, after: str = "", limit: int = 100) -> list[SessionRecord]:
         """Sessions sorted by id, starting after ``after`` (pagination)."""
     def count_sessions(self) -> int: ...

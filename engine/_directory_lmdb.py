@@ -40,6 +40,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Final, TypeVar, cast
 
+import lmdb
 import msgspec
 import trio
 
@@ -57,7 +58,7 @@ from ._directory import (
     UserPolicy,
 )
 from ._errors import DirectoryError
-from ._lmdb_store import LmdbStore, MiB, Migration, Op
+from ._lmdb_store import LmdbStore, MiB, Migration, Op, StoreHandles
 
 __all__ = ["DIRECTORY_DBS", "LmdbDirectory"]
 
@@ -69,6 +70,7 @@ IDENTITY_INDEX: Final = "identity_index"
 CONTACTS: Final = "contacts"
 SESSIONS: Final = "sessions"
 SESSION_PAIRS: Final = "session_pairs"
+CONVERSATIONS: Final = "conversations"
 MESSAGE_IDS: Final = "message_ids"
 MESSAGE_INDEX: Final = "message_index"
 MESSAGE_AGE: Final = "message_age"
@@ -78,7 +80,7 @@ INSTALLATIONS: Final = "installations"
 
 #: The sub-databases of a directory store, for migration hooks and tools.
 DIRECTORY_DBS: Final = (
-    ROUTES, IDENTITIES, IDENTITY_INDEX, CONTACTS, SESSIONS, SESSION_PAIRS,
+    ROUTES, IDENTITIES, IDENTITY_INDEX, CONTACTS, SESSIONS, SESSION_PAIRS, CONVERSATIONS,
     MESSAGE_IDS, MESSAGE_INDEX, MESSAGE_AGE, AGREEMENTS, POLICIES, INSTALLATIONS,
 )
 
@@ -136,6 +138,10 @@ def _pair_key(a: Address, b: Address) -> bytes:
     return _fit(_pack((a.user, a.domain, b.user, b.domain)))
 
 
+def _conversation_key(platform: str, conversation_id: str) -> bytes:
+    return _fit(_pack((platform, conversation_id)))
+
+
 def _identity_index_key(platform: str, tenant: str, user_id: str) -> bytes:
     return _fit(_pack((platform, tenant, user_id)))
 
@@ -173,6 +179,18 @@ def _load(decoder: msgspec.msgpack.Decoder[_T], raw: bytes) -> _T:
     except msgspec.DecodeError as exc:
         raise DirectoryError(f"undecodable directory record: {exc}") from exc
 
+
+def _index_conversations(txn: lmdb.Transaction[bytes], handles: StoreHandles) -> None:
+    """Schema 1 -> 2: index every session by its platform conversation ids."""
+    for _key, raw in txn.cursor(db=handles[SESSIONS]):
+        record = _load(_DEC_SESSION, raw)
+        for platform, conversation_id in record.conversation_ids.items():
+            txn.put(_conversation_key(platform, conversation_id), record.session_id.encode(),
+                    db=handles[CONVERSATIONS])
+
+
+#: the upgrades from each older schema version (see :class:`LmdbStore`)
+MIGRATIONS: Final[Mapping[int, Migration]] = {2: _index_conversations}
 
 _CACHE_LIMIT = 65_536
 
@@ -257,7 +275,7 @@ class LmdbDirectory:
             map_size=map_size,
             max_pending=max_pending,
             sync=sync,
-            migrations=migrations,
+            migrations=MIGRATIONS if migrations is None else migrations,
             schema_version=schema_version,
         )
         try:
@@ -418,6 +436,11 @@ class LmdbDirectory:
             session_id = cache[x, y] = None if raw is None else raw.decode()
         return None if session_id is None else self.get_session(cast(str, session_id))
 
+    def find_session_by_conversation(self, platform: str,
+                                     conversation_id: str) -> SessionRecord | None:
+        raw = self._store.get(CONVERSATIONS, _conversation_key(platform, conversation_id))
+        return None if raw is None else self.get_session(raw.decode())
+
     def list_sessions(self, *, after: str = "", limit: int = 100) -> list[SessionRecord]:
         """Sessions sorted by id, starting after ``after`` (pagination).
 
@@ -469,8 +492,14 @@ class LmdbDirectory:
             old_pair_key = _pair_key(old.a, old.b)
             if old_pair_key != pair_key:
                 ops.extend(self._unindex(SESSION_PAIRS, old_pair_key, session_id))
+            for platform, conversation_id in old.conversation_ids.items():
+                if record.conversation_ids.get(platform) != conversation_id:
+                    ops.extend(self._unindex(
+                        CONVERSATIONS, _conversation_key(platform, conversation_id), session_id))
         ops.append((SESSIONS, key, _pack(record)))
         ops.append((SESSION_PAIRS, pair_key, session_id))
+        for platform, conversation_id in record.conversation_ids.items():
+            ops.append((CONVERSATIONS, _conversation_key(platform, conversation_id), session_id))
         store.submit(ops)
         if old_raw is None:
             self._session_count += 1

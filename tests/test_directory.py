@@ -171,6 +171,27 @@ async def test_sessions_are_normalised_and_found_in_either_order(directory: Dire
     assert directory.get_session("s-missing") is None
 
 
+async def test_sessions_are_found_by_platform_conversation(directory: Directory) -> None:
+    await directory.put_session(session(JOHN, PETER, session_id="s1",
+                                        conversation_ids={"slack": "C1", "xmpp": "x1"}))
+    found = directory.find_session_by_conversation("slack", "C1")
+    assert found is not None
+    assert found.session_id == "s1"
+    assert directory.find_session_by_conversation("xmpp", "C1") is None
+    # the conversation moves: the old id is forgotten, the new one found
+    await directory.put_session(session(JOHN, PETER, session_id="s1",
+                                        conversation_ids={"slack": "C2"}))
+    assert directory.find_session_by_conversation("slack", "C1") is None
+    assert directory.find_session_by_conversation("xmpp", "x1") is None
+    # another session takes C2 over; s1 changing again must not drop s2's entry
+    await directory.put_session(session(JOHN, MARY, session_id="s2",
+                                        conversation_ids={"slack": "C2"}))
+    await directory.put_session(session(JOHN, PETER, session_id="s1"))
+    found = directory.find_session_by_conversation("slack", "C2")
+    assert found is not None
+    assert found.session_id == "s2"
+
+
 async def test_count_sessions_is_exact(directory: Directory) -> None:
     assert directory.count_sessions() == 0
     await directory.put_session(session(JOHN, PETER))
@@ -538,6 +559,19 @@ async def test_schema_version_is_stored(tmp_path: Path) -> None:
     assert directory.schema_version == SCHEMA_VERSION
     await directory.aclose()
     assert stored_schema_version(tmp_path / "d") == SCHEMA_VERSION
+
+
+async def test_schema_1_stores_get_their_conversations_indexed(tmp_path: Path) -> None:
+    v1 = await LmdbDirectory.open(tmp_path / "d", schema_version=1)
+    await v1.put_session(session(JOHN, PETER, session_id="s1", conversation_ids={"slack": "C9"}))
+    await v1.aclose()
+    current = await LmdbDirectory.open(tmp_path / "d")
+    try:
+        found = current.find_session_by_conversation("slack", "C9")
+        assert found is not None
+        assert found.session_id == "s1"
+    finally:
+        await current.aclose()
 
 
 def retenant_routes(txn: lmdb.Transaction[bytes], handles: StoreHandles) -> None:

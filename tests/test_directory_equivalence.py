@@ -146,6 +146,9 @@ def snapshot(directory: Directory) -> dict[str, object]:
             for user_id in USER_IDS:
                 reads[f"find_address({platform!r}, {tenant!r}, {user_id!r})"] = (
                     directory.find_address(platform, tenant, user_id))
+        for conversation_id in ("C1", "C2"):
+            reads[f"find_session_by_conversation({platform!r}, {conversation_id!r})"] = (
+                directory.find_session_by_conversation(platform, conversation_id))
         for message_id in MESSAGE_IDS:
             reads[f"find_canonical_id({platform!r}, {message_id!r})"] = (
                 directory.find_canonical_id(platform, message_id))

@@ -65,6 +65,7 @@ class MemoryDirectory:
         self._sessions: dict[str, SessionRecord] = {}
         self._session_ids: list[str] = []  # sorted, for pagination
         self._session_pairs: dict[tuple[Address, Address], str] = {}
+        self._conversations: dict[tuple[str, str], str] = {}
         self._message_ids: dict[str, MessageIdRecord] = {}
         self._message_index: dict[tuple[str, str], str] = {}
         self._agreements: dict[tuple[str, str], DomainAgreement] = {}
@@ -159,6 +160,12 @@ class MemoryDirectory:
         session_id = self._session_pairs.get(pair)
         return None if session_id is None else self.get_session(session_id)
 
+    def find_session_by_conversation(self, platform: str,
+                                     conversation_id: str) -> SessionRecord | None:
+        self._check()
+        session_id = self._conversations.get((platform, conversation_id))
+        return None if session_id is None else self.get_session(session_id)
+
     def list_sessions(self, *, after: str = "", limit: int = 100) -> list[SessionRecord]:
         """Sessions sorted by id, starting after ``after`` (pagination)."""
         self._check()
@@ -186,8 +193,15 @@ class MemoryDirectory:
             old_pair = (old.a, old.b)
             if old_pair != pair and self._session_pairs.get(old_pair) == record.session_id:
                 del self._session_pairs[old_pair]
+            for platform, conversation_id in old.conversation_ids.items():
+                key = (platform, conversation_id)
+                if (record.conversation_ids.get(platform) != conversation_id
+                        and self._conversations.get(key) == record.session_id):
+                    del self._conversations[key]
         self._sessions[record.session_id] = _copy_session(record)
         self._session_pairs[pair] = record.session_id
+        for platform, conversation_id in record.conversation_ids.items():
+            self._conversations[platform, conversation_id] = record.session_id
 
     # ----------------------------------------------------------- message ids
 

@@ -356,9 +356,14 @@ def _inline_mrkdwn(inlines: Iterable[Inline], user_id_of: UserIdOf) -> str:
     for node in inlines:
         if isinstance(node, Text):
             value = escape(node.text)
-            for style in STYLE_ORDER:
-                if style in node.styles and value.strip():
-                    value = _MARKS[style] + value + _MARKS[style]
+            core = value.strip()
+            if core and node.styles:
+                # Markers must touch the text (`*bold*`, not `* bold*`): spaces go outside.
+                lead, trail = value[:len(value) - len(value.lstrip())], value[len(value.rstrip()):]
+                for style in STYLE_ORDER:
+                    if style in node.styles:
+                        core = _MARKS[style] + core + _MARKS[style]
+                value = lead + core + trail
             out.append(value)
         elif isinstance(node, LineBreak):
             out.append("\n")

@@ -1,0 +1,511 @@
+"""Slack payloads <-> canonical events. Pure: no I/O, no clock, no randomness.
+
+Inbound, :func:`decode_event` turns one Events API ``event`` into canonical
+events (or says why it is ignored); everything it needs from the directory
+comes through a :class:`SlackLookup` of synchronous reads. Outbound,
+:func:`encode_event` turns one canonical event into the Web API calls that
+show it in the private conversation of the session; the I/O layer runs them.
+
+Ids: a Slack message is ``"<channel>/<ts>"`` under the ``slack`` platform in
+the message-id map. A message that starts on Slack gets a canonical id derived
+from its team, channel and ts, so a redelivered event maps to the same id.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from typing import Any, Literal, Protocol
+
+import emoji as emoji_names
+import msgspec
+
+from engine import (
+    Address,
+    ContactAccept,
+    ContactRemove,
+    ContactRequest,
+    DeliveryOutcome,
+    Edit,
+    Error,
+    Event,
+    FileShare,
+    Message,
+    Presence,
+    Profile,
+    ReactionAdd,
+    ReactionRemove,
+    Retract,
+    RichText,
+    SessionRecord,
+    to_plain_text,
+)
+
+from ._richtext import blocks_to_rich, mrkdwn_to_rich, rich_to_blocks, rich_to_mrkdwn
+
+PLATFORM = "slack"
+Json = dict[str, Any]
+
+#: Slack truncates text longer than this; we cut it ourselves and say so
+MAX_TEXT = 40_000
+
+#: message subtypes that carry a person's new message
+_NEW_MESSAGE_SUBTYPES = frozenset({None, "", "thread_broadcast", "file_share", "me_message"})
+
+
+# ------------------------------------------------------------------ lookups
+
+class SlackLookup(Protocol):
+    """Directory reads the translation needs (all synchronous)."""
+
+    def address_of(self, team_id: str, user_id: str) -> Address | None:
+        """The federated address of a Slack user, if known."""
+        ...
+
+    def user_id_of(self, address: Address) -> str | None:
+        """The Slack user id of an address on Slack (for mentions)."""
+        ...
+
+    def session_of(self, channel_id: str) -> SessionRecord | None:
+        """The session whose Slack conversation is ``channel_id``."""
+        ...
+
+    def canonical_id(self, channel_id: str, ts: str) -> str | None:
+        """The canonical id of the Slack message ``ts`` in ``channel_id``."""
+        ...
+
+    def is_own_bot(self, team_id: str, *, user_id: str = "", bot_id: str = "",
+                   app_id: str = "") -> bool:
+        """Whether a user, bot or app id is Interlink's own (loop prevention)."""
+        ...
+
+
+def message_key(channel_id: str, ts: str) -> str:
+    """The Slack platform id of a message in the message-id map."""
+    return f"{channel_id}/{ts}"
+
+
+def split_message_key(key: str) -> tuple[str, str]:
+    channel_id, _, ts = key.partition("/")
+    return channel_id, ts
+
+
+def canonical_id_for(team_id: str, channel_id: str, ts: str) -> str:
+    """A stable canonical id for a message that starts on Slack."""
+    digest = hashlib.blake2b(f"{team_id}\n{channel_id}\n{ts}".encode(), digest_size=16)
+    return "sl-" + digest.hexdigest()
+
+
+# -------------------------------------------------------------------- emoji
+
+_SKIN_TONES = {f"skin-tone-{n}": chr(0x1F3FB + n - 2) for n in range(2, 7)}
+_TONE_NAMES = {v: k for k, v in _SKIN_TONES.items()}
+
+
+def emoji_from_slack(name: str) -> str:
+    """A Slack reaction name as Unicode where known, else ``:name:`` (custom emoji)."""
+    base, _, tone = name.partition("::")
+    found = emoji_names.emojize(f":{base}:", language="alias")
+    if found == f":{base}:":
+        return f":{name}:"
+    return found + _SKIN_TONES.get(tone, "")
+
+
+def slack_emoji_name(value: str) -> str:
+    """A canonical emoji (Unicode, or ``:name:``) as a Slack reaction name."""
+    if value.startswith(":") and value.endswith(":") and len(value) > 2:
+        return value[1:-1]
+    tone = next((t for t in value if t in _TONE_NAMES), "")
+    base = value.replace(tone, "") if tone else value
+    name = emoji_names.demojize(base, language="alias")
+    if not (name.startswith(":") and name.endswith(":")) or name.count(":") != 2:
+        name = emoji_names.demojize(base.replace("\ufe0f", ""), language="alias")
+    name = name.strip(":") if name.count(":") == 2 else "grey_question"
+    return f"{name}::{_TONE_NAMES[tone]}" if tone else name
+
+
+# ------------------------------------------------------------------ inbound
+
+class Ignored(msgspec.Struct, frozen=True):
+    """An event Interlink does not translate; ``reason`` is short and content-free."""
+
+    reason: str
+
+
+class Revoked(msgspec.Struct, frozen=True):
+    """Slack revoked the installation's tokens (``tokens_revoked`` / ``app_uninstalled``)."""
+
+    team_id: str
+    reason: str
+
+
+Decoded = list[Event] | Ignored | Revoked
+
+
+def decode_event(body: Json, lookup: SlackLookup) -> Decoded:
+    """Translate one Events API body (``event_callback``) into canonical events."""
+    if body.get("type") != "event_callback":
+        return Ignored(f"body:{body.get('type')}")
+    event = body.get("event")
+    team_id = body.get("team_id") or ""
+    if not isinstance(event, dict) or not isinstance(team_id, str):
+        return Ignored("malformed")
+    kind = event.get("type")
+    if kind == "message":
+        return _decode_message(team_id, event, lookup)
+    if kind in ("reaction_added", "reaction_removed"):
+        return _decode_reaction(team_id, event, lookup)
+    if kind == "user_change":
+        return _decode_user_change(team_id, event, lookup)
+    if kind in ("tokens_revoked", "app_uninstalled"):
+        return Revoked(team_id, kind)
+    return Ignored(f"event:{kind}")
+
+
+def _str(value: object) -> str:
+    return value if isinstance(value, str) else ""
+
+
+def _participants(channel: str, user: str, team_id: str,
+                  lookup: SlackLookup) -> tuple[Address, Address, SessionRecord] | Ignored:
+    """(source, destination, session) for something ``user`` did in ``channel``."""
+    session = lookup.session_of(channel)
+    if session is None:
+        return Ignored("not-a-federated-conversation")
+    source = lookup.address_of(team_id, user)
+    if source is None:
+        return Ignored("unknown-user")
+    if source == session.a:
+        return source, session.b, session
+    if source == session.b:
+        return source, session.a, session
+    return Ignored("not-a-participant")
+
+
+def _body(message: Json, lookup: SlackLookup, team_id: str) -> RichText:
+    def address_of(user_id: str) -> str | None:
+        found = lookup.address_of(team_id, user_id)
+        return None if found is None else str(found)
+
+    blocks = message.get("blocks")
+    if isinstance(blocks, list) and any(isinstance(b, dict) and b.get("type") == "rich_text"
+                                        for b in blocks):
+        return blocks_to_rich([b for b in blocks if isinstance(b, dict)], address_of)
+    return mrkdwn_to_rich(_str(message.get("text")), address_of)
+
+
+def _is_own(team_id: str, message: Json, lookup: SlackLookup) -> bool:
+    return lookup.is_own_bot(team_id, user_id=_str(message.get("user")),
+                             bot_id=_str(message.get("bot_id")),
+                             app_id=_str(message.get("app_id")))
+
+
+def _decode_message(team_id: str, event: Json, lookup: SlackLookup) -> Decoded:
+    subtype = event.get("subtype")
+    channel = _str(event.get("channel"))
+    if subtype == "message_changed":
+        return _decode_edit(team_id, channel, event, lookup)
+    if subtype == "message_deleted":
+        return _decode_delete(team_id, channel, event, lookup)
+    if _is_own(team_id, event, lookup):
+        return Ignored("own-bot")
+    if subtype == "bot_message" or event.get("bot_id"):
+        return Ignored("bot-message")
+    if subtype not in _NEW_MESSAGE_SUBTYPES:
+        return Ignored(f"subtype:{subtype}")
+    ts = _str(event.get("ts"))
+    if not channel or not ts:
+        return Ignored("malformed")
+    parties = _participants(channel, _str(event.get("user")), team_id, lookup)
+    if isinstance(parties, Ignored):
+        return parties
+    source, destination, session = parties
+    common: dict[str, Any] = {
+        "source": source, "destination": destination, "session_id": session.session_id,
+        "timestamp": _timestamp(ts)}
+    canonical = canonical_id_for(team_id, channel, ts)
+    platform_ids = {PLATFORM: message_key(channel, ts)}
+    thread_ts = _str(event.get("thread_ts"))
+    thread_id = lookup.canonical_id(channel, thread_ts) if thread_ts and thread_ts != ts else None
+    body = _body(event, lookup, team_id)
+    files = [f for f in event.get("files") or [] if isinstance(f, dict)]
+    if not files:
+        return [Message(event_id=canonical, platform_ids=platform_ids, body=body,
+                        text=to_plain_text(body), thread_id=thread_id, **common)]
+    shares: list[Event] = []
+    caption = to_plain_text(body)
+    for index, file in enumerate(files):
+        url = _str(file.get("url_private_download")) or _str(file.get("url_private"))
+        if not url:
+            continue
+        first = not shares
+        shares.append(FileShare(
+            event_id=canonical if first else f"{canonical}-{index}",
+            platform_ids=platform_ids if first else {},
+            name=_str(file.get("name")) or _str(file.get("title")) or "file",
+            size=size if isinstance(size := file.get("size"), int) else 0,
+            media_type=_str(file.get("mimetype")) or "application/octet-stream",
+            url=url, caption=caption if first else "", **common))
+    return shares or Ignored("file-without-url")
+
+
+def _decode_edit(team_id: str, channel: str, event: Json, lookup: SlackLookup) -> Decoded:
+    message = event.get("message")
+    if not isinstance(message, dict):
+        return Ignored("malformed")
+    if _is_own(team_id, message, lookup):
+        return Ignored("own-bot")
+    previous = event.get("previous_message")
+    if isinstance(previous, dict) and previous.get("text") == message.get("text") \
+            and previous.get("blocks") == message.get("blocks"):
+        return Ignored("unchanged")  # unfurls and other attachment-only changes
+    ts = _str(message.get("ts"))
+    target = lookup.canonical_id(channel, ts)
+    if target is None:
+        return Ignored("unknown-message")
+    parties = _participants(channel, _str(message.get("user")), team_id, lookup)
+    if isinstance(parties, Ignored):
+        return parties
+    source, destination, session = parties
+    body = _body(message, lookup, team_id)
+    edited = message.get("edited")
+    edited_ts = _str(edited.get("ts")) if isinstance(edited, dict) else ""
+    return [Edit(source=source, destination=destination, session_id=session.session_id,
+                 target_id=target, body=body, text=to_plain_text(body),
+                 timestamp=_timestamp(edited_ts or _str(event.get("event_ts")) or ts))]
+
+
+def _decode_delete(team_id: str, channel: str, event: Json, lookup: SlackLookup) -> Decoded:
+    previous = event.get("previous_message")
+    previous = previous if isinstance(previous, dict) else {}
+    if _is_own(team_id, previous, lookup):
+        return Ignored("own-bot")
+    target = lookup.canonical_id(channel, _str(event.get("deleted_ts")))
+    if target is None:
+        return Ignored("unknown-message")
+    parties = _participants(channel, _str(previous.get("user")), team_id, lookup)
+    if isinstance(parties, Ignored):
+        return parties
+    source, destination, session = parties
+    return [Retract(source=source, destination=destination, session_id=session.session_id,
+                    target_id=target, timestamp=_timestamp(_str(event.get("event_ts"))))]
+
+
+def _decode_reaction(team_id: str, event: Json, lookup: SlackLookup) -> Decoded:
+    item = event.get("item")
+    if not isinstance(item, dict) or item.get("type") != "message":
+        return Ignored("reaction-not-on-message")
+    if _is_own(team_id, event, lookup):
+        return Ignored("own-bot")
+    channel, ts = _str(item.get("channel")), _str(item.get("ts"))
+    target = lookup.canonical_id(channel, ts)
+    if target is None:
+        return Ignored("unknown-message")
+    parties = _participants(channel, _str(event.get("user")), team_id, lookup)
+    if isinstance(parties, Ignored):
+        return parties
+    source, destination, session = parties
+    name = _str(event.get("reaction"))
+    if not name:
+        return Ignored("malformed")
+    kind = ReactionAdd if event.get("type") == "reaction_added" else ReactionRemove
+    return [kind(source=source, destination=destination, session_id=session.session_id,
+                 target_id=target, emoji=emoji_from_slack(name),
+                 timestamp=_timestamp(_str(event.get("event_ts"))))]
+
+
+def _decode_user_change(team_id: str, event: Json, lookup: SlackLookup) -> Decoded:
+    user = event.get("user")
+    if not isinstance(user, dict):
+        return Ignored("malformed")
+    address = lookup.address_of(_str(user.get("team_id")) or team_id, _str(user.get("id")))
+    if address is None:
+        return Ignored("unknown-user")
+    return [profile_event(address, user)]
+
+
+def profile_event(address: Address, user: Json, *, timestamp: float = 0.0) -> Profile:
+    """A Slack user object (users.info, user_change) as a profile broadcast."""
+    profile = user.get("profile")
+    profile = profile if isinstance(profile, dict) else {}
+    name = (_str(profile.get("real_name")) or _str(user.get("real_name"))
+            or _str(profile.get("display_name")) or _str(user.get("name")))
+    avatar = next((_str(profile.get(k)) for k in ("image_192", "image_512", "image_72",
+                                                  "image_original") if profile.get(k)), "")
+    return Profile(source=address, destination=address, name=name,
+                   email=_str(profile.get("email")), title=_str(profile.get("title")),
+                   avatar_url=avatar, timestamp=timestamp)
+
+
+def _timestamp(ts: str) -> float:
+    try:
+        return float(ts)
+    except ValueError:
+        return 0.0
+
+
+# ----------------------------------------------------------------- outbound
+
+class ApiCall(msgspec.Struct, frozen=True, kw_only=True):
+    """One Web API call. ``result`` says what the call's answer means to the engine."""
+
+    method: str
+    args: Json
+    result: Literal["message", "none"] = "none"
+    #: Slack errors that mean the call's effect is already there (done, not failed)
+    harmless: frozenset[str] = frozenset()
+
+
+class FileUpload(msgspec.Struct, frozen=True, kw_only=True):
+    """Stream ``url`` into the conversation (files upload v2)."""
+
+    channel: str
+    url: str
+    filename: str
+    size: int
+    title: str = ""
+    initial_comment: str = ""
+    thread_ts: str | None = None
+
+
+class Sender(msgspec.Struct, frozen=True, kw_only=True):
+    """How the external contact appears in Slack (``username`` / ``icon_url``)."""
+
+    name: str
+    icon_url: str = ""
+
+
+class OutboundContext(msgspec.Struct, frozen=True, kw_only=True):
+    """What the I/O layer resolved for one delivery."""
+
+    channel: str
+    sender: Sender
+    #: Slack keys (``channel/ts``) of the canonical ids the event names
+    message_keys: Mapping[str, str] = {}
+    #: Slack user ids of mentioned addresses
+    user_ids: Mapping[str, str] = {}
+
+
+Outbound = list[ApiCall | FileUpload]
+
+
+class Untranslatable(Exception):
+    """A canonical event that cannot be shown in Slack; the reason is content-free."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def encode_event(event: Event, context: OutboundContext) -> Outbound:
+    """The Web API calls that show ``event`` in ``context.channel``."""
+    channel = context.channel
+    if isinstance(event, Message):
+        args = _message_args(event.body, event.text, context)
+        root = event.thread_id or event.reply_to
+        if root:
+            args["thread_ts"] = _ts_of(root, context)
+        return [ApiCall(method="chat.postMessage", args=args, result="message")]
+    if isinstance(event, Edit):
+        args = _message_args(event.body, event.text, context)
+        args["ts"] = _ts_of(event.target_id, context)
+        return [ApiCall(method="chat.update", args=args)]
+    if isinstance(event, Retract):
+        return [ApiCall(method="chat.delete",
+                        args={"channel": channel, "ts": _ts_of(event.target_id, context)},
+                        harmless=frozenset({"message_not_found"}))]
+    if isinstance(event, ReactionAdd | ReactionRemove):
+        adding = isinstance(event, ReactionAdd)
+        return [ApiCall(
+            method="reactions.add" if adding else "reactions.remove",
+            args={"channel": channel, "timestamp": _ts_of(event.target_id, context),
+                  "name": slack_emoji_name(event.emoji)},
+            harmless=frozenset({"already_reacted"} if adding else {"no_reaction"}))]
+    if isinstance(event, FileShare):
+        return [FileUpload(channel=channel, url=event.url, filename=event.name, size=event.size,
+                           title=event.name, initial_comment=event.caption)]
+    if isinstance(event, Presence):
+        return [ApiCall(method="conversations.setTopic",
+                        args={"channel": channel, "topic": presence_topic(event, context)})]
+    if isinstance(event, ContactRequest | ContactAccept | ContactRemove | DeliveryOutcome
+                  | Error):
+        return [notice_call(channel, notice_text(event, context.sender.name))]
+    raise Untranslatable(f"unsupported:{type(event).__name__}")
+
+
+def _message_args(body: RichText, text: str, context: OutboundContext) -> Json:
+    def user_id_of(address: str) -> str | None:
+        return context.user_ids.get(address)
+
+    blocks = rich_to_blocks(body, user_id_of)
+    fallback = rich_to_mrkdwn(body, user_id_of) if body.blocks else text
+    if len(fallback) > MAX_TEXT:
+        fallback = fallback[:MAX_TEXT - 1] + "…"
+    args: Json = {"channel": context.channel, "text": fallback,
+                  "username": context.sender.name, "unfurl_links": False}
+    if blocks:
+        args["blocks"] = blocks
+    if context.sender.icon_url:
+        args["icon_url"] = context.sender.icon_url
+    return args
+
+
+def _ts_of(canonical_id: str, context: OutboundContext) -> str:
+    key = context.message_keys.get(canonical_id)
+    if not key:
+        raise Untranslatable("unknown-message")
+    return split_message_key(key)[1]
+
+
+def presence_topic(event: Presence, context: OutboundContext) -> str:
+    words = {"available": "online", "away": "away", "busy": "busy", "offline": "offline"}
+    topic = f"{context.sender.name} ({event.source}) is {words[event.availability]}"
+    return f"{topic}: {event.status}"[:250] if event.status else topic
+
+
+def notice_call(channel: str, text: str) -> ApiCall:
+    """A message from Interlink's bot itself (not under the contact's name)."""
+    return ApiCall(method="chat.postMessage",
+                   args={"channel": channel, "text": text, "unfurl_links": False},
+                   result="message")
+
+
+def notice_text(event: Event, name: str) -> str:
+    """What Interlink's bot says about a contact or delivery event."""
+    who = f"*{name}* ({event.source})" if name != str(event.source) else f"*{event.source}*"
+    if isinstance(event, ContactRequest):
+        return (f"{who} would like to chat with you. Accept with "
+                f"`/interlink accept {event.source}`, or ignore this.")
+    if isinstance(event, ContactAccept):
+        return f"{who} accepted. Messages you write here go to them."
+    if isinstance(event, ContactRemove):
+        return f"{who} removed the contact. Messages here no longer reach them."
+    if isinstance(event, DeliveryOutcome):
+        if event.status == "delivered":
+            return f"Delivered to {event.source}."
+        return f":warning: Not delivered to {event.source}: {describe_reason(event.reason)}."
+    if isinstance(event, Error):
+        return f":warning: {describe_reason(event.code)}" + (
+            f": {event.reason}" if event.reason else "")
+    raise Untranslatable(f"unsupported:{type(event).__name__}")
+
+
+_REASONS = {
+    "not-a-contact": "you are not connected (use `/interlink add`)",
+    "unknown-address": "no such user",
+    "unknown-message": "the message it refers to is unknown or too old",
+    "actor-failed": "the conversation is stopped by an operator or failed",
+    "no-pending-request": "there is no request to accept",
+    "no-agreement": "federation with that domain is not allowed",
+    "agreement-denies": "federation with that domain is not allowed",
+    "user-denied": "federation is not allowed for this user",
+    "not-opted-in": "a user has not opted in to federation",
+    "no-route": "no platform serves that domain",
+}
+
+
+def describe_reason(reason: str) -> str:
+    """A short human explanation of an outcome reason (the code stays visible)."""
+    head = reason.partition(":")[0]
+    explained = _REASONS.get(reason) or _REASONS.get(head)
+    return f"{explained} ({reason})" if explained else reason

@@ -9,6 +9,7 @@ from.
 
 from __future__ import annotations
 
+import os
 import tomllib
 from pathlib import Path
 from typing import Literal
@@ -125,7 +126,53 @@ class LoopbackAdapterConfig(_Section, frozen=True, kw_only=True, tag="loopback",
     crash_deliveries: dict[str, int] = {}
 
 
-AdapterConfig = LoopbackAdapterConfig
+class SecretRef(_Section, frozen=True, kw_only=True):
+    """Where a secret is read from: an environment variable, else a file (first line)."""
+
+    env: str = ""
+    file: str = ""
+
+
+class SlackInstallationEntry(_Section, frozen=True, kw_only=True):
+    """A workspace installed by configuration (OAuth installs are stored at run time)."""
+
+    team_id: str
+    bot_token: SecretRef
+
+
+class SlackAdapterConfig(_Section, frozen=True, kw_only=True, tag="slack", tag_field="type"):
+    name: str = "slack"
+    #: Slack's Web API, or the local sandbox's (``http://127.0.0.1:3000/api/``)
+    api_url: str = "https://slack.com/api/"
+    #: "socket": Socket Mode over a websocket; "http": Slack POSTs events to ``listen``
+    mode: Literal["socket", "http"] = "socket"
+    #: HOST:PORT for the events endpoint, slash commands and the OAuth install flow
+    listen: str = ""
+    signing_secret: SecretRef = SecretRef(env="SLACK_SIGNING_SECRET")
+    app_token: SecretRef = SecretRef(env="SLACK_APP_TOKEN")
+    client_id: str = ""
+    client_secret: SecretRef = SecretRef(env="SLACK_CLIENT_SECRET")
+    authorize_url: str = "https://slack.com/oauth/v2/authorize"
+    redirect_uri: str = ""
+    installations: list[SlackInstallationEntry] = []
+    conversation_prefix: str = "ext-"
+    presence_interval: float = 60.0
+    #: chat.postMessage pacing per conversation (Slack allows about 1 per second)
+    post_message_per_second: float = 1.0
+
+
+AdapterConfig = LoopbackAdapterConfig | SlackAdapterConfig
+
+
+class SandboxSection(_Section, frozen=True, kw_only=True):
+    """A local Slack-compatible server started with the engine (demos, never production)."""
+
+    enabled: bool = False
+    seed: str = "sandbox-seed.toml"
+    listen: str = "127.0.0.1:3000"
+    #: where the sandbox writes its apps' credentials for the adapter to read
+    secrets_dir: str = "state/sandbox"
+    rate_limits: bool = True
 
 
 class ControlSection(_Section, frozen=True, kw_only=True):
@@ -157,11 +204,16 @@ class Config(_Section, frozen=True, kw_only=True):
     identities: list[IdentityEntry] = []
     contacts: list[ContactEntry] = []
     adapters: list[AdapterConfig] = []
+    sandbox: SandboxSection = SandboxSection()
     #: where the file was read from; relative paths are resolved against it
     base_dir: str = "."
 
     def data_dir(self) -> Path:
         return (Path(self.base_dir) / self.engine.data_dir).resolve()
+
+    def path(self, relative: str) -> Path:
+        """A path from the config, resolved against the config file's directory."""
+        return (Path(self.base_dir) / relative).resolve()
 
     def control_token_file(self) -> Path:
         if self.control.token_file:
@@ -223,6 +275,9 @@ def _check(config: Config, path: Path) -> None:
         if names.count(adapter.name) > 1:
             raise ConfigError(f"{path}: adapter name {adapter.name!r} is used twice - at "
                               f"`$.adapters[{i}].name`")
+        if isinstance(adapter, SlackAdapterConfig):
+            _check_slack(adapter, f"$.adapters[{i}]", path)
+            continue
         for j, text in enumerate(adapter.echo_users):
             _address(text, f"$.adapters[{i}].echo_users[{j}]", path)
         for text in adapter.crash_deliveries:
@@ -249,6 +304,46 @@ def _check(config: Config, path: Path) -> None:
         if engine_value < 1:
             field = ("shard_count", "mailbox_capacity", "max_attempts")[i]
             raise ConfigError(f"{path}: must be at least 1 - at `$.engine.{field}`")
+
+
+def _host_port(value: str, where: str, path: Path) -> tuple[str, int]:
+    host, _, port = value.rpartition(":")
+    if not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ConfigError(f"{path}: expected HOST:PORT, got {value!r} - at `{where}`")
+    return host.strip("[]"), int(port)
+
+
+def _check_slack(adapter: SlackAdapterConfig, where: str, path: Path) -> None:
+    if adapter.mode == "http" and not adapter.listen:
+        raise ConfigError(f"{path}: HTTP mode needs `listen` (HOST:PORT Slack posts events "
+                          f"to) - at `{where}.listen`")
+    if adapter.listen:
+        _host_port(adapter.listen, f"{where}.listen", path)
+    if not adapter.api_url.endswith("/"):
+        raise ConfigError(f"{path}: the API URL must end with '/' - at `{where}.api_url`")
+    for k, installation in enumerate(adapter.installations):
+        if not installation.bot_token.env and not installation.bot_token.file:
+            raise ConfigError(f"{path}: name an `env` or `file` holding the bot token - at "
+                              f"`{where}.installations[{k}].bot_token`")
+
+
+def read_secret(ref: SecretRef, config: Config, what: str) -> str:
+    """The secret ``ref`` names ("" when it names nothing that exists).
+
+    The environment wins over the file, so operators can override a file.
+    """
+    if ref.env and os.environ.get(ref.env, "").strip():
+        return os.environ[ref.env].strip()
+    if ref.file:
+        file = config.path(ref.file)
+        try:
+            return file.read_text(encoding="utf-8").strip().splitlines()[0].strip()
+        except FileNotFoundError:
+            return ""
+        except (OSError, UnicodeDecodeError, IndexError) as exc:
+            raise ConfigError(f"cannot read the {what} from {file}: "
+                              f"{type(exc).__name__}") from None
+    return ""
 
 
 async def apply_to_directory(config: Config, directory: Directory, *, now: float) -> None:

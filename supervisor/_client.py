@@ -224,8 +224,16 @@ def run_say(args: argparse.Namespace) -> int:
     if args.json:
         _print_json(payload)
     else:
-        print(f"sent {payload['event_id']}")
+        print(_describe_said(payload))
     return 0
+
+
+def _describe_said(payload: object) -> str:
+    if isinstance(payload, dict) and "event_id" in payload:
+        return f"sent {payload['event_id']}"
+    if isinstance(payload, dict) and payload.get("platform") == "slack":
+        return f"posted in Slack conversation {payload.get('channel')} (ts {payload.get('ts')})"
+    return "sent"
 
 
 def _print_json(payload: object) -> None:

@@ -26,7 +26,7 @@ from __future__ import annotations
 import hmac
 import logging
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs, unquote
@@ -112,10 +112,14 @@ def _session_json(engine: Engine, record: SessionRecord) -> dict[str, Any]:
 class ControlApp:
     """The ASGI application; every edge (engine, tree, token) is given to it."""
 
-    def __init__(self, engine: Engine, token: str, tree: TreeSource) -> None:
+    def __init__(self, engine: Engine, token: str, tree: TreeSource,
+                 sayers: Mapping[str, Sayer] | None = None) -> None:
+        """``sayers``: per platform name, how to post as one of its users (demo sandboxes);
+        loopback platforms need none."""
         if not token:
             raise ValueError("the control API needs a token")
         self._engine = engine
+        self._sayers = dict(sayers or {})
         self._token = token.encode()
         self._tree = tree
         self.registry = CollectorRegistry(auto_describe=True)
@@ -290,17 +294,31 @@ class ControlApp:
         except (msgspec.ValidationError, msgspec.DecodeError, InvalidAddressError) as exc:
             raise _HttpError(400, "bad_request", str(exc)) from None
         adapter = self._engine.router.adapter_for(source.domain)
-        if not isinstance(adapter, LoopbackAdapter):
-            raise _HttpError(409, "not_loopback",
-                             f"{source.domain} is not served by a loopback platform; say as a "
-                             "user of a loopback platform")
         if not self._engine.accepting:
             raise _HttpError(503, "not_ready", "the engine is not accepting events")
+        sayer = self._sayers.get(adapter.name) if adapter is not None else None
+        if sayer is not None:
+            try:
+                return 202, await sayer(source, destination, request.text)
+            except SayError as exc:
+                raise _HttpError(409, "cannot_say", str(exc)) from None
+        if not isinstance(adapter, LoopbackAdapter):
+            raise _HttpError(409, "not_loopback",
+                             f"{source.domain} is not served by a loopback platform or a local "
+                             "sandbox; say as a user of one of those")
         event = Message.create(source=source, destination=destination, body=request.text,
                                timestamp=self._engine.clock.now(),
                                platform_ids={adapter.name: f"say-{new_event_id()}"})
         await adapter.send(event)
         return 202, {"event_id": event.event_id}
+
+
+class SayError(Exception):
+    """A sayer cannot post as that user; the message says why (no content)."""
+
+
+#: posts ``text`` as ``source`` to ``destination`` on its platform; returns what to report
+Sayer = Callable[[Address, Address, str], Awaitable[dict[str, Any]]]
 
 
 class _SayRequest(msgspec.Struct, forbid_unknown_fields=True):

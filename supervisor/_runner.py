@@ -10,6 +10,7 @@ The tree (``interlink tree`` shows it live)::
     ├── sessions                   one_for_one: session-shard-0 … N-1
     ├── contacts                   one_for_one: contact-shard-0 … N-1
     ├── housekeeping               prunes the message-id map
+    ├── platforms                  local platform servers for demos (the Slack sandbox)
     ├── adapters                   one_for_one: one subtree per adapter connection
     └── control-api                HTTP + JSON on loopback
 
@@ -40,7 +41,6 @@ from hypercorn.trio import serve
 
 from engine import (
     METADATA_DBS,
-    Adapter,
     Clock,
     Config,
     ContactRequest,
@@ -60,6 +60,7 @@ from engine._config import LoopbackAdapterConfig
 from engine.testing import LoopbackAdapter, MemoryDirectory
 
 from ._control import ControlApp
+from ._platforms import build_adapters, sandbox_child, sandbox_sayers
 from ._supervisor import ChildSpec, Supervisor
 
 log = logging.getLogger("interlink.run")
@@ -95,19 +96,6 @@ async def open_storage(config: Config) -> AsyncIterator[tuple[Directory, KeyValu
             await directory.aclose()
 
 
-def build_adapters(config: Config) -> list[Adapter]:
-    adapters: list[Adapter] = []
-    for entry in config.adapters:
-        if isinstance(entry, LoopbackAdapterConfig):
-            adapters.append(LoopbackAdapter(
-                entry.name, echo_users=[Address.parse(a) for a in entry.echo_users],
-                known_users=None if entry.known_users is None
-                else [Address.parse(a) for a in entry.known_users],
-                crash_deliveries={Address.parse(a): n for a, n in entry.crash_deliveries.items()},
-                keep_outbox=False))
-    return adapters
-
-
 def server_token(config: Config) -> str:
     """The control API's bearer token: from the environment, else the token file.
 
@@ -141,7 +129,8 @@ class Runtime:
 
 
 def build_tree(engine: Engine, directory: Directory, store: KeyValueStore,
-               control: ChildSpec | None) -> Supervisor:
+               control: ChildSpec | None, platforms: list[ChildSpec] | None = None,
+               ) -> Supervisor:
     services = engine.services()
 
     def specs(group: str) -> list[ChildSpec]:
@@ -159,6 +148,7 @@ def build_tree(engine: Engine, directory: Directory, store: KeyValueStore,
         _subtree("sessions", specs("session"), **shard_restarts),
         _subtree("contacts", specs("contact"), **shard_restarts),
         *specs("engine"),
+        *([_subtree("platforms", platforms)] if platforms else []),
         _subtree("adapters", [_subtree(s.name, [ChildSpec(id="connection", start=s.start)])
                               for s in services if s.group == "adapters"]),
     ]
@@ -175,7 +165,8 @@ def _subtree(name: str, children: list[ChildSpec], **options: Any) -> ChildSpec:
 def _control_child(engine: Engine, config: Config, root_holder: list[Supervisor],
                    stopping: trio.Event, bound: list[str]) -> ChildSpec:
     token = server_token(config)
-    app = ControlApp(engine, token, lambda: root_holder[0].tree())
+    app = ControlApp(engine, token, lambda: root_holder[0].tree(),
+                     sayers=sandbox_sayers(config, list(engine.adapters.values())))
     host, port = config.control.host_port()
     hypercorn_config = HypercornConfig()
     hypercorn_config.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
@@ -203,6 +194,8 @@ async def _serve(app: ControlApp, config: HypercornConfig, stopping: trio.Event,
 async def _send_seed_events(config: Config, engine: Engine, clock: Clock) -> None:
     for entry in config.adapters:
         adapter = engine.adapters[entry.name]
+        if not isinstance(entry, LoopbackAdapterConfig):
+            continue
         assert isinstance(adapter, LoopbackAdapter)
         for seed in entry.send_on_start:
             source, destination = Address.parse(seed.source), Address.parse(seed.destination)
@@ -246,7 +239,9 @@ async def run_engine(config: Config, *, clock: Clock | None = None,
         bound: list[str] = []
         control = _control_child(engine, config, root_holder, stopping, bound) \
             if config.control.enabled else None
-        root = build_tree(engine, directory, store, control)
+        sandbox = sandbox_child(config)
+        root = build_tree(engine, directory, store, control,
+                          [sandbox] if sandbox is not None else None)
         root_holder.append(root)
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
             async with trio.open_nursery() as nursery:
@@ -262,3 +257,7 @@ async def run_engine(config: Config, *, clock: Clock | None = None,
                 await engine.stop()
                 stopping.set()
                 await root.stop()
+                for adapter in engine.adapters.values():
+                    close = getattr(adapter, "aclose", None)
+                    if close is not None:  # adapters that own connections (HTTP clients)
+                        await close()

@@ -86,7 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     tree.set_defaults(handler=run_tree)
 
     say = commands.add_parser(
-        "say", help="send a message as a user of a loopback platform",
+        "say", help="send a message as a user of a loopback platform or the Slack sandbox",
         description="Send TEXT from --as to --to through the running engine, as if the sender "
                     "had written it on their (loopback) platform.")
     say.add_argument("--as", dest="sender", required=True, metavar="ADDR")

@@ -157,8 +157,13 @@ def decode_event(body: Json, lookup: SlackLookup) -> Decoded:
         return _decode_reaction(team_id, event, lookup)
     if kind == "user_change":
         return _decode_user_change(team_id, event, lookup)
-    if kind in ("tokens_revoked", "app_uninstalled"):
+    if kind == "app_uninstalled":
         return Revoked(team_id, kind)
+    if kind == "tokens_revoked":
+        tokens = event.get("tokens")
+        bots = tokens.get("bot") if isinstance(tokens, dict) else None
+        # Only the bot token matters to Interlink; a person's revoked token does not.
+        return Revoked(team_id, kind) if bots else Ignored("user-tokens-revoked")
     return Ignored(f"event:{kind}")
 
 

@@ -259,9 +259,14 @@ def test_user_change_becomes_a_profile_broadcast() -> None:
                                     "https://img/j192")
 
 
-@pytest.mark.parametrize("kind", ["tokens_revoked", "app_uninstalled"])
-def test_revocations_are_reported(kind: str) -> None:
-    assert decode_event(callback({"type": kind}), TableLookup()) == Revoked(TEAM, kind)
+def test_revocations_of_the_bot_are_reported() -> None:
+    lookup = TableLookup()
+    assert decode_event(callback({"type": "app_uninstalled"}), lookup) == Revoked(
+        TEAM, "app_uninstalled")
+    bot = {"type": "tokens_revoked", "tokens": {"oauth": [], "bot": [BOT_USER]}}
+    assert decode_event(callback(bot), lookup) == Revoked(TEAM, "tokens_revoked")
+    person = {"type": "tokens_revoked", "tokens": {"oauth": [JOHN_ID], "bot": []}}
+    assert decode_event(callback(person), lookup) == Ignored("user-tokens-revoked")
 
 
 @pytest.mark.parametrize("path", sorted(GOLDEN.glob("*Payload.json")), ids=lambda p: p.stem)

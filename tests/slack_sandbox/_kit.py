@@ -117,10 +117,11 @@ def fast_settings(**timing: Any) -> SandboxSettings:
 
 
 @asynccontextmanager
-async def running(seed: Seed, **options: Any) -> AsyncIterator[Sandbox]:
+async def running(seed: Seed, *, deadline: float = TEST_DEADLINE,
+                  **options: Any) -> AsyncIterator[Sandbox]:
     """A sandbox served on a free loopback port for the duration of the block."""
     sandbox = Sandbox(seed, **options)
-    with trio.fail_after(TEST_DEADLINE):  # a broken test fails, it does not hang
+    with trio.fail_after(deadline):  # a broken test fails, it does not hang
         async with trio.open_nursery() as nursery:
             await nursery.start(sandbox.serve)
             yield sandbox

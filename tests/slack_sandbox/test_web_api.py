@@ -271,3 +271,40 @@ async def test_serve_sandbox_starts_with_its_url(nursery: trio.Nursery) -> None:
     async with httpx.AsyncClient(trust_env=False) as http:
         answer = await http.post(f"{url}/api/auth.test", data={"token": "xoxp-mary"})
         assert answer.json()["user_id"] == MARY
+
+
+async def test_injected_failures_answer_instead_of_the_method_then_stop() -> None:
+    async with running(make_seed(), settings=NO_LIMITS) as sandbox, \
+            httpx.AsyncClient(base_url=sandbox.api_url, trust_env=False) as http:
+        bearer = {"Authorization": "Bearer xoxb-interlink"}
+        sandbox.inject_failures("auth.test", count=2, status=503, error=None, retry_after=3)
+        for _ in range(2):
+            failed = await http.post("auth.test", headers=bearer)
+            assert (failed.status_code, failed.text) == (503, "injected failure")
+            assert failed.headers["retry-after"] == "3"
+        assert (await http.post("auth.test", headers=bearer)).json()["ok"] is True
+
+        sandbox.inject_failures("chat.postMessage", status=200, error="fatal_error")
+        fatal = await http.post("chat.postMessage", headers=bearer,
+                                json={"channel": GENERAL, "text": "lost"})
+        assert (fatal.status_code, fatal.json()) == (200, {"ok": False, "error": "fatal_error"})
+
+        sandbox.inject_failures("chat.postMessage", drop_connection=True)
+        with pytest.raises(httpx.RemoteProtocolError):
+            await http.post("chat.postMessage", headers=bearer,
+                            json={"channel": GENERAL, "text": "dropped"})
+        posted = await http.post("chat.postMessage", headers=bearer,
+                                 json={"channel": GENERAL, "text": "kept"})
+        assert posted.json()["ok"] is True
+
+        sandbox.inject_failures("users.info", count=5)
+        sandbox.inject_failures("users.info", count=0)  # cleared
+        assert (await http.post("users.info", headers=bearer,
+                                data={"user": JOHN})).json()["ok"] is True
+        with pytest.raises(ValueError, match="status"):
+            sandbox.inject_failures("users.info", status=42)
+
+        assert [m["text"] for m in sandbox.messages(GENERAL)] == ["kept"]
+        statistics = sandbox.statistics()
+        assert statistics.failures_injected == 4
+        assert statistics.api_calls == 3  # failures never reach the method

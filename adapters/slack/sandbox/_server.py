@@ -90,6 +90,23 @@ class SandboxStatistics(msgspec.Struct, frozen=True, kw_only=True):
     events_published: int
     events_dropped: int
     socket_connections: int
+    #: Web API calls answered by :meth:`Sandbox.inject_failures` instead of the method
+    failures_injected: int = 0
+
+
+class _Fault:
+    """The next ``remaining`` calls of one method fail this way (sandbox-only, for tests)."""
+
+    __slots__ = ("delay", "drop_connection", "error", "remaining", "retry_after", "status")
+
+    def __init__(self, *, remaining: int, status: int, error: str | None,
+                 drop_connection: bool, retry_after: int | None, delay: float) -> None:
+        self.remaining = remaining
+        self.status = status
+        self.error = error
+        self.drop_connection = drop_connection
+        self.retry_after = retry_after
+        self.delay = delay
 
 
 class _HttpError(Exception):
@@ -127,6 +144,8 @@ class Sandbox:
         self._stopping = trio.Event()
         self._url = ""
         self.api_calls = 0
+        self._faults: dict[str, _Fault] = {}
+        self.failures_injected = 0
 
     # -- serving ------------------------------------------------------------------------------
     @property
@@ -307,13 +326,44 @@ class Sandbox:
         auth_revoke(call)
         self.publish(call.changes)
 
+    def inject_failures(self, method: str, *, count: int = 1, status: int = 500,
+                        error: str | None = "internal_error", drop_connection: bool = False,
+                        retry_after: int | None = None, delay: float = 0.0) -> None:
+        """The next ``count`` calls of Web API ``method`` fail instead of running (tests only).
+
+        Each answers HTTP ``status`` with ``{"ok": false, "error": error}`` (a plain-text
+        body when ``error`` is ``None``; ``Retry-After`` when ``retry_after`` is set), or,
+        with ``drop_connection``, sends the response head and closes the connection
+        mid-response. ``delay`` seconds pass first (for client timeouts). A new call
+        replaces the method's earlier faults; ``count=0`` clears them.
+        """
+        if count < 0 or not 100 <= status <= 599 or delay < 0:
+            raise ValueError("count >= 0, a valid HTTP status and delay >= 0")
+        if count == 0:
+            self._faults.pop(method, None)
+            return
+        self._faults[method] = _Fault(remaining=count, status=status, error=error,
+                                      drop_connection=drop_connection,
+                                      retry_after=retry_after, delay=delay)
+
+    def _take_fault(self, method: str) -> _Fault | None:
+        fault = self._faults.get(method)
+        if fault is None:
+            return None
+        fault.remaining -= 1
+        if fault.remaining <= 0:
+            del self._faults[method]
+        self.failures_injected += 1
+        return fault
+
     def statistics(self) -> SandboxStatistics:
         dispatcher = self._dispatcher
         return SandboxStatistics(
             api_calls=self.api_calls, ratelimited=self.limiter.limited,
             events_published=dispatcher.published if dispatcher else 0,
             events_dropped=dispatcher.dropped if dispatcher else 0,
-            socket_connections=sum(len(self.hub.connections(a)) for a in self.world.apps))
+            socket_connections=sum(len(self.hub.connections(a)) for a in self.world.apps),
+            failures_injected=self.failures_injected)
 
 
 def _listening_socket(host: str, port: int) -> socket.socket:
@@ -414,6 +464,10 @@ class SandboxApp:
             await _respond_json(send, 404, {"ok": False, "error": "unknown_method"})
             return
         body = await _read_body(scope, receive, sandbox.settings.max_request_bytes)
+        fault = sandbox._take_fault(name)
+        if fault is not None:
+            await _fail(send, fault)
+            return
         args = _request_args(scope, body)
         token, basic = _credentials(scope, args)
         now = sandbox.clock.now()
@@ -581,6 +635,24 @@ class SandboxApp:
             hub.close(connection)
             log.info("socket mode disconnected", extra={"app_id": ticket.app_id,
                                                         "connection": connection.id})
+
+
+async def _fail(send: Send, fault: _Fault) -> None:
+    """Answer an injected failure (see :meth:`Sandbox.inject_failures`)."""
+    if fault.delay:
+        await trio.sleep(fault.delay)
+    if fault.drop_connection:
+        # the head promises a body that never comes: the server closes the connection
+        await send({"type": "http.response.start", "status": fault.status,
+                    "headers": [(b"content-type", b"application/json; charset=utf-8"),
+                                (b"content-length", b"64")]})
+        return
+    headers = {"Retry-After": str(fault.retry_after)} if fault.retry_after is not None else {}
+    if fault.error is None:
+        await _respond(send, fault.status, b"injected failure", "text/plain; charset=utf-8",
+                       headers)
+    else:
+        await _respond_json(send, fault.status, {"ok": False, "error": fault.error}, headers)
 
 
 async def _pump(connection: SocketConnection, send: Send, scope: trio.CancelScope) -> None:

@@ -1,0 +1,577 @@
+"""Slack's inbound side over HTTP: the Events API endpoint, slash commands, de-duplication.
+
+Slack POSTs signed requests to the app's Request URL (``docs/slack-sandbox.md``,
+``reference/slack.md``). :class:`SlackEventsApp` is the ASGI 3 app that takes
+them; :func:`serve_http` serves it with hypercorn on trio. What happens to a
+request, in order (the first rule that applies decides)::
+
+    route other than POST /slack/events, /slack/commands, GET /healthz   404 / 405
+    Content-Length above max_body_bytes, or the body grows past it       413
+    signature missing, forged, or timestamp outside 5 minutes           401  nothing parsed
+    JSON that is not an object with a string "type"                      400
+    form-encoded without "command" (and not an interactive "payload")    400
+    url_verification                                                     200  {"challenge": ...}
+    event_callback without a string event_id                             400
+    event_callback whose event_id is already done                        200  handler not called
+    event_callback whose event_id is in flight elsewhere                 wait for that outcome
+    handler.on_event returned                                            200  done
+    handler.on_event raised UnavailableError / ack budget ran out        503  claim released
+    handler.on_event raised anything else (a poison event)               200  done, counted
+    app_rate_limited                                                     on_event, no dedupe
+    any other body type                                                  200  counted, ignored
+    form with "command"                                                  200  on_command's JSON
+    form with "payload" (interactivity: not handled yet)                 200  counted, ignored
+
+The ack budget runs from the moment the request arrives, so Slack (which waits
+3 s) always hears back in time. De-duplication is by ``event_id`` in an
+:class:`EventDeduplicator`, which the Socket Mode client shares
+(``_socket_mode.py``): both transports go through :func:`dispatch_event` and
+:func:`dispatch_command`, so they behave alike.
+
+Logs carry event ids, body and event types, team ids, statuses and exception
+type names, never tokens, secrets, message text or handler error messages.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import socket
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any, Protocol
+from urllib.parse import parse_qsl, urlsplit
+
+import msgspec
+import trio
+from hypercorn.config import Config as HypercornConfig
+from hypercorn.trio import serve
+from slack_sdk.signature import Clock as SignatureClock
+from slack_sdk.signature import SignatureVerifier
+
+from engine import UnavailableError
+
+from .._asgi import Receive, Scope, Send, answer_lifespan
+
+log = logging.getLogger("interlink.slack.inbound")
+
+MIB = 1024 * 1024
+#: event bodies Slack sends that the handler takes (everything else is counted and ignored)
+HANDLED_BODY_TYPES = frozenset({"event_callback", "app_rate_limited"})
+#: the most form fields a slash command request may carry
+MAX_FORM_FIELDS = 200
+
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+
+class InboundHandler(Protocol):
+    """What the Slack adapter's logic offers its transports (HTTP and Socket Mode)."""
+
+    async def on_event(self, body: dict[str, Any]) -> None:
+        """A verified, de-duplicated Events API body (type event_callback, app_rate_limited, ...).
+
+        Returning means the event is taken: ack it. Raising engine.UnavailableError means
+        do not ack (Slack will redeliver). Any other exception: log type only, ack
+        (a poison event must not be redelivered forever) and count it. The call runs
+        under the ack budget and is cancelled when it runs out: it must be cancel-safe.
+        """
+
+    async def on_command(self, form: Mapping[str, str]) -> dict[str, Any]:
+        """A slash command (fields as Slack sends them: command, text, user_id, team_id,
+        channel_id, response_url, ...). Returns the response body, e.g.
+        {"response_type": "ephemeral", "text": "..."}."""
+
+
+# -- de-duplication ---------------------------------------------------------------------------
+
+
+@dataclass
+class DedupeStats:
+    claimed: int = 0
+    duplicates: int = 0
+    released: int = 0
+    expired: int = 0
+    evicted: int = 0
+
+
+class EventDeduplicator:
+    """Which ``event_id``\\ s are done or in flight; bounded by count and by age.
+
+    ``claim(id)`` is True when the caller should handle the event: it is then in
+    flight until ``done(id)`` (handled: later claims say False for ``ttl``
+    seconds) or ``release(id)`` (not handled: the next delivery may claim it).
+    Age is measured on trio's clock. When the table holds ``max_entries``, the
+    oldest done entries are forgotten first; when it is full of events in
+    flight, ``claim`` raises :class:`engine.UnavailableError` (do not ack).
+    """
+
+    def __init__(self, *, max_entries: int = 100_000, ttl: float = 3600.0) -> None:
+        if max_entries < 1:
+            raise ValueError("max_entries must be at least 1")
+        if not ttl > 0:
+            raise ValueError("ttl must be positive")
+        self.max_entries = max_entries
+        self.ttl = ttl
+        #: event_id -> trio time it was done, oldest first
+        self._done: OrderedDict[str, float] = OrderedDict()
+        #: event_id -> set when it is done or released
+        self._in_flight: dict[str, trio.Event] = {}
+        self.stats = DedupeStats()
+
+    def __len__(self) -> int:
+        return len(self._done) + len(self._in_flight)
+
+    def claim(self, event_id: str) -> bool:
+        """True: handle ``event_id`` now (it is in flight). False: done or in flight already."""
+        self._expire()
+        if event_id in self._done or event_id in self._in_flight:
+            self.stats.duplicates += 1
+            return False
+        if len(self) >= self.max_entries:
+            if not self._done:
+                raise UnavailableError(
+                    f"{len(self._in_flight)} Slack events are in flight; try again later")
+            self._done.popitem(last=False)
+            self.stats.evicted += 1
+        self._in_flight[event_id] = trio.Event()
+        self.stats.claimed += 1
+        return True
+
+    def done(self, event_id: str) -> None:
+        """``event_id`` was handled: later deliveries of it are duplicates."""
+        settled = self._in_flight.pop(event_id, None)
+        if settled is None:
+            return
+        self._done[event_id] = trio.current_time()
+        settled.set()
+        self._expire()
+
+    def release(self, event_id: str) -> None:
+        """``event_id`` was not handled (not acked): its redelivery will be claimable."""
+        settled = self._in_flight.pop(event_id, None)
+        if settled is not None:
+            self.stats.released += 1
+            settled.set()
+
+    def is_done(self, event_id: str) -> bool:
+        self._expire()
+        return event_id in self._done
+
+    def in_flight(self, event_id: str) -> bool:
+        return event_id in self._in_flight
+
+    async def wait_settled(self, event_id: str) -> None:
+        """Wait until ``event_id`` is not in flight (done or released)."""
+        settled = self._in_flight.get(event_id)
+        if settled is not None:
+            await settled.wait()
+
+    def _expire(self) -> None:
+        horizon = trio.current_time() - self.ttl
+        while self._done:
+            event_id, stamp = next(iter(self._done.items()))
+            if stamp > horizon:
+                return
+            del self._done[event_id]
+            self.stats.expired += 1
+
+
+# -- what both transports do with a body ----------------------------------------------------
+
+
+@dataclass
+class InboundStats:
+    """Counters of one inbound transport (requests over HTTP, envelopes over Socket Mode)."""
+
+    #: requests (envelopes) that passed signature verification
+    received: int = 0
+    #: events handled (on_event returned)
+    taken: int = 0
+    #: deliveries of an event already done, answered without calling the handler
+    duplicates: int = 0
+    #: events not acked (UnavailableError or the ack budget ran out): Slack redelivers
+    unavailable: int = 0
+    rejected_signature: int = 0
+    malformed: int = 0
+    oversized: int = 0
+    #: body (or envelope) types that are not handled
+    unknown: int = 0
+    #: interactive payloads (buttons, shortcuts, modals): acked and ignored for now
+    interactive: int = 0
+    commands: int = 0
+    #: the handler raised something other than UnavailableError (acked anyway)
+    handler_errors: int = 0
+
+
+class EventOutcome(Enum):
+    TAKEN = "taken"
+    DUPLICATE = "duplicate"
+    FAILED = "failed"
+    IGNORED = "ignored"
+    MALFORMED = "malformed"
+    UNAVAILABLE = "unavailable"
+
+    @property
+    def ack(self) -> bool:
+        """Whether Slack should hear that the event was received (no redelivery)."""
+        return self is not EventOutcome.UNAVAILABLE
+
+
+async def dispatch_event(body: dict[str, Any], *, handler: InboundHandler,
+                         dedupe: EventDeduplicator, stats: InboundStats, deadline: float,
+                         limiter: trio.CapacityLimiter | None = None) -> EventOutcome:
+    """Give an Events API body to ``handler`` at most once per ``event_id``, by ``deadline``.
+
+    ``deadline`` is on trio's clock. The caller acks when the outcome's ``ack`` is true.
+    """
+    body_type = body.get("type")
+    if body_type not in HANDLED_BODY_TYPES:
+        stats.unknown += 1
+        log.info("slack body type ignored", extra=_fields(body))
+        return EventOutcome.IGNORED
+    event_id = body.get("event_id")
+    if body_type == "event_callback" and (not isinstance(event_id, str) or not event_id):
+        stats.malformed += 1
+        log.info("slack event_callback without event_id", extra=_fields(body))
+        return EventOutcome.MALFORMED
+    key = event_id if body_type == "event_callback" else None
+    assert key is None or isinstance(key, str)
+    with trio.move_on_at(deadline):
+        if key is not None:
+            while not dedupe.claim(key):
+                if dedupe.is_done(key):
+                    stats.duplicates += 1
+                    log.debug("slack event duplicate", extra=_fields(body))
+                    return EventOutcome.DUPLICATE
+                # another delivery is handling it: its outcome decides ours
+                await dedupe.wait_settled(key)
+        try:
+            if limiter is None:
+                await handler.on_event(body)
+            else:
+                async with limiter:
+                    await handler.on_event(body)
+        except Exception as exc:
+            if _unavailable(exc):
+                if key is not None:
+                    dedupe.release(key)
+                stats.unavailable += 1
+                log.warning("slack event not taken: handler unavailable",
+                            extra={**_fields(body), "error": type(exc).__name__})
+                return EventOutcome.UNAVAILABLE
+            if key is not None:
+                dedupe.done(key)
+            stats.handler_errors += 1
+            log.error("slack event handler failed; acked so it is not redelivered",
+                      extra={**_fields(body), "error": type(exc).__name__})
+            return EventOutcome.FAILED
+        except BaseException:  # cancelled (the ack budget, a shutdown): not taken
+            if key is not None:
+                dedupe.release(key)
+            raise
+        if key is not None:
+            dedupe.done(key)
+        stats.taken += 1
+        log.debug("slack event taken", extra=_fields(body))
+        return EventOutcome.TAKEN
+    stats.unavailable += 1
+    log.warning("slack event not taken within the ack budget", extra=_fields(body))
+    return EventOutcome.UNAVAILABLE
+
+
+async def dispatch_command(form: Mapping[str, str], *, handler: InboundHandler,
+                           stats: InboundStats, deadline: float) -> dict[str, Any]:
+    """Run a slash command; its answer, or an ephemeral message saying why there is none.
+
+    Slack does not retry commands, so every failure becomes words for the person.
+    """
+    stats.commands += 1
+    command = form.get("command", "")
+    extra = {"command": command[:64], "team_id": form.get("team_id", "")}
+    with trio.move_on_at(deadline):
+        try:
+            answer = await handler.on_command(form)
+        except Exception as exc:
+            if _unavailable(exc):
+                log.warning("slash command unavailable",
+                            extra={**extra, "error": type(exc).__name__})
+                return _ephemeral(f"Interlink cannot answer {command} right now. "
+                                  "Please try again in a minute.")
+            stats.handler_errors += 1
+            log.error("slash command handler failed", extra={**extra,
+                                                             "error": type(exc).__name__})
+            return _ephemeral(f"Interlink failed to run {command}. "
+                              "The operator can find the error in the logs.")
+        log.debug("slash command answered", extra=extra)
+        return answer
+    log.warning("slash command not answered within the ack budget", extra=extra)
+    return _ephemeral(f"Interlink took too long to answer {command}. Please try again.")
+
+
+def _unavailable(exc: Exception) -> bool:
+    """UnavailableError, or a group (from a nursery in the handler) of nothing else."""
+    if isinstance(exc, ExceptionGroup):
+        return exc.split(UnavailableError)[1] is None
+    return isinstance(exc, UnavailableError)
+
+
+def _ephemeral(text: str) -> dict[str, Any]:
+    return {"response_type": "ephemeral", "text": text}
+
+
+def _fields(body: Mapping[str, Any]) -> dict[str, Any]:
+    """What may be logged about an Events API body: ids and types only."""
+    event = body.get("event")
+    event_type = event.get("type") if isinstance(event, dict) else None
+    fields = {"event_id": body.get("event_id"), "body_type": body.get("type"),
+              "event_type": event_type, "team_id": body.get("team_id")}
+    return {k: v[:64] if isinstance(v, str) else None for k, v in fields.items()}
+
+
+# -- the HTTP app ---------------------------------------------------------------------------
+
+
+class _WallClock(SignatureClock):
+    def __init__(self, now: Callable[[], float]) -> None:
+        self._now = now
+
+    def now(self) -> float:
+        return self._now()
+
+
+class _ClientGone(Exception):
+    """The client hung up before its body arrived: nothing to answer."""
+
+
+class _Reject(Exception):
+    def __init__(self, status: int, code: str) -> None:
+        super().__init__(code)
+        self.status = status
+        self.code = code
+
+
+_EVENT_ROUTES = frozenset({"/slack/events", "/slack/commands"})
+_json = msgspec.json.Encoder()
+
+
+class SlackEventsApp:
+    """The ASGI 3 app behind Slack's Request URL: events and slash commands.
+
+    ``clock`` gives wall-clock seconds for the signature window (default
+    ``time.time``); the ack budget is measured on trio's clock from the
+    request's arrival. ``max_in_flight`` bounds concurrent handler calls.
+    """
+
+    def __init__(self, *, signing_secret: str, handler: InboundHandler,
+                 dedupe: EventDeduplicator, clock: Callable[[], float] | None = None,
+                 max_body_bytes: int = MIB, ack_budget: float = 2.5,
+                 max_in_flight: int = 256) -> None:
+        if max_body_bytes < 1:
+            raise ValueError("max_body_bytes must be positive")
+        if not 0 < ack_budget < 3:
+            raise ValueError("ack_budget must be below Slack's 3 s deadline")
+        self._verifier = SignatureVerifier(signing_secret, clock=_WallClock(clock or time.time))
+        self.handler = handler
+        self.dedupe = dedupe
+        self.max_body_bytes = max_body_bytes
+        self.ack_budget = ack_budget
+        self._limiter = trio.CapacityLimiter(max_in_flight)
+        self.stats = InboundStats()
+
+    def statistics(self) -> InboundStats:
+        """A snapshot of the counters."""
+        return dataclasses.replace(self.stats)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await answer_lifespan(receive, send)
+            return
+        if scope["type"] != "http":
+            return
+        deadline = trio.current_time() + self.ack_budget
+        path, method = scope.get("path", ""), scope.get("method", "")
+        try:
+            if path == "/healthz":
+                if method not in ("GET", "HEAD"):
+                    raise _Reject(405, "method_not_allowed")
+                await _respond(send, 200, _json.encode({"status": "ok"}))
+                return
+            if path not in _EVENT_ROUTES:
+                raise _Reject(404, "not_found")
+            if method != "POST":
+                raise _Reject(405, "method_not_allowed")
+            status, answer = await self._post(scope, receive, deadline)
+        except _ClientGone:
+            log.info("slack request abandoned by the client", extra={"path": path[:64]})
+            return
+        except _Reject as reject:
+            status, answer = reject.status, {"ok": False, "error": reject.code}
+            if status == 413:
+                self.stats.oversized += 1
+            elif status == 401:
+                self.stats.rejected_signature += 1
+            elif status == 400:
+                self.stats.malformed += 1
+            log.info("slack request refused", extra={"path": path[:64], "status": status,
+                                                     "error": reject.code})
+        await _respond(send, status, b"" if answer is None else _json.encode(answer))
+
+    async def _post(self, scope: Scope, receive: Receive, deadline: float
+                    ) -> tuple[int, dict[str, Any] | None]:
+        headers = _headers(scope)
+        body = await self._read_body(headers, receive, deadline)
+        try:
+            valid = self._verifier.is_valid_request(body, headers)
+        except ValueError:  # a timestamp that is not a number, a body that is not UTF-8
+            valid = False
+        if not valid:
+            raise _Reject(401, "invalid_signature")
+        self.stats.received += 1
+        if headers.get("content-type", "").lower().startswith(
+                "application/x-www-form-urlencoded"):
+            return await self._form(body, deadline)
+        try:
+            decoded = msgspec.json.decode(body)
+        except msgspec.DecodeError:
+            raise _Reject(400, "invalid_json") from None
+        if not isinstance(decoded, dict) or not isinstance(decoded.get("type"), str):
+            raise _Reject(400, "invalid_body")
+        if decoded["type"] == "url_verification":
+            challenge = decoded.get("challenge")
+            if not isinstance(challenge, str):
+                raise _Reject(400, "invalid_challenge")
+            log.info("slack url_verification answered")
+            return 200, {"challenge": challenge}
+        outcome = await dispatch_event(decoded, handler=self.handler, dedupe=self.dedupe,
+                                       stats=self.stats, deadline=deadline,
+                                       limiter=self._limiter)
+        if outcome is EventOutcome.MALFORMED:  # counted by dispatch_event
+            return 400, {"ok": False, "error": "invalid_event"}
+        if not outcome.ack:
+            return 503, {"ok": False, "error": "unavailable"}
+        return 200, None
+
+    async def _form(self, body: bytes, deadline: float) -> tuple[int, dict[str, Any] | None]:
+        try:
+            form = dict(parse_qsl(body.decode("utf-8"), keep_blank_values=True,
+                                  max_num_fields=MAX_FORM_FIELDS))
+        except (UnicodeDecodeError, ValueError):
+            raise _Reject(400, "invalid_form_data") from None
+        if form.get("command"):
+            return 200, await dispatch_command(form, handler=self.handler, stats=self.stats,
+                                               deadline=deadline)
+        if "payload" in form:  # interactivity (buttons, shortcuts): not handled yet
+            self.stats.interactive += 1
+            log.info("slack interactive payload ignored")
+            return 200, None
+        if form.get("ssl_check") == "1":
+            return 200, None
+        raise _Reject(400, "invalid_command")
+
+    async def _read_body(self, headers: Mapping[str, str], receive: Receive,
+                         deadline: float) -> bytes:
+        """The body, at most ``max_body_bytes``; past that 413 once a bounded rest is read.
+
+        Reading (and dropping) up to another ``max_body_bytes`` lets the client
+        finish sending and read the 413; anything longer is cut off at once.
+        """
+        limit = self.max_body_bytes
+        declared = headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > 2 * limit:
+            raise _Reject(413, "request_too_large")
+        chunks: list[bytes] = []
+        size = 0
+        with trio.move_on_at(deadline):
+            while True:
+                message = await receive()
+                if message["type"] != "http.request":
+                    raise _ClientGone
+                chunk: bytes = message.get("body", b"")
+                size += len(chunk)
+                if size <= limit:
+                    chunks.append(chunk)
+                elif size > 2 * limit:
+                    break
+                if not message.get("more_body", False):
+                    break
+            if size > limit:
+                raise _Reject(413, "request_too_large")
+            return b"".join(chunks)
+        raise _Reject(408, "request_timeout")
+
+
+def _headers(scope: Scope) -> dict[str, str]:
+    return {bytes(k).decode("latin-1").lower(): bytes(v).decode("latin-1")
+            for k, v in scope.get("headers", [])}
+
+
+async def _respond(send: Send, status: int, body: bytes) -> None:
+    headers = [(b"content-type", b"application/json"),
+               (b"content-length", str(len(body)).encode()),
+               (b"cache-control", b"no-store")]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+# -- serving ---------------------------------------------------------------------------------
+
+
+async def serve_http(app: ASGIApp, *, host: str = "127.0.0.1", port: int = 0,
+                     graceful_timeout: float = 3.0,
+                     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
+    """Serve ``app`` with hypercorn on trio; ``task_status.started(port)`` once listening.
+
+    ``port=0`` picks a free port. On cancellation the server stops accepting,
+    lets requests in flight finish for up to ``graceful_timeout`` seconds and
+    returns (re-raising the cancellation). A port in use raises ``OSError``.
+    """
+    listening = _listening_socket(host, port)
+    config = HypercornConfig()
+    config.bind = [f"fd://{listening.detach()}"]
+    config.accesslog = None
+    config.errorlog = logging.getLogger("interlink.slack.inbound.server")
+    config.graceful_timeout = graceful_timeout
+    config.include_server_header = False
+    stopping = trio.Event()
+    finished = trio.Event()
+    server_scope = trio.CancelScope(shield=True)  # shielded: cancelling us stops it gently
+
+    async def run_server(*, task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED
+                         ) -> None:
+        try:
+            with server_scope:
+                await serve(app, config, shutdown_trigger=stopping.wait,  # type: ignore[arg-type]
+                            task_status=task_status)
+        finally:
+            finished.set()
+
+    async with trio.open_nursery() as nursery:
+        binds: list[str] = await nursery.start(run_server)
+        bound = urlsplit(binds[0]).port
+        assert bound is not None
+        log.info("slack events endpoint listening", extra={"host": host, "port": bound})
+        try:
+            task_status.started(bound)
+            await finished.wait()
+        finally:
+            stopping.set()
+            with trio.move_on_after(graceful_timeout + 1.0) as grace:
+                grace.shield = True
+                await finished.wait()
+            server_scope.cancel()
+            log.info("slack events endpoint stopped", extra={"port": bound})
+
+
+def _listening_socket(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+    except OSError:
+        sock.close()
+        raise
+    return sock

@@ -1,0 +1,403 @@
+"""Slack's inbound side over Socket Mode: one websocket at a time, with trio-websocket.
+
+The protocol (``reference/slack.md``): ``apps.connections.open`` with the app's
+``xapp-`` token gives a single-use ``wss://`` URL; the server greets with
+``hello``, then sends envelopes ``{"envelope_id", "type", "payload",
+"accepts_response_payload", "retry_attempt", "retry_reason"}`` and expects
+``{"envelope_id"}`` (plus ``"payload"`` when it accepts one) within 3 s, or it
+sends the envelope again. The rules this client keeps::
+
+    hello                      (first frame; within connect_timeout) -> connected
+    events_api, event done     ack at once, handler not called
+    events_api, new            on_event (ack budget) -> ack; UnavailableError or
+                               budget spent -> no ack (Slack redelivers, claim released)
+    slash_commands             on_command -> ack, with its answer as payload when accepted
+    interactive                ack, ignored, counted
+    other envelope types       ack, ignored, counted
+    disconnect warning / refresh_requested   open a new URL, reconnect at once
+    disconnect too_many_websockets           reconnect after a backoff
+    disconnect link_disabled                 stop: LinkDisabledError
+    connection lost / refused / timed out    reconnect after a backoff: initial * 2^(n-1),
+                               at most backoff_max, minus up to backoff_jitter of it at
+                               random; n counts failures since the last hello, and after
+                               max_failures of them run() raises UnavailableError
+
+Envelopes are handled one after the other, in the order they arrive (a Slack
+edit must not overtake its message). An envelope whose ack could not be sent
+(the connection dropped) is redelivered by Slack and then acked from the
+de-duplicator without calling the handler again; one not handled before the
+drop is handled on redelivery. ``open_url`` may raise
+:class:`engine.UnavailableError`, ``OSError`` or any exception whose
+``retryable`` attribute is true for a transient failure, which backs off like a
+lost connection; anything else it raises (``invalid_auth``...) stops ``run()``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import random
+import ssl
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import SplitResult, urlsplit
+
+import msgspec
+import trio
+from trio_websocket import (
+    ConnectionClosed,
+    HandshakeError,
+    WebSocketConnection,
+    wrap_client_stream,
+)
+
+from engine import UnavailableError
+
+from ._inbound import (
+    MIB,
+    EventDeduplicator,
+    EventOutcome,
+    InboundHandler,
+    InboundStats,
+    dispatch_command,
+    dispatch_event,
+)
+
+log = logging.getLogger("interlink.slack.socket_mode")
+
+#: close code trio-websocket uses when a message is above max_message_bytes
+_MESSAGE_TOO_BIG = 1009
+_json = msgspec.json.Encoder()
+
+
+class LinkDisabledError(UnavailableError):
+    """Slack disabled the app's Socket Mode link (``disconnect`` with ``link_disabled``)."""
+
+    retryable = False
+
+
+@dataclass
+class SocketModeStats(InboundStats):
+    #: connections that reached ``hello``
+    connections: int = 0
+    #: connections after the first
+    reconnects: int = 0
+    #: connection attempts that failed (refused, timed out, lost before hello)
+    failed_attempts: int = 0
+    acks: int = 0
+    #: ``disconnect`` frames received
+    disconnects: int = 0
+
+
+class _Transient(Exception):
+    """A connection attempt or connection failed in a way worth retrying."""
+
+
+class _Disconnect(Exception):
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+_TRANSIENT = (UnavailableError, OSError, HandshakeError, ConnectionClosed, trio.TooSlowError,
+              trio.BrokenResourceError, _Transient)
+
+
+class SocketModeClient:
+    """Receives Slack events and commands over Socket Mode and hands them to ``handler``.
+
+    ``open_url`` calls ``apps.connections.open`` and returns the websocket URL.
+    ``rng`` makes the backoff jitter reproducible.
+    """
+
+    def __init__(self, *, open_url: Callable[[], Awaitable[str]], handler: InboundHandler,
+                 dedupe: EventDeduplicator, backoff_initial: float = 1.0,
+                 backoff_max: float = 30.0, backoff_jitter: float = 0.5,
+                 max_message_bytes: int = MIB, ack_budget: float = 2.5,
+                 connect_timeout: float = 10.0, close_timeout: float = 2.0,
+                 max_failures: int | None = 60, ssl_context: ssl.SSLContext | None = None,
+                 rng: random.Random | None = None) -> None:
+        if not 0 < backoff_initial <= backoff_max:
+            raise ValueError("need 0 < backoff_initial <= backoff_max")
+        if not 0 <= backoff_jitter <= 1:
+            raise ValueError("backoff_jitter is a fraction between 0 and 1")
+        if not 0 < ack_budget < 3:
+            raise ValueError("ack_budget must be below Slack's 3 s deadline")
+        if max_failures is not None and max_failures < 1:
+            raise ValueError("max_failures must be at least 1 (or None)")
+        self._open_url = open_url
+        self.handler = handler
+        self.dedupe = dedupe
+        self.backoff_initial = backoff_initial
+        self.backoff_max = backoff_max
+        self.backoff_jitter = backoff_jitter
+        self.max_message_bytes = max_message_bytes
+        self.ack_budget = ack_budget
+        self.connect_timeout = connect_timeout
+        self.close_timeout = close_timeout
+        self.max_failures = max_failures
+        self._ssl_context = ssl_context
+        self._rng = rng or random.Random()
+        self._failures = 0
+        self._connected = False
+        self._changed = trio.Event()
+        self.stats = SocketModeStats()
+
+    def statistics(self) -> SocketModeStats:
+        """A snapshot of the counters."""
+        return dataclasses.replace(self.stats)
+
+    @property
+    def connected(self) -> bool:
+        """Whether a connection has said ``hello`` and is taking envelopes."""
+        return self._connected
+
+    async def wait_connected(self) -> None:
+        """Wait until a connection has said ``hello`` (returns at once if one has)."""
+        while not self._connected:
+            await self._changed.wait()
+
+    def _set_connected(self, connected: bool) -> None:
+        self._connected = connected
+        self._changed.set()
+        self._changed = trio.Event()
+
+    def backoff_delay(self, failures: int) -> float:
+        """Seconds to wait after ``failures`` consecutive failures (1 = the first)."""
+        base = min(self.backoff_max, self.backoff_initial * 2.0 ** (failures - 1))
+        return base * (1.0 - self.backoff_jitter * self._rng.random())
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+                  ) -> None:
+        """Connect, ``task_status.started()`` at the first ``hello``, and keep connected.
+
+        Runs until cancelled (closing the websocket politely), or raises
+        :class:`LinkDisabledError`, :class:`engine.UnavailableError` after
+        ``max_failures`` failed attempts in a row, or what ``open_url`` raised.
+        """
+        started = False
+
+        def on_hello() -> None:
+            nonlocal started
+            self._failures = 0
+            self.stats.connections += 1
+            if started:
+                self.stats.reconnects += 1
+            else:
+                started = True
+                task_status.started()
+
+        while True:
+            if self._failures:
+                if self.max_failures is not None and self._failures >= self.max_failures:
+                    raise UnavailableError(
+                        f"Socket Mode: {self._failures} connection attempts in a row failed")
+                delay = self.backoff_delay(self._failures)
+                log.info("socket mode reconnecting after backoff",
+                         extra={"failures": self._failures, "delay": round(delay, 3)})
+                await trio.sleep(delay)
+            try:
+                url = await self._open_url()
+                reason = await self._connection(url, on_hello)
+            except _TRANSIENT as exc:
+                self._failed(exc)
+                continue
+            except BaseExceptionGroup as group:
+                _, rest = group.split(_TRANSIENT)
+                if rest is not None:
+                    raise
+                self._failed(group)
+                continue
+            except Exception as exc:
+                if getattr(exc, "retryable", False) is not True:
+                    raise
+                self._failed(exc)  # e.g. the Web API client's error for a 5xx or a timeout
+                continue
+            self.stats.disconnects += 1
+            if reason == "link_disabled":
+                log.error("socket mode link disabled by Slack; stopping")
+                raise LinkDisabledError(
+                    "Slack disabled this app's Socket Mode link (disconnect reason "
+                    "link_disabled): re-enable Socket Mode for the app, or use the Events "
+                    "API over HTTP")
+            if reason == "too_many_websockets":
+                self._failures += 1
+                log.warning("socket mode refused: too many websockets for the app")
+            else:
+                log.info("socket mode reconnecting", extra={"reason": reason[:64]})
+
+    def _failed(self, exc: BaseException) -> None:
+        self._failures += 1
+        self.stats.failed_attempts += 1
+        if isinstance(exc, ConnectionClosed) and exc.reason is not None \
+                and exc.reason.code == _MESSAGE_TOO_BIG:
+            self.stats.oversized += 1
+        log.warning("socket mode connection failed or lost",
+                    extra={"error": type(exc).__name__, "failures": self._failures})
+
+    # -- one connection ----------------------------------------------------------------------
+    async def _connection(self, url: str, on_hello: Callable[[], None]) -> str:
+        """Connect to ``url`` and serve it until ``disconnect`` (its reason) or a failure.
+
+        The connection runs shielded, so that when ``run()`` is cancelled the
+        websocket reader is still alive to complete the close handshake: the
+        cancellation is passed on by cancelling ``connecting`` / ``talking``,
+        and the close is bounded by ``close_timeout``.
+        """
+        parts = urlsplit(url)
+        if parts.scheme not in ("ws", "wss") or not parts.hostname:
+            raise _Transient("apps.connections.open gave no ws:// or wss:// URL")
+        connecting, talking = trio.CancelScope(), trio.CancelScope()
+        ended: list[str] = []
+        lost: list[ConnectionClosed] = []
+        finished = trio.Event()
+
+        async def guarded() -> None:
+            try:
+                with trio.CancelScope(shield=True):
+                    await self._shielded_connection(parts, connecting, talking, on_hello,
+                                                    ended, lost)
+            finally:
+                finished.set()
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(guarded)
+            try:
+                await finished.wait()
+            finally:
+                connecting.cancel()
+                talking.cancel()
+        if lost:
+            raise lost[0]
+        return ended[0] if ended else "stopped"
+
+    async def _shielded_connection(self, parts: SplitResult, connecting: trio.CancelScope,
+                                   talking: trio.CancelScope, on_hello: Callable[[], None],
+                                   ended: list[str], lost: list[ConnectionClosed]) -> None:
+        assert parts.hostname is not None
+        secure = parts.scheme == "wss"
+        port = parts.port or (443 if secure else 80)
+        resource = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        stream: trio.SocketStream | trio.SSLStream[trio.SocketStream] | None = None
+        with connecting, trio.fail_after(self.connect_timeout):
+            if secure:
+                stream = await trio.open_ssl_over_tcp_stream(
+                    parts.hostname, port,
+                    ssl_context=self._ssl_context or ssl.create_default_context())
+            else:
+                stream = await trio.open_tcp_stream(parts.hostname, port)
+        if stream is None:  # stopped while connecting
+            return
+        try:
+            async with trio.open_nursery() as nursery:
+                ws: WebSocketConnection | None = None
+                try:
+                    with talking:
+                        with trio.fail_after(self.connect_timeout):
+                            ws = await wrap_client_stream(
+                                nursery, stream, parts.hostname, resource,
+                                max_message_size=self.max_message_bytes,
+                                message_queue_size=64)
+                        try:
+                            ended.append(await self._converse(ws, on_hello))
+                        except ConnectionClosed as exc:
+                            lost.append(exc)
+                finally:
+                    self._set_connected(False)
+                    if ws is not None:
+                        with trio.move_on_after(self.close_timeout):
+                            await ws.aclose()
+                    nursery.cancel_scope.cancel()
+        finally:
+            await stream.aclose()
+
+    async def _converse(self, ws: WebSocketConnection, on_hello: Callable[[], None]) -> str:
+        with trio.fail_after(self.connect_timeout):
+            hello = self._decode(await ws.get_message())
+        if hello is None or hello.get("type") != "hello":
+            if hello is not None and hello.get("type") == "disconnect":
+                return str(hello.get("reason") or "unknown")
+            raise _Transient("the first Socket Mode frame was not hello")
+        log.info("socket mode connected",
+                 extra={"num_connections": hello.get("num_connections")})
+        on_hello()
+        self._set_connected(True)
+        while True:
+            frame = self._decode(await ws.get_message())
+            if frame is None:
+                continue
+            kind = frame.get("type")
+            if kind == "disconnect":
+                return str(frame.get("reason") or "unknown")
+            if isinstance(frame.get("envelope_id"), str):
+                await self._envelope(ws, frame)
+            else:
+                self.stats.unknown += 1
+                log.info("socket mode frame ignored", extra={"frame_type": str(kind)[:64]})
+
+    def _decode(self, message: str | bytes) -> dict[str, Any] | None:
+        try:
+            frame = msgspec.json.decode(message)
+        except msgspec.DecodeError:
+            frame = None
+        if not isinstance(frame, dict):
+            self.stats.malformed += 1
+            log.info("socket mode frame is not a JSON object")
+            return None
+        return frame
+
+    async def _envelope(self, ws: WebSocketConnection, envelope: dict[str, Any]) -> None:
+        deadline = trio.current_time() + self.ack_budget
+        envelope_id: str = envelope["envelope_id"]
+        kind = envelope.get("type")
+        payload = envelope.get("payload")
+        self.stats.received += 1
+        extra = {"envelope_id": envelope_id[:64], "envelope_type": str(kind)[:32],
+                 "retry_attempt": envelope.get("retry_attempt")}
+        if kind == "events_api":
+            if not isinstance(payload, dict):
+                self.stats.malformed += 1
+                log.info("socket mode events_api without payload; acked", extra=extra)
+                await self._ack(ws, envelope_id)
+                return
+            outcome = await dispatch_event(payload, handler=self.handler, dedupe=self.dedupe,
+                                           stats=self.stats, deadline=deadline)
+            if outcome.ack:
+                await self._ack(ws, envelope_id)
+            else:
+                log.info("socket mode envelope not acked", extra=extra)
+            if outcome is EventOutcome.MALFORMED:
+                log.info("socket mode event malformed; acked", extra=extra)
+        elif kind == "slash_commands":
+            if not isinstance(payload, dict) or not payload.get("command"):
+                self.stats.malformed += 1
+                await self._ack(ws, envelope_id)
+                return
+            form = {str(k): str(v) for k, v in payload.items()}
+            answer = await dispatch_command(form, handler=self.handler, stats=self.stats,
+                                            deadline=deadline)
+            accepts = envelope.get("accepts_response_payload") is True
+            await self._ack(ws, envelope_id, answer if accepts else None)
+        elif kind == "interactive":
+            self.stats.interactive += 1
+            log.info("socket mode interactive payload ignored", extra=extra)
+            await self._ack(ws, envelope_id)
+        else:
+            self.stats.unknown += 1
+            log.info("socket mode envelope type ignored", extra=extra)
+            await self._ack(ws, envelope_id)
+
+    async def _ack(self, ws: WebSocketConnection, envelope_id: str,
+                   payload: dict[str, Any] | None = None) -> None:
+        frame: dict[str, Any] = {"envelope_id": envelope_id}
+        if payload is not None:
+            frame["payload"] = payload
+        try:
+            await ws.send_message(_json.encode(frame).decode())
+        except ConnectionClosed:
+            # the envelope comes again on the next connection; dedupe answers it
+            log.info("socket mode ack not sent: connection closed",
+                     extra={"envelope_id": envelope_id[:64]})
+            return
+        self.stats.acks += 1

@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 CONFIG ?= examples/loopback.toml
 
-.PHONY: setup run test lint typecheck unit clean
+.PHONY: setup prosody run test lint typecheck unit clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c "import ensurepip, venv" 2>/dev/null || (apt-get update -q && apt-get install -y -q python3-venv)
@@ -18,7 +18,11 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)
 
-run: setup
+# Real XMPP server for the demo and the XMPP tests (Debian's package; we are root here).
+prosody:
+	@command -v prosody >/dev/null || (apt-get update -q && apt-get install -y -q prosody)
+
+run: setup prosody
 	$(BIN)/interlink run --config $(CONFIG)
 
 lint: setup
@@ -27,7 +31,7 @@ lint: setup
 typecheck: setup
 	$(BIN)/mypy
 
-unit: setup
+unit: setup prosody
 	$(BIN)/python -m pytest
 
 test: lint typecheck unit

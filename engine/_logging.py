@@ -47,3 +47,19 @@ def configure_logging(level: str = "info", fmt: str = "json", stream: TextIO | N
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
     root.propagate = False
+    quiet_libraries()
+
+
+#: libraries whose logs may quote content (slixmpp prints stanzas, even raw data in
+#: errors; httpx prints URLs with file names): kept out of Interlink's output
+_CONTENT_LOGGERS = {"slixmpp": logging.CRITICAL + 1, "httpx": logging.WARNING,
+                    "httpcore": logging.WARNING}
+
+
+def quiet_libraries() -> None:
+    for name, level in _CONTENT_LOGGERS.items():
+        library = logging.getLogger(name)
+        library.setLevel(level)
+        library.propagate = False
+        if not library.handlers:
+            library.addHandler(logging.NullHandler())

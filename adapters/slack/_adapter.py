@@ -138,6 +138,7 @@ class SlackStats(msgspec.Struct, kw_only=True):
     delivery_failures: int = 0
     conversations_created: int = 0
     presence_changes: int = 0
+    profiles_skipped: int = 0
 
 
 class _Bounded(OrderedDict[Any, Any]):
@@ -195,6 +196,8 @@ class SlackAdapter:
         self.listen_port: int | None = None
         self.ready = trio.Event()
         self._run_files: httpx.AsyncClient | None = None
+        self._profile_requests, self._profile_requests_out = \
+            trio.open_memory_channel[PlatformIdentity](1000)
 
     # -- Adapter protocol -------------------------------------------------------
     @property
@@ -239,6 +242,7 @@ class SlackAdapter:
                                                        port=self.settings.listen_port or 0,
                                                        task_status=task_status))
                 nursery.start_soon(self._poll_presence)
+                nursery.start_soon(self._publish_profiles)
                 nursery.start_soon(self._refresh_tokens)
                 self.ready.set()
                 log.info("slack adapter started", extra={
@@ -683,10 +687,11 @@ class SlackAdapter:
         if route is None or route.platform != self.name or route.tenant not in ("", team_id):
             raise DeliveryError(f"the domain {address.domain} is not set up for federation "
                                 f"from this workspace")
-        await directory.put_identity(PlatformIdentity(
-            address=address, platform=self.name, tenant=team_id, user_id=user_id))
+        identity = PlatformIdentity(address=address, platform=self.name, tenant=team_id,
+                                    user_id=user_id)
+        await directory.put_identity(identity)
         log.info("slack user registered", extra={"team_id": team_id, "user_id": user_id})
-        await self.port.submit(profile_event(address, user, timestamp=self.port.clock.now()))
+        self._follow(identity)
         return address
 
     async def _open_socket_url(self) -> str:
@@ -696,7 +701,28 @@ class SlackAdapter:
 
     # -- presence ---------------------------------------------------------------
     def _follow(self, identity: PlatformIdentity) -> None:
+        """Follow a Slack user who federates: presence polls, and their profile once."""
+        if identity.address not in self._followed:
+            try:
+                self._profile_requests.send_nowait(identity)
+            except trio.WouldBlock:
+                self.stats.profiles_skipped += 1  # bounded: a later sighting asks again
         self._followed.remember(identity.address, identity)
+
+    async def _publish_profiles(self) -> None:
+        """Read followed users' profiles (users.info) and broadcast them to their contacts."""
+        async for identity in self._profile_requests_out:
+            try:
+                answer = await self.web.call("users.info", token=self._bot_token(identity.tenant),
+                                             team_id=identity.tenant,
+                                             args={"user": identity.user_id})
+                await self.port.submit(profile_event(identity.address, answer.get("user") or {},
+                                                     timestamp=self.port.clock.now()))
+            except (DeliveryError, SlackApiError, UnavailableError) as exc:
+                self._followed.pop(identity.address, None)  # ask again next time
+                log.info("slack profile not read", extra={
+                    "team_id": identity.tenant, "user_id": identity.user_id,
+                    "error": type(exc).__name__})
 
     async def _poll_presence(self) -> None:
         """Slack has no presence events for apps: poll the users who federate."""

@@ -37,6 +37,7 @@ from engine import (
     MemoryKV,
     MetadataLog,
     PlatformIdentity,
+    Profile,
     SystemClock,
 )
 from engine.testing import LoopbackAdapter, MemoryDirectory
@@ -79,17 +80,22 @@ class SlackFederation:
         assert answer.get("ok"), f"{method} failed: {answer}"
         return answer
 
-    async def next_event(self) -> Event:
-        """The next event the loopback side receives (delivery receipts skipped)."""
+    async def next_event(self, *, profiles: bool = False) -> Event:
+        """The next event the loopback side receives; delivery receipts are skipped, and
+        so are Slack users' profile broadcasts unless ``profiles``."""
         while True:
             event = await self.widget.next_delivered()
-            if not (isinstance(event, DeliveryOutcome) and event.status == "delivered"):
+            if not self._noise(event, profiles=profiles):
                 return event
+
+    @staticmethod
+    def _noise(event: Event, *, profiles: bool = False) -> bool:
+        return ((isinstance(event, DeliveryOutcome) and event.status == "delivered")
+                or (isinstance(event, Profile) and not profiles))
 
     def pending_events(self) -> list[Event]:
         """Events the loopback side received and nobody read (receipts left out)."""
-        return [e for e in self.widget.delivered_nowait()
-                if not (isinstance(e, DeliveryOutcome) and e.status == "delivered")]
+        return [e for e in self.widget.delivered_nowait() if not self._noise(e)]
 
     def conversation(self, other: Address = PETER_ADDRESS) -> str:
         session = self.directory.find_session(JOHN_ADDRESS, other)

@@ -385,6 +385,21 @@ async def test_refused_messages_are_reported_to_the_slack_user() -> None:
                    for n in notices), notices
 
 
+async def test_slack_profiles_reach_the_contact_and_follow_user_change() -> None:
+    async with slack_federation() as fed:
+        await fed.widget.send(Message.create(source=PETER_ADDRESS, destination=JOHN_ADDRESS,
+                                             body="hello"))
+        profile = await fed.next_event(profiles=True)
+        assert isinstance(profile, Profile)
+        assert (profile.source, profile.name, profile.email, profile.title) == (
+            JOHN_ADDRESS, "John Smith", "john@acme.localhost", "Head of Sales")
+        await fed.act("xoxp-john", "users.profile.set",
+                      profile={"title": "VP Sales", "real_name": "John Smith"})
+        changed = await fed.next_event(profiles=True)
+        assert isinstance(changed, Profile)
+        assert (changed.source, changed.title) == (JOHN_ADDRESS, "VP Sales")
+
+
 async def test_presence_is_polled_and_shown_as_the_topic() -> None:
     async with slack_federation(presence_interval=0.05) as fed:
         channel = await open_conversation(fed)

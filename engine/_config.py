@@ -155,6 +155,9 @@ class SlackAdapterConfig(_Section, frozen=True, kw_only=True, tag="slack", tag_f
     authorize_url: str = "https://slack.com/oauth/v2/authorize"
     redirect_uri: str = ""
     installations: list[SlackInstallationEntry] = []
+    #: URL where contacts on other platforms reach ``listen`` (links to Slack files)
+    public_url: str = ""
+    file_link_key: SecretRef = SecretRef(env="SLACK_FILE_LINK_KEY")
     conversation_prefix: str = "ext-"
     presence_interval: float = 60.0
     #: chat.postMessage pacing per conversation (Slack allows about 1 per second)
@@ -319,6 +322,9 @@ def _check_slack(adapter: SlackAdapterConfig, where: str, path: Path) -> None:
                           f"to) - at `{where}.listen`")
     if adapter.listen:
         _host_port(adapter.listen, f"{where}.listen", path)
+    if adapter.public_url and not adapter.listen:
+        raise ConfigError(f"{path}: `public_url` needs `listen` (the listener it points at) - "
+                          f"at `{where}.public_url`")
     if not adapter.api_url.endswith("/"):
         raise ConfigError(f"{path}: the API URL must end with '/' - at `{where}.api_url`")
     for k, installation in enumerate(adapter.installations):

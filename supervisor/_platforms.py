@@ -62,7 +62,7 @@ def build_slack_adapter(entry: SlackAdapterConfig, config: Config) -> SlackAdapt
         name=entry.name, mode=entry.mode, listen_host=host.strip("[]") or "127.0.0.1",
         listen_port=int(port) if entry.listen else None, authorize_url=entry.authorize_url,
         redirect_uri=entry.redirect_uri, conversation_prefix=entry.conversation_prefix,
-        presence_interval=entry.presence_interval)
+        presence_interval=entry.presence_interval, public_url=entry.public_url)
     web = SlackWebClient(settings=WebApiSettings(
         base_url=entry.api_url, post_message_per_second=entry.post_message_per_second))
 
@@ -71,7 +71,11 @@ def build_slack_adapter(entry: SlackAdapterConfig, config: Config) -> SlackAdapt
             signing_secret=read_secret(entry.signing_secret, config, "signing secret"),
             app_token=read_secret(entry.app_token, config, "app-level token"),
             client_id=entry.client_id,
-            client_secret=read_secret(entry.client_secret, config, "client secret"))
+            client_secret=read_secret(entry.client_secret, config, "client secret"),
+            file_link_key=read_secret(entry.file_link_key, config, "file-link key"))
+        if found.file_link_key and len(found.file_link_key.encode()) < 32:
+            raise ConfigError(f"adapter {entry.name!r}: the file-link key needs at least 32 "
+                              f"bytes")
         if entry.mode == "http" and not found.signing_secret:
             raise ConfigError(f"adapter {entry.name!r}: HTTP mode needs the signing secret "
                               f"({_where(entry.signing_secret.env, entry.signing_secret.file)})")

@@ -19,11 +19,13 @@ Translation lives in :mod:`._translate` (pure); the Web API client in
 from __future__ import annotations
 
 import logging
+import os
 import re
 from collections import OrderedDict
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
+from urllib.parse import urlencode
 
 import httpx
 import msgspec
@@ -39,6 +41,7 @@ from engine import (
     DeliveryResult,
     EnginePort,
     Event,
+    FileShare,
     Installation,
     InvalidAddressError,
     Mention,
@@ -53,7 +56,9 @@ from engine import (
 from engine._events import Availability
 from engine._richtext import Block, ListBlock, Paragraph, Quote
 
+from ._file_links import FileTicket, open_ticket, sign_ticket
 from ._inbound import EventDeduplicator, SlackEventsApp, serve_http
+from ._routes import SlackRoutes
 from ._socket_mode import SocketModeClient
 from ._translate import (
     PLATFORM,
@@ -69,7 +74,7 @@ from ._translate import (
     message_key,
     profile_event,
 )
-from ._webapi import SlackApiError, SlackWebClient
+from ._webapi import Download, SlackApiError, SlackWebClient
 
 log = logging.getLogger("interlink.slack")
 
@@ -114,6 +119,11 @@ class SlackSettings(msgspec.Struct, frozen=True, kw_only=True):
     max_profiles: int = 50_000
     #: refresh rotating tokens this long before they expire
     token_refresh_margin: float = 3600.0
+    #: where contacts on other platforms reach this adapter's listener (file links);
+    #: empty: contacts get Slack's own file URL, which needs a Slack login
+    public_url: str = ""
+    #: seconds a file link stays valid
+    file_link_lifetime: float = 3600.0
 
 
 class SlackSecrets(msgspec.Struct, frozen=True, kw_only=True):
@@ -121,6 +131,9 @@ class SlackSecrets(msgspec.Struct, frozen=True, kw_only=True):
     app_token: str = ""
     client_id: str = ""
     client_secret: str = ""
+    #: signs file links (>= 32 bytes); empty: a random key per process, so links
+    #: handed out before a restart stop working after it
+    file_link_key: str = ""
 
     def __repr__(self) -> str:
         return "SlackSecrets(<redacted>)"
@@ -179,6 +192,7 @@ class SlackAdapter:
         self.web = web
         self._configured = tuple(installations)
         self._secrets_source = secrets_source
+        self._file_key = self._secrets.file_link_key.encode() or os.urandom(32)
         #: fetches files that contacts share (any URL; no Slack token is ever sent)
         self._files = files
         self._owns_web = owns_web
@@ -192,7 +206,6 @@ class SlackAdapter:
         self._presence: dict[Address, str] = {}
         self._topics: _Bounded = _Bounded(self.settings.max_profiles)
         self._conversation_locks: dict[str, trio.Lock] = {}
-        self._oauth_states: _Bounded = _Bounded(1000)
         self.listen_port: int | None = None
         self.ready = trio.Event()
         self._run_files: httpx.AsyncClient | None = None
@@ -220,6 +233,8 @@ class SlackAdapter:
         if self._secrets_source is not None:
             self._secrets, configured = self._secrets_source()
             self._configured = tuple(configured)
+            if self._secrets.file_link_key:
+                self._file_key = self._secrets.file_link_key.encode()
         await self._install_configured()
         for installation in port.directory.list_installations(self.name):
             if installation.status == "active":
@@ -234,7 +249,7 @@ class SlackAdapter:
                                               dedupe=self.dedupe)
                     await nursery.start(client.run)
                 if self.settings.mode == "http" or self.settings.listen_port is not None:
-                    app = _OAuthRoutes(self, SlackEventsApp(
+                    app = SlackRoutes(self, SlackEventsApp(
                         signing_secret=self._secrets.signing_secret, handler=self,
                         dedupe=self.dedupe, clock=port.clock.now))
                     self.listen_port = await nursery.start(
@@ -549,6 +564,35 @@ class SlackAdapter:
         log.info("slack workspace installed", extra={"team_id": installation.tenant})
         return installation
 
+    def authorize_url(self, state: str) -> str | None:
+        """Slack's page where a person installs the app (``None``: OAuth not configured)."""
+        if not self._secrets.client_id or not self._secrets.client_secret:
+            return None
+        return self.settings.authorize_url + "?" + urlencode({
+            "client_id": self._secrets.client_id, "scope": ",".join(self.settings.bot_scopes),
+            "state": state, "redirect_uri": self.settings.redirect_uri})
+
+    @asynccontextmanager
+    async def open_file(self, ticket: str) -> AsyncIterator[tuple[str, Download]]:
+        """The Slack file a signed link names, opened with its workspace's bot token."""
+        opened = open_ticket(ticket, self._file_key, now=self.port.clock.now())
+        try:
+            token = self._bot_token(opened.team_id)
+        except DeliveryError as exc:
+            raise SlackApiError(exc.reason, method="files.download", retryable=False) from None
+        async with self.web.download(opened.url, token=token) as download:
+            yield opened.name, download
+
+    def _link_file(self, event: Event, team_id: str) -> Event:
+        """A Slack file as a signed link to this adapter (Slack's URL needs a login)."""
+        if not isinstance(event, FileShare) or not self.settings.public_url:
+            return event
+        ticket = FileTicket(url=event.url, team_id=team_id, name=event.name,
+                            expires=self.port.clock.now() + self.settings.file_link_lifetime)
+        link = (self.settings.public_url.rstrip("/") + "/slack/files/"
+                + sign_ticket(ticket, self._file_key))
+        return msgspec.structs.replace(event, url=link)
+
     async def _refresh_tokens(self) -> None:
         """Rotate expiring tokens (``grant_type=refresh_token``) well before they expire."""
         while True:
@@ -593,7 +637,8 @@ class SlackAdapter:
         if isinstance(decoded, Ignored):
             self._ignore(decoded.reason)
             return
-        for event in decoded:
+        for decoded_event in decoded:
+            event = self._link_file(decoded_event, team_id)
             identity = self.port.directory.get_identity(event.source)
             if identity is not None:
                 self._follow(identity)
@@ -809,68 +854,3 @@ class _Lookup:
                    app_id: str = "") -> bool:
         own = self._adapter._own.get(team_id, frozenset())
         return bool({user_id, bot_id, app_id} & own)
-
-
-class _OAuthRoutes:
-    """``GET /slack/install`` and ``GET /slack/oauth_redirect`` in front of the events app."""
-
-    def __init__(self, adapter: SlackAdapter, inner: Any) -> None:
-        self._adapter = adapter
-        self._inner = inner
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope.get("type") == "http" and scope.get("method") == "GET" and \
-                scope.get("path") in ("/slack/install", "/slack/oauth_redirect"):
-            await _drain_request(receive)
-            status, headers, body = await self._route(scope)
-            await send({"type": "http.response.start", "status": status,
-                        "headers": [(b"content-type", b"text/html; charset=utf-8"),
-                                    *headers]})
-            await send({"type": "http.response.body", "body": body})
-            return
-        await self._inner(scope, receive, send)
-
-    async def _route(self, scope: Any) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
-        from urllib.parse import parse_qs, urlencode
-
-        adapter = self._adapter
-        secrets = adapter._secrets
-        if not secrets.client_id or not secrets.client_secret:
-            return 404, [], _page("The install flow is not configured.")
-        query = {k: v[0] for k, v in parse_qs(scope.get("query_string", b"").decode()).items()}
-        now = trio.current_time()
-        if scope["path"] == "/slack/install":
-            import secrets as random_tokens
-
-            state = random_tokens.token_urlsafe(16)
-            adapter._oauth_states.remember(state, now + 600)
-            location = adapter.settings.authorize_url + "?" + urlencode({
-                "client_id": secrets.client_id, "scope": ",".join(adapter.settings.bot_scopes),
-                "state": state, "redirect_uri": adapter.settings.redirect_uri})
-            return 302, [(b"location", location.encode())], _page("Redirecting to Slack…")
-        expires = adapter._oauth_states.pop(query.get("state", ""), None)
-        if expires is None or expires < now:
-            return 400, [], _page("This install link expired or was not started here. "
-                                  "Start again from /slack/install.")
-        if "code" not in query:
-            return 400, [], _page(f"Slack did not grant access ({query.get('error', 'no code')}).")
-        try:
-            installation = await adapter.install(query["code"])
-        except (SlackApiError, UnavailableError) as exc:
-            reason = exc.error if isinstance(exc, SlackApiError) else "no bot token"
-            return 502, [], _page(f"Slack refused the installation ({reason}).")
-        return 200, [], _page(f"Interlink is installed in workspace {installation.tenant}.")
-
-
-def _page(message: str) -> bytes:
-    from html import escape
-
-    return (f"<!DOCTYPE html><html><head><title>Interlink</title></head><body><p>"
-            f"{escape(message)}</p></body></html>").encode()
-
-
-async def _drain_request(receive: Any) -> None:
-    while True:
-        message = await receive()
-        if message.get("type") != "http.request" or not message.get("more_body"):
-            return

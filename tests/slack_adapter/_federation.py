@@ -136,11 +136,13 @@ async def slack_federation(
     *, mode: str = "socket", contacts: bool = True, register_john: bool = True,
     rate_limits: RateLimitSettings | None = None, pacing: float = 200.0,
     presence_interval: float = 3600.0, seed_extra: str = "", deadline: float = TEST_DEADLINE,
-    installations: tuple[SlackInstallationConfig, ...] = (),
+    installations: tuple[SlackInstallationConfig, ...] = (), listen: bool = False,
 ) -> AsyncIterator[SlackFederation]:
-    """Everything running; ``mode`` is ``socket`` or ``http`` (events to the adapter)."""
-    port = free_port() if mode == "http" else None
-    seed = make_seed(request_url=f"http://127.0.0.1:{port}/slack/events" if port else "",
+    """Everything running; ``mode`` is ``socket`` or ``http`` (events to the adapter).
+    ``listen``: serve the adapter's HTTP routes in Socket Mode too (file links)."""
+    port = free_port() if mode == "http" or listen else None
+    seed = make_seed(request_url=f"http://127.0.0.1:{port}/slack/events" if mode == "http"
+                     else "",
                      extra=seed_extra)
     limits = rate_limits or RateLimitSettings(post_message_per_second=500.0,
                                               post_message_burst=50,
@@ -173,7 +175,8 @@ async def slack_federation(
                                    presence_interval=presence_interval,
                                    authorize_url=sandbox.url + "/oauth/v2/authorize",
                                    redirect_uri=f"http://127.0.0.1:{port}/slack/oauth_redirect"
-                                   if port else ""),
+                                   if port else "",
+                                   public_url=f"http://127.0.0.1:{port}" if port else ""),
             secrets=SECRETS, web=web,
             installations=[SlackInstallationConfig(team_id=TEAM, bot_token="xoxb-interlink"),
                            *installations])

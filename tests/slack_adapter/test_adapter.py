@@ -200,7 +200,7 @@ async def test_edits_deletes_reactions_and_threads_from_the_contact() -> None:
 
 
 async def test_files_both_ways() -> None:
-    async with slack_federation() as fed:
+    async with slack_federation(listen=True) as fed:
         channel = await open_conversation(fed)
         # from the contact: a file at a URL is streamed into Slack's upload flow
         source_url = fed.sandbox.url + "/avatars/peter.png"
@@ -210,7 +210,7 @@ async def test_files_both_ways() -> None:
         await fed.settle()
         shared = [m for m in fed.sandbox.messages(channel) if m.get("files")]
         assert [f["name"] for m in shared for f in m["files"]] == ["pixel.png"]
-        # from Slack: john uploads; the contact gets a FileShare it can fetch
+        # from Slack: john uploads; the contact gets a signed Interlink link, no Slack login
         upload = await fed.act("xoxp-john", "files.getUploadURLExternal",
                                filename="notes.txt", length=5)
         await fed.http.post(upload["upload_url"], content=b"notes",
@@ -221,9 +221,12 @@ async def test_files_both_ways() -> None:
         event = await fed.next_event()
         assert isinstance(event, FileShare)
         assert (event.name, event.size, event.caption) == ("notes.txt", 5, "my notes")
-        fetched = await fed.http.get(event.url, headers={"Authorization":
-                                                         "Bearer xoxb-interlink"})
-        assert fetched.content == b"notes"
+        assert event.url.startswith(f"http://127.0.0.1:{fed.slack.listen_port}/slack/files/")
+        fetched = await fed.http.get(event.url)
+        assert (fetched.status_code, fetched.content) == (200, b"notes")
+        assert "notes.txt" in fetched.headers["content-disposition"]
+        forged = event.url[:-3] + ("AAA" if not event.url.endswith("AAA") else "BBB")
+        assert (await fed.http.get(forged)).status_code == 404
 
 
 async def test_a_flood_into_one_conversation_respects_the_channel_limit_and_loses_nothing(

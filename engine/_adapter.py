@@ -21,6 +21,7 @@ from typing import Literal, Protocol
 import msgspec
 import trio
 
+from ._address import Address
 from ._clock import Clock
 from ._directory import Directory, SessionRecord
 from ._errors import RemoteError
@@ -94,6 +95,12 @@ class EnginePort(Protocol):
     async def submit(self, event: Event) -> None:
         """Route an inbound event. Raises ``UnavailableError`` while the engine stops:
         the adapter must then not acknowledge the event to its platform."""
+        ...
+
+    async def record_rejected(self, *, sender: Address, receiver: Address, reason: str,
+                              event_id: str = "") -> None:
+        """Log a platform event rejected before it became a canonical event (malformed,
+        unknown user, not federated, too big): an ``error`` entry, outcome ``refused``."""
         ...
 
 

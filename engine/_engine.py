@@ -25,7 +25,8 @@ from ._adapter import Adapter
 from ._clock import Clock, SystemClock
 from ._directory import Directory
 from ._errors import LocalError, UnavailableError
-from ._events import Event, failed_outcome
+from ._address import Address
+from ._events import Event, failed_outcome, new_event_id
 from ._metadata_log import MetadataEntry, MetadataLog
 from ._policy import FederationPolicy
 from ._router import CONTACT_KIND, SESSION_KIND, Router, RoutingSettings
@@ -110,6 +111,14 @@ class Engine:
         if not self._accepting:
             raise UnavailableError("the engine is not accepting events (starting or stopping)")
         await self.router.route(event)
+
+    async def record_rejected(self, *, sender: Address, receiver: Address, reason: str,
+                              event_id: str = "") -> None:
+        await self.metadata_log.record(MetadataEntry(
+            timestamp=self._clock.now(), event_id=event_id or new_event_id(), sender=sender,
+            receiver=receiver, type="error", outcome="refused", reason=reason))
+        log.info("platform event rejected", extra={"reason": reason, "sender": str(sender),
+                                                   "receiver": str(receiver)})
 
     # -- actors ---------------------------------------------------------------
     async def _activate_session(self, actor_id: str) -> Actor:

@@ -205,6 +205,7 @@ class SlackAdapter:
         self._followed: _Bounded = _Bounded(self.settings.max_followed_users)
         self._presence: dict[Address, str] = {}
         self._topics: _Bounded = _Bounded(self.settings.max_profiles)
+        self._invited: _Bounded = _Bounded(self.settings.max_profiles)
         self._conversation_locks: dict[str, trio.Lock] = {}
         self.listen_port: int | None = None
         self.ready = trio.Event()
@@ -249,9 +250,14 @@ class SlackAdapter:
                                               dedupe=self.dedupe)
                     await nursery.start(client.run)
                 if self.settings.mode == "http" or self.settings.listen_port is not None:
-                    app = SlackRoutes(self, SlackEventsApp(
-                        signing_secret=self._secrets.signing_secret, handler=self,
-                        dedupe=self.dedupe, clock=port.clock.now))
+                    events: object = _no_events
+                    if self._secrets.signing_secret:
+                        events = SlackEventsApp(
+                            signing_secret=self._secrets.signing_secret, handler=self,
+                            dedupe=self.dedupe, clock=port.clock.now)
+                    elif self.settings.mode == "http":
+                        raise UnavailableError("HTTP mode needs the app's signing secret")
+                    app = SlackRoutes(self, events)
                     self.listen_port = await nursery.start(
                         lambda task_status: serve_http(app, host=self.settings.listen_host,
                                                        port=self.settings.listen_port or 0,
@@ -292,6 +298,10 @@ class SlackAdapter:
             return await self._deliver(event, session)
         except SlackApiError as exc:
             self.stats.delivery_failures += 1
+            if exc.auth_failed:
+                identity = self.port.directory.get_identity(event.destination)
+                if identity is not None:
+                    await self._revoke(identity.tenant, f"{exc.method}:{exc.error}")
             raise DeliveryError(exc.error, retryable=exc.retryable) from None
         except Untranslatable as exc:
             self.stats.delivery_failures += 1
@@ -427,11 +437,14 @@ class SlackAdapter:
             async with lock:
                 current = directory.get_session(session.session_id) or session
                 channel = current.conversation_ids.get(self.name)
-                if channel:
-                    return channel
-                channel = await self._create_conversation(identity, contact, token)
-                await directory.put_session(msgspec.structs.replace(
-                    current, conversation_ids={**current.conversation_ids, self.name: channel}))
+                if not channel:
+                    channel = await self._create_conversation(identity, contact, token)
+                    # stored at once: a failure below must not create a second channel
+                    await directory.put_session(msgspec.structs.replace(
+                        current, conversation_ids={**current.conversation_ids,
+                                                   self.name: channel}))
+                if channel not in self._invited:
+                    await self._invite(channel, identity, contact, token)
                 return channel
         finally:
             if not lock.locked() and lock.statistics().tasks_waiting == 0:
@@ -452,11 +465,6 @@ class SlackAdapter:
                     continue
                 raise
             channel = str(answer["channel"]["id"])
-            await self.web.call("conversations.invite", token=token, team_id=team_id,
-                                args={"channel": channel, "users": identity.user_id})
-            await self.web.call("conversations.setTopic", token=token, team_id=team_id,
-                                args={"channel": channel,
-                                      "topic": f"Chat with {contact} through Interlink"})
             self.stats.conversations_created += 1
             log.info("slack conversation created", extra={
                 "team_id": team_id, "channel": channel, "user_id": identity.user_id})
@@ -477,6 +485,21 @@ class SlackAdapter:
             await directory.put_session(session)
         return await self._conversation(session, identity, contact,
                                         self._bot_token(identity.tenant))
+
+    async def _invite(self, channel: str, identity: PlatformIdentity, contact: Address,
+                      token: str) -> None:
+        """Make sure the Slack user is in the conversation (once per channel and process)."""
+        team_id = identity.tenant
+        try:
+            await self.web.call("conversations.invite", token=token, team_id=team_id,
+                                args={"channel": channel, "users": identity.user_id})
+            await self.web.call("conversations.setTopic", token=token, team_id=team_id,
+                                args={"channel": channel,
+                                      "topic": f"Chat with {contact} through Interlink"})
+        except SlackApiError as exc:
+            if exc.error != "already_in_channel":
+                raise
+        self._invited.remember(channel, True)
 
     async def _direct_channel(self, identity: PlatformIdentity, token: str) -> str:
         """The bot's DM with the user: where notices without a session go."""
@@ -517,7 +540,7 @@ class SlackAdapter:
         try:
             answer = await self.web.call("auth.test", token=token, team_id=installation.tenant)
         except SlackApiError as exc:
-            if not exc.retryable:
+            if exc.auth_failed:  # the token is dead: say so once, stop using it
                 await self._revoke(installation.tenant, f"auth.test:{exc.error}")
                 return
             raise
@@ -618,7 +641,8 @@ class SlackAdapter:
                 await self.port.directory.put_installation(msgspec.structs.replace(
                     installation, credentials={
                         **credentials, "bot_token": str(answer.get("access_token", "")),
-                        "refresh_token": str(answer.get("refresh_token", "")),
+                        "refresh_token": str(answer.get("refresh_token")
+                                             or credentials["refresh_token"]),
                         "expires_at": str(now + float(answer.get("expires_in", 43_200)))}))
                 log.info("slack token rotated", extra={"team_id": installation.tenant})
             await trio.sleep(60)
@@ -795,7 +819,7 @@ class SlackAdapter:
                         source=address, destination=address, availability=state,
                         timestamp=self.port.clock.now()))
                 except UnavailableError:
-                    return
+                    self._presence.pop(address, None)  # not told: tell again next poll
 
 
 HELP = ("*Interlink* connects you with people on other chat platforms.\n"
@@ -804,6 +828,15 @@ HELP = ("*Interlink* connects you with people on other chat platforms.\n"
         "• `/interlink remove name@domain` — remove a contact\n"
         "• `/interlink list` — your external contacts\n"
         "Each contact gets a private conversation: what you write there goes to them.")
+
+
+async def _no_events(scope: Any, receive: Any, send: Any) -> None:
+    """Events over HTTP are off (Socket Mode without a signing secret)."""
+    if scope.get("type") != "http":
+        return
+    await send({"type": "http.response.start", "status": 404,
+                "headers": [(b"content-type", b"text/plain")]})
+    await send({"type": "http.response.body", "body": b"events arrive over Socket Mode"})
 
 
 async def _read_bounded(response: httpx.Response, limit: int) -> bytes:

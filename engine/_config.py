@@ -164,7 +164,41 @@ class SlackAdapterConfig(_Section, frozen=True, kw_only=True, tag="slack", tag_f
     post_message_per_second: float = 1.0
 
 
-AdapterConfig = LoopbackAdapterConfig | SlackAdapterConfig
+class XmppAdapterConfig(_Section, frozen=True, kw_only=True, tag="xmpp", tag_field="type"):
+    """An XMPP server component (XEP-0114) on any XMPP server."""
+
+    name: str = "xmpp"
+    #: "domain": the component serves the organisation's own domain (john@acme.com);
+    #: "hub": one domain serves everyone with escaped JIDs (john\\40acme.com@hub.example.net)
+    mode: Literal["domain", "hub"] = "domain"
+    component_domain: str
+    #: HOST:PORT of the server's component listener; empty: the embedded Prosody
+    server: str = ""
+    secret: SecretRef = SecretRef(env="XMPP_COMPONENT_SECRET")
+    #: message bodies above this many bytes are refused (not-acceptable)
+    max_body_bytes: int = 64 * 1024
+    #: stanzas waiting while disconnected, and how long they may wait
+    queue_limit: int = 10_000
+    queue_deadline: float = 30.0
+
+
+AdapterConfig = LoopbackAdapterConfig | SlackAdapterConfig | XmppAdapterConfig
+
+
+class ProsodySection(_Section, frozen=True, kw_only=True):
+    """A local Prosody started with the engine (demos and tests, never production).
+
+    Every XMPP adapter with an empty ``server`` becomes one of its components.
+    """
+
+    enabled: bool = False
+    state_dir: str = "state/prosody"
+    host: str = "widget.localhost"
+    #: 0: a free port, picked at start and printed
+    c2s_port: int = 0
+    component_port: int = 0
+    #: demo accounts on ``host``; passwords are generated once, kept in ``state_dir``
+    users: list[str] = []
 
 
 class SandboxSection(_Section, frozen=True, kw_only=True):
@@ -208,6 +242,7 @@ class Config(_Section, frozen=True, kw_only=True):
     contacts: list[ContactEntry] = []
     adapters: list[AdapterConfig] = []
     sandbox: SandboxSection = SandboxSection()
+    prosody: ProsodySection = ProsodySection()
     #: where the file was read from; relative paths are resolved against it
     base_dir: str = "."
 
@@ -280,6 +315,14 @@ def _check(config: Config, path: Path) -> None:
                               f"`$.adapters[{i}].name`")
         if isinstance(adapter, SlackAdapterConfig):
             _check_slack(adapter, f"$.adapters[{i}]", path)
+            continue
+        if isinstance(adapter, XmppAdapterConfig):
+            where = f"$.adapters[{i}]"
+            if adapter.server:
+                _host_port(adapter.server, f"{where}.server", path)
+            elif not config.prosody.enabled:
+                raise ConfigError(f"{path}: name the XMPP server's component listener "
+                                  f"(HOST:PORT), or enable [prosody] - at `{where}.server`")
             continue
         for j, text in enumerate(adapter.echo_users):
             _address(text, f"$.adapters[{i}].echo_users[{j}]", path)

@@ -22,10 +22,10 @@ import trio
 
 from ._actors import Actor, ActorFailedError, ActorKind, ActorSystem
 from ._adapter import Adapter
+from ._address import Address
 from ._clock import Clock, SystemClock
 from ._directory import Directory
 from ._errors import LocalError, UnavailableError
-from ._address import Address
 from ._events import Event, failed_outcome, new_event_id
 from ._metadata_log import MetadataEntry, MetadataLog
 from ._policy import FederationPolicy

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import secrets
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -19,7 +20,12 @@ import trio
 
 from adapters.slack.sandbox import RateLimitSettings, Sandbox, SandboxSettings, Seed, load_seed
 from engine import Adapter, Address, Config, DeliveryError
-from engine._config import LoopbackAdapterConfig, SlackAdapterConfig, read_secret
+from engine._config import (
+    LoopbackAdapterConfig,
+    SlackAdapterConfig,
+    XmppAdapterConfig,
+    read_secret,
+)
 from engine._errors import ConfigError
 from engine.testing import LoopbackAdapter
 
@@ -28,21 +34,35 @@ from ._supervisor import ChildSpec
 
 if TYPE_CHECKING:
     from adapters.slack._adapter import SlackAdapter
+    from adapters.xmpp._adapter import XmppAdapter
+    from adapters.xmpp._prosody import ProsodyInstance
 
 log = logging.getLogger("interlink.run")
 
 
-def build_adapters(config: Config) -> list[Adapter]:
+class Embedded:
+    """The local platform servers ``interlink run`` started (filled in as they start)."""
+
+    def __init__(self) -> None:
+        self.prosody: ProsodyInstance | None = None
+        self.prosody_passwords: dict[str, str] = {}
+        self.sandbox_url = ""
+
+
+def build_adapters(config: Config, embedded: Embedded | None = None) -> list[Adapter]:
+    embedded = embedded or Embedded()
     adapters: list[Adapter] = []
     for entry in config.adapters:
-        if isinstance(entry, LoopbackAdapterConfig):
+        if isinstance(entry, XmppAdapterConfig):
+            adapters.append(build_xmpp_adapter(entry, config, embedded))
+        elif isinstance(entry, LoopbackAdapterConfig):
             adapters.append(LoopbackAdapter(
                 entry.name, echo_users=[Address.parse(a) for a in entry.echo_users],
                 known_users=None if entry.known_users is None
                 else [Address.parse(a) for a in entry.known_users],
                 crash_deliveries={Address.parse(a): n for a, n in entry.crash_deliveries.items()},
                 keep_outbox=False))
-        else:
+        elif isinstance(entry, SlackAdapterConfig):
             adapters.append(build_slack_adapter(entry, config))
     return adapters
 
@@ -66,7 +86,7 @@ def build_slack_adapter(entry: SlackAdapterConfig, config: Config) -> SlackAdapt
     web = SlackWebClient(settings=WebApiSettings(
         base_url=entry.api_url, post_message_per_second=entry.post_message_per_second))
 
-    def secrets() -> tuple[SlackSecrets, list[SlackInstallationConfig]]:
+    def read_secrets() -> tuple[SlackSecrets, list[SlackInstallationConfig]]:
         found = SlackSecrets(
             signing_secret=read_secret(entry.signing_secret, config, "signing secret"),
             app_token=read_secret(entry.app_token, config, "app-level token"),
@@ -92,7 +112,80 @@ def build_slack_adapter(entry: SlackAdapterConfig, config: Config) -> SlackAdapt
             installations.append(SlackInstallationConfig(team_id=item.team_id, bot_token=token))
         return found, installations
 
-    return SlackAdapter(settings=settings, web=web, secrets_source=secrets, owns_web=True)
+    return SlackAdapter(settings=settings, web=web, secrets_source=read_secrets, owns_web=True)
+
+
+def build_xmpp_adapter(entry: XmppAdapterConfig, config: Config,
+                       embedded: Embedded) -> XmppAdapter:
+    """The XMPP component adapter; its server is named or is the embedded Prosody."""
+    from adapters.xmpp._adapter import XmppAdapter, XmppSettings
+    from adapters.xmpp._jid import AddressingSettings
+
+    def server() -> tuple[str, int, str]:
+        if entry.server:
+            host, _, port = entry.server.rpartition(":")
+            secret = read_secret(entry.secret, config, "component secret")
+            if not secret:
+                raise ConfigError(f"adapter {entry.name!r}: no component secret "
+                                  f"({_where(entry.secret.env, entry.secret.file)})")
+            return host.strip("[]"), int(port), secret
+        instance = embedded.prosody
+        if instance is None:
+            raise ConfigError(f"adapter {entry.name!r}: the embedded Prosody is not running")
+        return "127.0.0.1", instance.component_port, instance.components[
+            entry.component_domain.lower()]
+
+    settings = XmppSettings(
+        name=entry.name, addressing=AddressingSettings(mode=entry.mode,
+                                                       component_domain=entry.component_domain),
+        max_body_bytes=entry.max_body_bytes, queue_limit=entry.queue_limit,
+        queue_deadline=entry.queue_deadline)
+    return XmppAdapter(settings=settings, server=server)
+
+
+def prosody_child(config: Config, embedded: Embedded) -> ChildSpec | None:
+    """The embedded Prosody (demos): one component per XMPP adapter without a server."""
+    from adapters.xmpp._prosody import ProsodySettings, run_prosody
+
+    section = config.prosody
+    if not section.enabled:
+        return None
+    state_dir = config.path(section.state_dir)
+    domains = [a.component_domain.lower() for a in config.adapters
+               if isinstance(a, XmppAdapterConfig) and not a.server]
+
+    async def start_prosody(*, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+                            ) -> None:
+        secrets_dir = state_dir / "secrets"
+        components = {d: _kept_secret(secrets_dir / f"component.{d}") for d in domains}
+        passwords = {u: _kept_secret(secrets_dir / f"password.{u}", length=12)
+                     for u in section.users}
+        settings = ProsodySettings(state_dir=state_dir, host=section.host,
+                                   components=components, users=passwords,
+                                   c2s_port=section.c2s_port,
+                                   component_port=section.component_port)
+        async with trio.open_nursery() as nursery:
+            instance = await nursery.start(run_prosody, settings)
+            embedded.prosody = instance
+            embedded.prosody_passwords = passwords
+            log.info("prosody started", extra={"host": section.host,
+                                               "c2s_port": instance.c2s_port,
+                                               "component_port": instance.component_port})
+            task_status.started()
+
+    return ChildSpec(id="prosody", start=start_prosody, shutdown=10.0)
+
+
+def _kept_secret(path: Path, *, length: int = 32) -> str:
+    """A random secret kept in ``path`` (mode 0600), created on first use."""
+    if path.exists():
+        value = path.read_text(encoding="utf-8").strip()
+        if value:
+            return value
+    path.parent.mkdir(parents=True, exist_ok=True)
+    value = secrets.token_urlsafe(length)[:length]
+    _write_private(path, value)
+    return value
 
 
 def _where(env: str, file: str) -> str:

@@ -60,7 +60,7 @@ from engine._config import LoopbackAdapterConfig
 from engine.testing import LoopbackAdapter, MemoryDirectory
 
 from ._control import ControlApp
-from ._platforms import build_adapters, sandbox_child, sandbox_sayers
+from ._platforms import Embedded, build_adapters, prosody_child, sandbox_child, sandbox_sayers
 from ._supervisor import ChildSpec, Supervisor
 
 log = logging.getLogger("interlink.run")
@@ -226,22 +226,23 @@ async def run_engine(config: Config, *, clock: Clock | None = None,
                      task_status: trio.TaskStatus[Runtime] = trio.TASK_STATUS_IGNORED) -> None:
     """Run the engine described by ``config`` until SIGINT/SIGTERM, then stop gracefully."""
     clock = clock or SystemClock()
+    embedded = Embedded()
     async with open_storage(config) as (directory, store):
         await apply_to_directory(config, directory, now=clock.now())
         metadata_log = MetadataLog(store, directory, clock,
                                    retention_days=config.metadata.retention_days,
                                    rollup_retention_days=config.metadata.rollup_retention_days)
         engine = Engine(directory=directory, metadata_log=metadata_log,
-                        adapters=build_adapters(config), clock=clock,
+                        adapters=build_adapters(config, embedded), clock=clock,
                         settings=config.engine_settings())
         stopping = trio.Event()
         root_holder: list[Supervisor] = []
         bound: list[str] = []
         control = _control_child(engine, config, root_holder, stopping, bound) \
             if config.control.enabled else None
-        sandbox = sandbox_child(config)
-        root = build_tree(engine, directory, store, control,
-                          [sandbox] if sandbox is not None else None)
+        platforms = [c for c in (sandbox_child(config), prosody_child(config, embedded))
+                     if c is not None]
+        root = build_tree(engine, directory, store, control, platforms)
         root_holder.append(root)
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
             async with trio.open_nursery() as nursery:

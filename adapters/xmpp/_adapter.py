@@ -1,0 +1,363 @@
+"""The XMPP adapter's I/O layer: one component connection, stanzas in and out.
+
+Translation is pure (:mod:`._translate`); the connection (:mod:`._component`)
+owns reconnects and the bounded queue of stanzas sent while disconnected.
+This module wires both to the engine:
+
+- **Inbound**: each stanza -> ``decode_stanza`` -> ``port.submit``. What
+  cannot be translated (malformed, unknown JIDs, users who have not federated,
+  oversized bodies) is answered with an XMPP error stanza, never routed, and
+  logged in the metadata log as an error. Service discovery and vCard requests
+  are answered here.
+- **Outbound**: ``encode_event`` -> ``connection.send``; a full queue or a
+  deadline while the server is away is a retryable ``DeliveryError``.
+- **Resync**: after every (re)connect, the presence of active contacts is
+  probed, so both sides see current presence again.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import OrderedDict
+from collections.abc import Callable, Iterable
+from typing import Any
+from xml.etree.ElementTree import Element
+
+import msgspec
+import trio
+
+from engine import (
+    Address,
+    Capability,
+    ContactAccept,
+    DeliveryError,
+    DeliveryResult,
+    EnginePort,
+    Event,
+    Message,
+    Presence,
+    Profile,
+    ReactionAdd,
+    ReactionRemove,
+    SessionRecord,
+    UnavailableError,
+)
+
+from . import _translate as translate
+from ._component import ComponentConnection, ComponentUnavailable, InvalidStanza
+from ._jid import AddressingSettings, AddressMapper, JidError, bare_jid
+
+log = logging.getLogger("interlink.xmpp")
+
+PLATFORM = "xmpp"
+CAPABILITIES: frozenset[Capability] = frozenset({
+    "edits", "retractions", "reactions", "typing", "presence", "profiles", "files",
+    "contacts", "outcomes", "delivery_receipts", "threads",
+})
+
+#: host, port and secret of the server's component listener, asked at each start
+ServerSource = Callable[[], tuple[str, int, str]]
+
+
+class XmppSettings(msgspec.Struct, frozen=True, kw_only=True):
+    name: str = PLATFORM
+    addressing: AddressingSettings
+    max_body_bytes: int = 64 * 1024
+    queue_limit: int = 10_000
+    queue_deadline: float = 30.0
+    #: sessions scanned for contacts to probe after a reconnect
+    max_resync_sessions: int = 10_000
+    #: remembered presences, profiles and reaction sets (least recent dropped first)
+    max_remembered: int = 50_000
+
+
+class XmppStats(msgspec.Struct, kw_only=True):
+    stanzas_in: int = 0
+    events_submitted: int = 0
+    rejected: int = 0
+    ignored: int = 0
+    answered: int = 0
+    deliveries: int = 0
+    probes_sent: int = 0
+
+
+class _Bounded(OrderedDict[Any, Any]):
+    def __init__(self, limit: int) -> None:
+        super().__init__()
+        self.limit = limit
+
+    def remember(self, key: Any, value: Any) -> None:
+        self[key] = value
+        self.move_to_end(key)
+        while len(self) > self.limit:
+            self.popitem(last=False)
+
+
+class XmppAdapter:
+    """Interlink as an XMPP server component (XEP-0114)."""
+
+    def __init__(self, *, settings: XmppSettings, server: ServerSource,
+                 connection_options: dict[str, Any] | None = None) -> None:
+        self.settings = settings
+        self.mapper = AddressMapper(settings.addressing)
+        self._server = server
+        self._options = connection_options or {}
+        self.stats = XmppStats()
+        self._port: EnginePort | None = None
+        self._connection: ComponentConnection | None = None
+        #: latest presence and profile of each platform-side (local) user
+        self._presence = _Bounded(settings.max_remembered)
+        self._profiles = _Bounded(settings.max_remembered)
+        self._reactions = _Bounded(settings.max_remembered)
+        #: canonical ids of inbound messages whose sender asked for a receipt (XEP-0184)
+        self._receipts = _Bounded(settings.max_remembered)
+        self.ready = trio.Event()
+
+    @property
+    def name(self) -> str:
+        return self.settings.name
+
+    @property
+    def capabilities(self) -> frozenset[Capability]:
+        return CAPABILITIES
+
+    @property
+    def port(self) -> EnginePort:
+        if self._port is None:
+            raise UnavailableError("the XMPP adapter is not running")
+        return self._port
+
+    @property
+    def connection(self) -> ComponentConnection:
+        if self._connection is None:
+            raise UnavailableError("the XMPP adapter is not running")
+        return self._connection
+
+    # -- Adapter protocol -------------------------------------------------------
+    async def run(self, port: EnginePort, *,
+                  task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        self._port = port
+        host, server_port, secret = self._server()
+        connection = ComponentConnection(
+            self.mapper.component_domain, secret, host, server_port,
+            on_connected=self._resync, queue_limit=self.settings.queue_limit,
+            queue_deadline=self.settings.queue_deadline, **self._options)
+        self._connection = connection
+        async with trio.open_nursery() as nursery:
+            await nursery.start(connection.run)
+            nursery.start_soon(self._inbound)
+            self.ready.set()
+            log.info("xmpp adapter started", extra={
+                "component": self.mapper.component_domain, "mode": self.mapper.mode,
+                "server": f"{host}:{server_port}"})
+            task_status.started()
+
+    async def deliver(self, event: Event, session: SessionRecord | None) -> DeliveryResult:
+        if isinstance(event, Presence):
+            self._presence.remember(event.source, event)
+        elif isinstance(event, Profile):
+            self._profiles.remember(event.source, event)
+        try:
+            stanzas = translate.encode_event(event, mapper=self.mapper, ids=self._ids())
+        except translate.Untranslatable as exc:
+            raise DeliveryError(exc.reason) from None
+        except JidError as exc:
+            raise DeliveryError(f"jid:{exc.condition}") from None
+        if isinstance(event, ContactAccept):
+            # accepting also subscribes back, so that both sides see each other's presence
+            stanzas += translate.subscribe_back(event, mapper=self.mapper)
+        try:
+            await self.connection.send(stanzas)
+        except ComponentUnavailable as exc:
+            raise DeliveryError(f"xmpp-unavailable:{exc.reason}", retryable=True) from None
+        except InvalidStanza as exc:
+            raise DeliveryError(f"invalid-stanza:{type(exc).__name__}") from None
+        self.stats.deliveries += 1
+        self._track_reaction(event)
+        message_id = translate.message_id_of(stanzas)
+        return DeliveryResult(platform_message_id=message_id or "")
+
+    # -- inbound ------------------------------------------------------------------
+    async def _inbound(self) -> None:
+        async for batch in self.connection.inbound:
+            for stanza in batch:
+                self.stats.stanzas_in += 1
+                await self._handle(stanza)
+
+    async def _handle(self, stanza: Element) -> None:
+        resubscribe = self._approve_resubscribe(stanza)
+        if resubscribe is not None:
+            self.stats.answered += 1
+            await self._send_quietly(resubscribe)
+            return
+        answer = translate.answer_directly(stanza, mapper=self.mapper,
+                                           presence_of=self._presence.get,
+                                           profile_of=self._profiles.get,
+                                           is_contact=self._is_contact)
+        if answer is not None:
+            self.stats.answered += 1
+            await self._send_quietly(answer)
+            return
+        decoded = translate.decode_stanza(stanza, mapper=self.mapper, ids=self._ids(),
+                                          now=self.port.clock.now(),
+                                          max_body_bytes=self.settings.max_body_bytes)
+        if isinstance(decoded, translate.StanzaError):
+            await self._reject(stanza, decoded)
+            return
+        if isinstance(decoded, translate.Ignored | translate.Query):
+            self.stats.ignored += 1  # queries were answered above; nothing else to do
+            return
+        for event in decoded:
+            if isinstance(event, Message) and translate.receipt_requested(stanza):
+                self._receipts.remember(event.event_id, True)
+            refusal = self._refusal(event)
+            if refusal is not None:
+                await self._reject(stanza, refusal)
+                return
+            self._track_reaction(event)
+            try:
+                await self.port.submit(event)
+            except UnavailableError:
+                # no acks on a component stream: tell the sender to try again later
+                await self._reject(stanza, translate.StanzaError(
+                    condition="service-unavailable", type="wait", text="restarting"))
+                return
+            self.stats.events_submitted += 1
+
+    def _approve_resubscribe(self, stanza: Element) -> list[Element] | None:
+        """A ``subscribe`` from a contact already accepted (clients subscribe back after
+        accepting): approve it here instead of asking the local user again."""
+        if stanza.tag != f"{{{translate.NS_CLIENT}}}presence" or \
+                stanza.get("type") != "subscribe":
+            return None
+        try:
+            remote = self.mapper.address_of_remote(bare_jid(stanza.get("from", "")))
+            local = self.mapper.address_of_local(bare_jid(stanza.get("to", "")))
+        except (JidError, ValueError):
+            return None
+        if not self._is_contact(local, remote):
+            return None
+        approval = translate.encode_event(ContactAccept(source=local, destination=remote),
+                                          mapper=self.mapper, ids=self._ids())
+        presence = self._presence.get(local)
+        if presence is not None:  # and show where the local user is, as a server would
+            approval += translate.resync_presence(local, remote, mapper=self.mapper,
+                                                  presence=presence)[1:]
+        return approval
+
+    def _refusal(self, event: Event) -> translate.StanzaError | None:
+        """Bad addressing the XMPP sender should hear about at once (nothing routed)."""
+        directory = self.port.directory
+        if directory.get_identity(event.destination) is None and \
+                directory.get_domain_route(event.destination.domain) is not None and \
+                directory.get_domain_route(event.destination.domain).internal:  # type: ignore[union-attr]
+            return translate.StanzaError(condition="item-not-found", type="cancel",
+                                         text="no such user")
+        if isinstance(event, translate.CONVERSATION_EVENTS) and not self._is_contact(
+                event.destination, event.source):
+            return translate.StanzaError(condition="subscription-required", type="auth",
+                                         text="add this contact first")
+        return None
+
+    def _track_reaction(self, event: Event) -> None:
+        """XEP-0444 sends a reactor's whole set each time: keep each set current."""
+        if not isinstance(event, ReactionAdd | ReactionRemove):
+            return
+        key = (event.target_id, event.source)
+        current = self._reactions.get(key, frozenset())
+        updated = current | {event.emoji} if isinstance(event, ReactionAdd) \
+            else current - {event.emoji}
+        self._reactions.remember(key, frozenset(updated))
+
+    def _is_contact(self, local: Address, remote: Address) -> bool:
+        record = self.port.directory.get_contact(local, remote)
+        return record is not None and record.state == "accepted"
+
+    async def _reject(self, stanza: Element, error: translate.StanzaError) -> None:
+        self.stats.rejected += 1
+        reply = translate.error_reply(stanza, error.condition, error.type, error.text)
+        if reply is not None:
+            await self._send_quietly(reply)
+        sender, receiver = self._parties(stanza)
+        await self.port.record_rejected(sender=sender, receiver=receiver,
+                                        reason=f"xmpp:{error.condition}")
+
+    def _parties(self, stanza: Element) -> tuple[Address, Address]:
+        unknown = Address(user="unknown", domain="invalid")
+        addresses = []
+        for attribute, local in (("from", False), ("to", True)):
+            try:
+                jid = bare_jid(stanza.get(attribute, ""))
+                addresses.append(self.mapper.address_of_local(jid) if local
+                                 else self.mapper.address_of_remote(jid))
+            except (JidError, ValueError):
+                addresses.append(unknown)
+        return addresses[0], addresses[1]
+
+    async def _send_quietly(self, stanzas: Element | list[Element]) -> None:
+        """Replies the server may drop while we are away (errors, disco, vCards)."""
+        try:
+            await self.connection.send(stanzas if isinstance(stanzas, list) else [stanzas])
+        except (ComponentUnavailable, InvalidStanza) as exc:
+            log.info("xmpp reply not sent", extra={"error": type(exc).__name__})
+
+    def _ids(self) -> translate.MessageIdLookup:
+        return _Ids(self)
+
+    # -- resync -------------------------------------------------------------------
+    async def _resync(self) -> None:
+        """After a (re)connect: probe active contacts' presence and show ours again."""
+        probes: list[Element] = []
+        for local, remote in self._active_pairs():
+            probes += translate.resync_presence(local, remote, mapper=self.mapper,
+                                                presence=self._presence.get(local))
+        if probes:
+            self.stats.probes_sent += len(probes)
+            await self._send_quietly(probes)
+        log.info("xmpp presence resynced", extra={"stanzas": len(probes)})
+
+    def _active_pairs(self) -> Iterable[tuple[Address, Address]]:
+        directory = self.port.directory
+        after, seen = "", 0
+        while seen < self.settings.max_resync_sessions:
+            page = directory.list_sessions(after=after, limit=500)
+            if not page:
+                return
+            for session in page:
+                seen += 1
+                for local, remote in ((session.a, session.b), (session.b, session.a)):
+                    if self.mapper.is_local(str(local)) or not self._serves(remote):
+                        continue
+                    if self._is_contact(local, remote):
+                        yield local, remote
+            after = page[-1].session_id
+
+    def _serves(self, address: Address) -> bool:
+        route = self.port.directory.get_domain_route(address.domain)
+        return route is not None and route.platform == self.name
+
+
+class _Ids:
+    """The message-id map as the translation layer sees it (synchronous reads)."""
+
+    def __init__(self, adapter: XmppAdapter) -> None:
+        self._adapter = adapter
+        self._directory = adapter.port.directory
+
+    def canonical_id(self, xmpp_id: str) -> str | None:
+        return self._directory.find_canonical_id(self._adapter.name, xmpp_id)
+
+    def xmpp_id(self, canonical_id: str) -> str | None:
+        record = self._directory.get_message_ids(canonical_id)
+        return None if record is None else record.platform_ids.get(self._adapter.name)
+
+    def reactions(self, canonical_id: str, reactor: Address) -> frozenset[str]:
+        found = self._adapter._reactions.get((canonical_id, reactor))
+        return found if isinstance(found, frozenset) else frozenset()
+
+    def set_reactions(self, canonical_id: str, reactor: Address,
+                      emoji: frozenset[str]) -> None:
+        self._adapter._reactions.remember((canonical_id, reactor), emoji)
+
+    def receipt_requested(self, canonical_id: str) -> bool:
+        return bool(self._adapter._receipts.get(canonical_id))

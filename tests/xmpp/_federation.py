@@ -1,0 +1,195 @@
+"""The first federation end to end: john@acme.localhost on Slack (the sandbox) and
+peter@widget.localhost on a real Prosody, through a real engine with both adapters.
+
+The component serves acme.localhost itself (domain mode): John's JID is
+john@acme.localhost.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import msgspec
+import trio
+
+from adapters.slack._adapter import SlackAdapter, SlackInstallationConfig, SlackSettings
+from adapters.slack._webapi import SlackWebClient, WebApiSettings
+from adapters.slack.sandbox import RateLimitSettings, Sandbox
+from adapters.xmpp._adapter import XmppAdapter, XmppSettings
+from adapters.xmpp._client import Received, TestClient, open_client
+from adapters.xmpp._component import ReconnectPolicy
+from adapters.xmpp._jid import AddressingSettings
+from adapters.xmpp._prosody import ProsodyInstance, ProsodySettings, run_prosody
+from engine import (
+    METADATA_DBS,
+    Address,
+    DeliveryOutcome,
+    DomainAgreement,
+    DomainRoute,
+    Engine,
+    EngineSettings,
+    MemoryKV,
+    MetadataLog,
+    PlatformIdentity,
+    SystemClock,
+)
+from engine.testing import MemoryDirectory
+from tests.slack_adapter._federation import SECRETS, TEAM, free_port
+from tests.slack_sandbox._kit import APP, JOHN, fast_settings, make_seed, running
+
+from .conftest import FAST_RECONNECT
+
+JOHN_ADDRESS = Address.parse("john@acme.localhost")
+PETER_ADDRESS = Address.parse("peter@widget.localhost")
+PETER_JID = "peter@widget.localhost"
+JOHN_JID = "john@acme.localhost"
+COMPONENT_SECRET = "component-secret"
+PETER_PASSWORD = "peter-password"
+
+
+class XmppFederation:
+    def __init__(self, sandbox: Sandbox, prosody: ProsodyInstance, engine: Engine,
+                 slack: SlackAdapter, xmpp: XmppAdapter, directory: MemoryDirectory,
+                 http: httpx.AsyncClient, peter: TestClient) -> None:
+        self.sandbox = sandbox
+        self.prosody = prosody
+        self.engine = engine
+        self.slack = slack
+        self.xmpp = xmpp
+        self.directory = directory
+        self.http = http
+        self.peter = peter
+
+    async def act(self, method: str, token: str = "xoxp-john", **args: Any) -> dict[str, Any]:
+        """Call the sandbox's Web API as John (or another token)."""
+        response = await self.http.post(self.sandbox.api_url + method, json=args,
+                                        headers={"Authorization": f"Bearer {token}"})
+        answer: dict[str, Any] = response.json()
+        assert answer.get("ok"), f"{method} failed: {answer}"
+        return answer
+
+    async def command(self, text: str) -> str:
+        reply = await self.sandbox.run_command("xoxp-john", "/interlink", text,
+                                               channel="C0GENERAL")
+        assert reply.ok, reply.error
+        answer: str = reply.response["text"]
+        return answer
+
+    def conversation(self) -> str:
+        session = self.directory.find_session(JOHN_ADDRESS, PETER_ADDRESS)
+        assert session is not None and session.conversation_ids.get("slack")
+        return session.conversation_ids["slack"]
+
+    async def quiesce(self) -> None:
+        """Every event Slack published is acked, and the engine is idle."""
+        def all_acked(_: object) -> bool:
+            acked = {r.id for r in self.sandbox.deliveries.records if r.kind == "event" and r.ok}
+            return len(acked) >= self.sandbox.statistics().events_published
+
+        while True:
+            published = self.sandbox.statistics().events_published
+            if published:
+                await self.sandbox.wait_for_delivery(all_acked)
+            await self.engine.actors.drain()
+            if self.sandbox.statistics().events_published == published:
+                return
+
+    async def slack_gets(self, predicate: Callable[[dict[str, Any]], bool]) -> dict[str, Any]:
+        """The first message in John's conversation matching ``predicate``, once there.
+
+        XMPP traffic has no acknowledgement to wait on, so this watches Slack's state
+        (bounded by the test's deadline)."""
+        while True:
+            for message in self.sandbox.messages(self.conversation()):
+                if predicate(message):
+                    return message
+            await trio.sleep(0.02)
+
+    async def slack_messages(self) -> list[dict[str, Any]]:
+        await self.quiesce()
+        return sorted(self.sandbox.messages(self.conversation()), key=lambda m: float(m["ts"]))
+
+    async def peter_gets(self, kind: str = "message", *, skip_types: tuple[str, ...] = (),
+                         ) -> Received:
+        """Peter's next stanza of ``kind`` (chat states and ``skip_types`` left out)."""
+        while True:
+            stanza = await self.peter.next_stanza(kind)
+            if stanza.type in skip_types or stanza.sender.startswith(PETER_JID):
+                continue  # Prosody reflects Peter's own presence to him
+            if kind == "message" and not stanza.body and "chatstates" in stanza.xml \
+                    and "reactions" not in stanza.xml and "retract" not in stanza.xml:
+                continue
+            return stanza
+
+    async def befriend(self) -> None:
+        """John adds Peter from Slack, Peter accepts in his client."""
+        assert "Asked peter@widget.localhost" in await self.command(
+            "add peter@widget.localhost")
+        request = await self.peter_gets("presence")
+        assert (request.type, request.sender) == ("subscribe", JOHN_JID), request
+        await self.peter.send_raw(f"<presence to='{JOHN_JID}' type='subscribed'/>")
+        await self.engine.actors.drain()
+        while True:
+            contact = self.directory.get_contact(JOHN_ADDRESS, PETER_ADDRESS)
+            if contact is not None and contact.state == "accepted":
+                return
+            await self.peter.next_stanza("presence")  # john subscribes back, etc.
+
+
+@asynccontextmanager
+async def xmpp_federation(tmp_path: Path) -> AsyncIterator[XmppFederation]:
+    seed = make_seed()
+    limits = RateLimitSettings(post_message_per_second=500.0, post_message_burst=50,
+                               per_minute=(600.0, 6000.0, 6000.0, 6000.0, 6000.0))
+    settings = msgspec.structs.replace(fast_settings(ack_timeout=3.0), rate_limits=limits)
+    prosody_settings = ProsodySettings(state_dir=tmp_path / "prosody", host="widget.localhost",
+                                       components={"acme.localhost": COMPONENT_SECRET},
+                                       users={"peter": PETER_PASSWORD})
+    async with running(seed, settings=settings, deadline=60) as sandbox, \
+            httpx.AsyncClient(trust_env=False) as http, trio.open_nursery() as servers:
+        prosody: ProsodyInstance = await servers.start(run_prosody, prosody_settings)
+        directory = MemoryDirectory()
+        await directory.put_domain_route(DomainRoute(domain="acme.localhost", platform="slack",
+                                                     tenant=TEAM, internal=True))
+        await directory.put_domain_route(DomainRoute(domain="widget.localhost",
+                                                     platform="xmpp"))
+        await directory.put_domain_agreement(DomainAgreement(
+            domain_a="acme.localhost", domain_b="widget.localhost", decision="allow"))
+        await directory.put_identity(PlatformIdentity(address=JOHN_ADDRESS, platform="slack",
+                                                      tenant=TEAM, user_id=JOHN))
+        port = free_port()
+        slack = SlackAdapter(
+            settings=SlackSettings(listen_port=port, public_url=f"http://127.0.0.1:{port}",
+                                   presence_interval=0.2),
+            secrets=SECRETS, web=SlackWebClient(settings=WebApiSettings(
+                base_url=sandbox.api_url, post_message_per_second=200.0), http=http),
+            installations=[SlackInstallationConfig(team_id=TEAM, bot_token="xoxb-interlink")])
+        xmpp = XmppAdapter(
+            settings=XmppSettings(addressing=AddressingSettings(
+                component_domain="acme.localhost"), queue_deadline=20.0),
+            server=lambda: ("127.0.0.1", prosody.component_port, COMPONENT_SECRET),
+            connection_options={"reconnect": FAST_RECONNECT})
+        clock = SystemClock()
+        engine = Engine(directory=directory, adapters=[slack, xmpp], clock=clock,
+                        metadata_log=MetadataLog(MemoryKV(METADATA_DBS), directory, clock),
+                        settings=EngineSettings(shard_count=2))
+        async with trio.open_nursery() as nursery:
+            await nursery.start(engine.run)
+            await sandbox.wait_socket_connections(APP)
+            async with open_client(PETER_JID, PETER_PASSWORD, "127.0.0.1",
+                                   prosody.c2s_port) as peter:
+                yield XmppFederation(sandbox, prosody, engine, slack, xmpp, directory, http,
+                                     peter)
+            nursery.cancel_scope.cancel()
+        servers.cancel_scope.cancel()
+
+
+def is_receipt(event: object) -> bool:
+    return isinstance(event, DeliveryOutcome) and event.status == "delivered"
+
+
+ReconnectPolicy  # noqa: B018 - re-exported for tests that tune reconnects

@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
-CONFIG ?= examples/loopback.toml
+CONFIG ?= examples/demo.toml
 
 .PHONY: setup prosody run test lint typecheck unit clean
 

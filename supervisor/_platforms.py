@@ -273,3 +273,49 @@ def sandbox_sayers(config: Config, adapters: Sequence[Adapter]) -> dict[str, Say
 
         sayers[adapter.name] = say
     return sayers
+
+
+def demo_details(config: Config, embedded: Embedded) -> dict[str, Any] | None:
+    """What ``interlink demo --script`` and the banner need, when the config runs both
+    embedded platforms (ports and file paths; the password stays in its file)."""
+    instance = embedded.prosody
+    if not config.sandbox.enabled or instance is None or not config.prosody.users:
+        return None
+    slack = next((a for a in config.adapters if isinstance(a, SlackAdapterConfig)), None)
+    person = next((i for i in config.identities if slack and i.platform == slack.name), None)
+    if slack is None or person is None:
+        return None
+    user = config.prosody.users[0]
+    return {
+        "slack": {"api_url": slack.api_url, "sandbox": slack.api_url.removesuffix("/api/"),
+                  "user": {"address": person.address, "team_id": person.tenant,
+                           "user_id": person.user_id}},
+        "xmpp": {"host": "127.0.0.1", "c2s_port": instance.c2s_port,
+                 "domain": config.prosody.host, "user": f"{user}@{config.prosody.host}",
+                 "password_file": str(config.path(config.prosody.state_dir) / "secrets"
+                                      / f"password.{user}")},
+    }
+
+
+def demo_banner(details: dict[str, Any], config_path: str) -> str:
+    """How to talk as each side, printed when the demo is up."""
+    slack, xmpp = details["slack"], details["xmpp"]
+    john, peter = slack["user"]["address"], xmpp["user"]
+    password = Path(xmpp["password_file"]).read_text(encoding="utf-8").strip()
+    config = f" --config {config_path}" if config_path else ""
+    return f"""
+Interlink demo is up: {john} on Slack <-> {peter} on XMPP.
+
+  Slack side (the local sandbox at {slack["sandbox"]}, workspace Acme, user John):
+    interlink say --as {john} --to {peter} "hi *Peter*"{config}
+    slash commands:  curl -H 'Authorization: Bearer xoxp-john' \\
+      -H 'Content-Type: application/json' -d '{{"command": "/interlink", "text": "add {peter}", "channel": "C0GENERAL"}}' \\
+      {slack["sandbox"]}/sandbox/command
+
+  XMPP side (Prosody at {xmpp["host"]}:{xmpp["c2s_port"]}; plaintext login allowed, STARTTLS
+  with a self-signed certificate) - any XMPP client:
+    JID {peter}   password {password}
+
+  The whole tour, every feature, checked on the other side:
+    interlink demo --script{config}
+"""

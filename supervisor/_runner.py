@@ -60,7 +60,16 @@ from engine._config import LoopbackAdapterConfig
 from engine.testing import LoopbackAdapter, MemoryDirectory
 
 from ._control import ControlApp
-from ._platforms import Embedded, build_adapters, prosody_child, sandbox_child, sandbox_sayers
+from ._demo import write_demo_info
+from ._platforms import (
+    Embedded,
+    build_adapters,
+    demo_banner,
+    demo_details,
+    prosody_child,
+    sandbox_child,
+    sandbox_sayers,
+)
 from ._supervisor import ChildSpec, Supervisor
 
 log = logging.getLogger("interlink.run")
@@ -222,7 +231,7 @@ async def _quiesce(engine: Engine) -> None:
             await adapter.wait_echo_idle()
 
 
-async def run_engine(config: Config, *, clock: Clock | None = None,
+async def run_engine(config: Config, *, clock: Clock | None = None, config_path: str = "",
                      task_status: trio.TaskStatus[Runtime] = trio.TASK_STATUS_IGNORED) -> None:
     """Run the engine described by ``config`` until SIGINT/SIGTERM, then stop gracefully."""
     clock = clock or SystemClock()
@@ -251,6 +260,10 @@ async def run_engine(config: Config, *, clock: Clock | None = None,
                 log.info("ready", extra={"data_dir": str(config.data_dir()),
                                          "control": bound})
                 await _send_seed_events(config, engine, clock)
+                details = demo_details(config, embedded)
+                if details is not None:
+                    write_demo_info(config, details)
+                    print(demo_banner(details, config_path), flush=True)
                 task_status.started(Runtime(engine, root, bound[0] if bound else None))
                 async for signum in signals:
                     log.info("signal received", extra={"signal": signal.Signals(signum).name})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 from collections.abc import Callable, Sequence
 from importlib.metadata import PackageNotFoundError, version
@@ -95,6 +96,18 @@ def build_parser() -> argparse.ArgumentParser:
     add_endpoint_options(say)
     say.set_defaults(handler=run_say)
 
+    demo = commands.add_parser(
+        "demo", help="tour every federation feature through the running demo",
+        description="With --script: act as John on Slack (the embedded sandbox) and as Peter "
+                    "on XMPP (the embedded Prosody) through a running `interlink run --config "
+                    "examples/demo.toml`; each step is printed once the other side observed "
+                    "it. Exits 1 when a step is not observed, 2 when the demo is not running.")
+    demo.add_argument("--script", action="store_true", required=True,
+                      help="run the scripted conversation (the only mode for now)")
+    demo.add_argument("--config", default="examples/demo.toml", metavar="FILE",
+                      help="the demo's configuration (default: examples/demo.toml)")
+    demo.set_defaults(handler=_demo)
+
     # Listed for --help; main() hands their arguments to their own parsers.
     commands.add_parser("slack-sandbox", add_help=False,
                         help="run the local Slack-compatible server "
@@ -124,8 +137,18 @@ def _run(args: argparse.Namespace) -> int:
 
     config = load_config(args.config)
     configure_logging(config.logging.level, config.logging.format)
-    trio.run(run_engine, config)
+    trio.run(functools.partial(run_engine, config, config_path=args.config))
     return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    import trio
+
+    from ._demo import run_script
+
+    config = load_config(args.config)
+    code: int = trio.run(run_script, config, sys.stdout)
+    return code
 
 
 def _check_config(args: argparse.Namespace) -> int:

@@ -30,6 +30,7 @@ from engine import (
     Address,
     Capability,
     ContactAccept,
+    ContactRemove,
     DeliveryError,
     DeliveryResult,
     EnginePort,
@@ -166,6 +167,12 @@ class XmppAdapter:
         if isinstance(event, ContactAccept):
             # accepting also subscribes back, so that both sides see each other's presence
             stanzas += translate.subscribe_back(event, mapper=self.mapper)
+        elif isinstance(event, ContactRemove):
+            # servers act on unsubscribe(d) only for roster states they track; a directed
+            # "unavailable" tells the XMPP user's client in any case that the contact left
+            stanzas = translate.encode_event(
+                Presence(source=event.source, destination=event.destination,
+                         availability="offline"), mapper=self.mapper, ids=self._ids()) + stanzas
         try:
             await self.connection.send(stanzas)
         except ComponentUnavailable as exc:

@@ -164,13 +164,13 @@ class TestClient:
         await self._thread.run(self._side.send_raw, data)
 
     async def next_stanza(self, kind: str = "message", *, timeout: float = 10.0) -> Received:
-        """The next received stanza of ``kind``; others are skipped."""
+        """The next received stanza of ``kind`` (``"any"``: every kind); others are skipped."""
         with trio.fail_after(timeout):
             while True:
                 while not self._buffer:
                     self._buffer.extend(await self._received.receive())
                 record = self._buffer.pop(0)
-                if record.kind == kind:
+                if kind in (record.kind, "any"):
                     return record
 
     async def next_message(self, *, timeout: float = 10.0) -> Received:

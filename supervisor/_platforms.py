@@ -309,8 +309,8 @@ Interlink demo is up: {john} on Slack <-> {peter} on XMPP.
   Slack side (the local sandbox at {slack["sandbox"]}, workspace Acme, user John):
     interlink say --as {john} --to {peter} "hi *Peter*"{config}
     slash commands:  curl -H 'Authorization: Bearer xoxp-john' \\
-      -H 'Content-Type: application/json' -d '{{"command": "/interlink", "text": "add {peter}", "channel": "C0GENERAL"}}' \\
-      {slack["sandbox"]}/sandbox/command
+      -H 'Content-Type: application/json' {slack["sandbox"]}/sandbox/command \\
+      -d '{{"command": "/interlink", "channel": "C0GENERAL", "text": "add {peter}"}}'
 
   XMPP side (Prosody at {xmpp["host"]}:{xmpp["c2s_port"]}; plaintext login allowed, STARTTLS
   with a self-signed certificate) - any XMPP client:

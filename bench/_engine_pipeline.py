@@ -46,6 +46,7 @@ from engine import (
     SessionRecord,
     SystemClock,
 )
+from engine._gc import tuned_gc
 from engine._router import RoutingSettings
 from engine.testing import LoopbackAdapter, MemoryDirectory
 
@@ -182,10 +183,12 @@ class EnginePipeline:
         async with trio.open_nursery() as nursery:
             await nursery.start(engine.run)
             nursery.start_soon(pipeline._watch_pressure)
-            try:
-                yield pipeline
-            finally:
-                nursery.cancel_scope.cancel()
+            # The collector tuned as `interlink run` tunes it once its services are up.
+            with tuned_gc():
+                try:
+                    yield pipeline
+                finally:
+                    nursery.cancel_scope.cancel()
 
     # -- the trial protocol (bench._runner.Pipeline) -----------------
     def attach(self, timeline: Timeline | None) -> None:

@@ -51,11 +51,14 @@ from ._errors import (
     LocalError,
     MailboxFullError,
 )
+from ._gc import release_free_memory
 
 log = logging.getLogger("interlink.actors")
 
 #: a sender or an actor yields to the scheduler at least this often
 YIELD_EVERY = 64
+#: passivations (in one sweep or several in a row) after which the C heap is trimmed
+TRIM_AFTER_PASSIVATIONS = 1000
 
 M = TypeVar("M")
 
@@ -161,14 +164,18 @@ def describe_error(error: BaseException) -> str:
 
 
 class _Activation:
+    """One live activation. Kept small: 100,000 of them may be active at once,
+    so what only some need (a crash history, a passivation waiter's event) is
+    created on first use."""
+
     __slots__ = (
+        "_done",
         "actor",
         "busy",
         "crash_times",
         "crashes",
-        "done",
+        "finished",
         "handled",
-        "key",
         "kind",
         "last_activity",
         "last_error",
@@ -178,9 +185,8 @@ class _Activation:
         "state",
     )
 
-    def __init__(self, kind: ActorKind, key: str, capacity: int) -> None:
+    def __init__(self, kind: ActorKind, capacity: int) -> None:
         self.kind = kind
-        self.key = key
         self.send: trio.MemorySendChannel[Any]
         self.receive: trio.MemoryReceiveChannel[Any]
         self.send, self.receive = trio.open_memory_channel(capacity)
@@ -188,12 +194,29 @@ class _Activation:
         self.busy = False
         self.handled = 0
         self.crashes = 0
-        self.crash_times: deque[float] = deque()
+        #: times of recent crashes (within the restart window); None until the first
+        self.crash_times: deque[float] | None = None
         self.state: ActorState = "running"
         self.last_error = ""
         self.last_error_at: float | None = None
         self.last_activity = trio.current_time()
-        self.done = trio.Event()
+        #: the activation's loop has ended (passivated, stopped or cancelled)
+        self.finished = False
+        self._done: trio.Event | None = None
+
+    async def wait_finished(self) -> None:
+        """Wait until the activation's loop has ended and ``on_passivate`` has run."""
+        if self.finished:
+            await trio.lowlevel.checkpoint()
+            return
+        if self._done is None:
+            self._done = trio.Event()
+        await self._done.wait()
+
+    def set_finished(self) -> None:
+        self.finished = True
+        if self._done is not None:
+            self._done.set()
 
     def idle_since(self, now: float) -> float:
         return now - self.last_activity
@@ -217,6 +240,8 @@ class _Activation:
         self.last_error_at = now
         self.actor = None  # the next attempt starts from a fresh activation
         window = self.crash_times
+        if window is None:
+            window = self.crash_times = deque()
         window.append(now)
         while window and window[0] < now - self.kind.restart_window:
             window.popleft()
@@ -256,17 +281,19 @@ class _Shard:
             return act
         if self.nursery is None:
             raise ActorStoppedError(f"the actor system is not running (actor {actor_id})")
-        kind_name, _, key = actor_id.partition("/")
-        act = _Activation(self.system.kinds[kind_name], key, self.system.mailbox_capacity)
+        kind_name, _, _ = actor_id.partition("/")
+        act = _Activation(self.system.kinds[kind_name], self.system.mailbox_capacity)
         self.activations[actor_id] = act
         self._populated.set()
-        self.nursery.start_soon(self._run_activation, actor_id, act, self.passivating.get(actor_id))
+        # Named by its id: readable in task trees, and no name string built per task.
+        self.nursery.start_soon(self._run_activation, actor_id, act,
+                                self.passivating.get(actor_id), name=actor_id)
         return act
 
     async def _run_activation(self, actor_id: str, act: _Activation,
                               previous: _Activation | None) -> None:
         if previous is not None:
-            await previous.done.wait()  # single activation: let it finish passivating
+            await previous.wait_finished()  # single activation: let it finish passivating
         try:
             receive = act.receive
             while True:
@@ -299,9 +326,12 @@ class _Shard:
             if act.actor is not None and act.kind.on_passivate is not None:
                 with trio.CancelScope(shield=True):
                     await act.kind.on_passivate(actor_id, act.actor)
-            if self.passivating.get(actor_id) is act:
+            passivated = self.passivating.get(actor_id) is act
+            if passivated:
                 del self.passivating[actor_id]
-            act.done.set()
+            act.set_finished()
+            if passivated:
+                self.system.passivation_done()
 
     async def _handle(self, actor_id: str, act: _Activation, message: Any) -> None:
         ask = message if isinstance(message, _Ask) else None
@@ -368,6 +398,7 @@ class _Shard:
             del self.activations[actor_id]
             self.passivating[actor_id] = act
             act.send.close()  # the activation's loop ends once its (empty) mailbox is read
+        self.system.passivations_started(len(idle))
         return len(idle)
 
 
@@ -447,10 +478,18 @@ class ActorSystem:
     """
 
     def __init__(self, *, shard_count: int = 16, mailbox_capacity: int = 1000,
-                 sweep_interval: float = 1.0) -> None:
+                 sweep_interval: float = 1.0, trim_after: int = TRIM_AFTER_PASSIVATIONS,
+                 release_memory: Callable[[], bool] = release_free_memory) -> None:
         if shard_count < 1 or mailbox_capacity < 1:
             raise LocalError("shard_count and mailbox_capacity must be at least 1")
         self.mailbox_capacity = mailbox_capacity
+        #: passivations after which the C heap is trimmed, once none is in progress
+        self.trim_after = trim_after
+        self._release_memory = release_memory
+        self._passivations_pending = 0
+        self._passivated_since_trim = 0
+        #: times the C heap was trimmed after a passivation sweep
+        self.heap_trims = 0
         self.sweep_interval = sweep_interval
         self.shard_count = shard_count
         self.kinds: dict[str, ActorKind] = {}
@@ -526,7 +565,7 @@ class ActorSystem:
         act = self.shard_of(actor_id).activation(actor_id)
         act.state = "running"
         act.actor = None
-        act.crash_times.clear()
+        act.crash_times = None
         log.info("actor restarted by operator", extra={"actor_id": actor_id})
         return act.stats(actor_id)
 
@@ -539,6 +578,7 @@ class ActorSystem:
             return False
         shard.passivating[actor_id] = act
         act.send.close()
+        self.passivations_started(1)
         log.info("actor stopped by operator", extra={"actor_id": actor_id})
         return True
 
@@ -551,6 +591,24 @@ class ActorSystem:
         if self.in_flight == 0 and self._drained is not None:
             self._drained.set()
             self._drained = None
+
+    def passivations_started(self, count: int) -> None:
+        self._passivations_pending += count
+
+    def passivation_done(self) -> None:
+        """One passivation finished; trim the C heap once a large sweep has completed.
+
+        Freed activations leave their pages in the C heap (see
+        :func:`engine._gc.release_free_memory`); trimming once no passivation
+        is in progress and at least ``trim_after`` have finished since the
+        last trim gives them back without trimming on every small sweep.
+        """
+        self._passivations_pending -= 1
+        self._passivated_since_trim += 1
+        if self._passivations_pending == 0 and self._passivated_since_trim >= self.trim_after:
+            self._passivated_since_trim = 0
+            if self._release_memory():
+                self.heap_trims += 1
 
     def sweep_idle(self) -> int:
         """Passivate idle actors now (the shards also do it every ``sweep_interval``)."""

@@ -31,7 +31,9 @@ SCHEMA_VERSION = 2  # 2: sessions indexed by platform conversation id
 WILDCARD_DOMAIN = "*"
 
 
-class DomainRoute(msgspec.Struct, frozen=True, kw_only=True):
+# gc=False on every record: they hold strings, addresses and dicts of strings, never a
+# cycle, and the read caches keep many of them alive (the collector need not walk them).
+class DomainRoute(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     """Which platform (and tenant on it) serves a domain.
 
     ``internal`` marks the deploying organisation's own domains; the others
@@ -44,7 +46,7 @@ class DomainRoute(msgspec.Struct, frozen=True, kw_only=True):
     internal: bool = False
 
 
-class PlatformIdentity(msgspec.Struct, frozen=True, kw_only=True):
+class PlatformIdentity(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     """An address's identity on its platform (Slack team/user id, a JID, ...)."""
 
     address: Address
@@ -56,7 +58,7 @@ class PlatformIdentity(msgspec.Struct, frozen=True, kw_only=True):
 ContactState = Literal["pending", "accepted", "removed"]
 
 
-class ContactRecord(msgspec.Struct, frozen=True, kw_only=True):
+class ContactRecord(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     """``owner`` has ``contact`` in their contact list (one direction)."""
 
     owner: Address
@@ -66,7 +68,7 @@ class ContactRecord(msgspec.Struct, frozen=True, kw_only=True):
     updated_at: float = 0.0
 
 
-class SessionRecord(msgspec.Struct, frozen=True, kw_only=True):
+class SessionRecord(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     """A chat session between two addresses (stored with ``a`` <= ``b``).
 
     ``conversation_ids`` holds each platform's conversation for it, e.g. the
@@ -80,7 +82,7 @@ class SessionRecord(msgspec.Struct, frozen=True, kw_only=True):
     created_at: float = 0.0
 
 
-class MessageIdRecord(msgspec.Struct, frozen=True, kw_only=True):
+class MessageIdRecord(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     """A canonical message id and each platform's id for the same message."""
 
     canonical_id: str
@@ -92,7 +94,7 @@ class MessageIdRecord(msgspec.Struct, frozen=True, kw_only=True):
 Decision = Literal["allow", "deny"]
 
 
-class DomainAgreement(msgspec.Struct, frozen=True, kw_only=True):
+class DomainAgreement(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     """Federation agreement between two domains (stored with ``domain_a`` <= ``domain_b``).
 
     ``opt_in_required``: users of internal domains must opt in individually.
@@ -104,7 +106,7 @@ class DomainAgreement(msgspec.Struct, frozen=True, kw_only=True):
     opt_in_required: bool = False
 
 
-class UserPolicy(msgspec.Struct, frozen=True, kw_only=True):
+class UserPolicy(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     """Per-user rule: ``deny`` blocks the user; ``opted_in`` satisfies opt-in agreements."""
 
     address: Address
@@ -112,7 +114,7 @@ class UserPolicy(msgspec.Struct, frozen=True, kw_only=True):
     opted_in: bool = False
 
 
-class Installation(msgspec.Struct, frozen=True, kw_only=True):
+class Installation(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     """A platform installation (a Slack workspace, an XMPP component) and its credentials.
 
     ``credentials`` are secrets: the repr hides them and they are never logged.
@@ -174,6 +176,8 @@ class Directory(Protocol):
     def get_session(self, session_id: str) -> SessionRecord | None: ...
     def find_session(self, a: Address, b: Address) -> SessionRecord | None:
         """The session of the pair, in either order."""
+    def find_session_id(self, a: Address, b: Address) -> str | None:
+        """The id of the pair's session (either order), without decoding the record."""
     def find_session_by_conversation(self, platform: str,
                                      conversation_id: str) -> SessionRecord | None:
         """The session whose ``conversation_ids[platform]`` is ``conversation_id``
@@ -199,6 +203,11 @@ class Directory(Protocol):
     async def put_domain_agreement(self, agreement: DomainAgreement) -> None: ...
     def get_user_policy(self, address: Address) -> UserPolicy | None: ...
     async def put_user_policy(self, policy: UserPolicy) -> None: ...
+
+    @property
+    def policy_version(self) -> int:
+        """Changes whenever a route, agreement or user policy is written (decision caches)."""
+        ...
 
     # installations (credentials never logged)
     def get_installation(self, platform: str, tenant: str) -> Installation | None: ...

@@ -428,13 +428,25 @@ class LmdbDirectory:
 
     def find_session(self, a: Address, b: Address) -> SessionRecord | None:
         """The session of the pair, in either order."""
+        session_id = self.find_session_id(a, b)
+        return None if session_id is None else self.get_session(session_id)
+
+    def find_session_id(self, a: Address, b: Address) -> str | None:
+        """The id of the pair's session (either order), without decoding the record."""
         x, y = (a, b) if a <= b else (b, a)
         cache = self._pairs.current()
         session_id = cache.get((x, y), _MISSING)
         if session_id is _MISSING:
             raw = self._store.get(SESSION_PAIRS, _pair_key(x, y))
             session_id = cache[x, y] = None if raw is None else raw.decode()
-        return None if session_id is None else self.get_session(cast(str, session_id))
+        return cast(str | None, session_id)
+
+    @property
+    def policy_version(self) -> int:
+        """Changes whenever a domain route, an agreement or a user policy is written
+        (what :class:`~engine.FederationPolicy` reads), so callers can cache decisions."""
+        return (self._routes.space.version + self._agreements.space.version
+                + self._policies.space.version)
 
     def find_session_by_conversation(self, platform: str,
                                      conversation_id: str) -> SessionRecord | None:

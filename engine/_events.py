@@ -36,7 +36,11 @@ def new_event_id() -> str:
     return secrets.token_urlsafe(16)
 
 
-class BaseEvent(msgspec.Struct, frozen=True, kw_only=True, tag_field="kind"):
+class BaseEvent(msgspec.Struct, frozen=True, kw_only=True, tag_field="kind", gc=False):
+    # gc=False (inherited by every kind): an event holds strings, numbers,
+    # Addresses, a dict of strings and a rich-text tree, so it can never be
+    # part of a reference cycle; untracked, the thousands waiting in
+    # mailboxes cost the garbage collector nothing.
     event_id: str = msgspec.field(default_factory=new_event_id)
     source: Address
     destination: Address

@@ -10,7 +10,12 @@ Why this shape:
   queued for a single writer thread. The writer takes everything queued so far
   and commits it in one transaction (group commit), so a burst of writes costs
   one ``fsync``. When the commit lands, the trio side drops the overlay entries
-  it covered and wakes ``flush()`` waiters.
+  it covered and wakes ``flush()`` waiters. A write appends to a lock-free
+  queue and wakes the writer thread only when it idles (it sleeps the
+  group-commit window after each commit and then takes the whole queue), so
+  a busy event loop pays one thread wake-up per group, not per write. Within
+  a group each key's last value wins, and each sub-database gets one
+  ``putmulti`` of its puts in key order.
 - **Backpressure instead of unbounded memory.** Writes return immediately
   unless ``max_pending`` operations are still uncommitted; then they wait for
   room *before* applying, so a cancelled write has written nothing.
@@ -32,6 +37,10 @@ trio thread is CPU-bound the writer thread regains the GIL only once per
 switch interval (5 ms by default) per operation. Commits then slow to a few
 hundred operations per second and backpressure throttles writers until the
 event loop idles; ``sys.setswitchinterval`` is the process-wide knob.
+``putmulti`` still releases the GIL once per item, so every commit costs GIL
+hand-offs between the two threads; on a loaded machine each hand-off may wait
+for a CPU, which shows as routing steps of several milliseconds of wall time
+but well under one of CPU time (the LMDB tail latency).
 """
 
 from __future__ import annotations
@@ -83,17 +92,24 @@ class Versioned(Protocol):
 class _Space:
     """One named sub-database: its handle, its overlay and its cached read cursor."""
 
-    __slots__ = ("cursor", "handle", "name", "overlay", "version")
+    __slots__ = ("cursor", "handle", "index", "name", "overlay", "version")
 
     def __init__(self, name: str, handle: lmdb._Database) -> None:
         self.name = name
         self.handle = handle
+        #: position in the store's list of spaces: queued ops name their space by it,
+        #: so that their tuples hold only atoms and the collector stops tracking them
+        self.index = 0
         #: bumped by every write to this sub-database (read caches compare it)
         self.version = 0
         #: key -> (sequence number, value or None for a pending delete)
         self.overlay: dict[bytes, tuple[int, bytes | None]] = {}
         #: cursor in the store's cached read txn; None when that txn was dropped
         self.cursor: lmdb.Cursor[bytes] | None = None
+
+
+#: ``(space index, key, value or None)``: one queued op
+_QueuedOp: TypeAlias = tuple[int, bytes, bytes | None]
 
 
 class _Batch:
@@ -105,7 +121,7 @@ class _Batch:
         self,
         last_seq: int,
         token: trio.lowlevel.TrioToken,
-        ops: list[tuple[_Space, bytes, bytes | None]],
+        ops: list[_QueuedOp],
     ) -> None:
         self.last_seq = last_seq
         self.token = token
@@ -147,6 +163,9 @@ class LmdbStore:
         self._real_path = path.resolve()
         self._env = env
         self._spaces = spaces
+        self._space_list = list(spaces.values())
+        for index, space in enumerate(self._space_list):
+            space.index = index
         self._schema_version = schema_version
         self._max_pending = max_pending
         self._max_key_size = env.max_key_size()
@@ -158,16 +177,21 @@ class LmdbStore:
         # Write side, trio thread.
         self._last_seq = 0  # sequence number of the newest queued op
         self._committed = 0  # newest sequence number known to be committed
-        self._applied: deque[tuple[int, _Space, bytes]] = deque()
+        self._applied: deque[tuple[int, int, bytes]] = deque()  # (seq, space index, key)
         self._waiters: list[tuple[int, int, trio.Event]] = []
         self._tiebreak = itertools.count()
         self._token: trio.lowlevel.TrioToken | None = None
         self._closed = False
 
-        # Shared with the writer thread, guarded by _queue_cond.
+        # Shared with the writer thread. The trio side appends to the deque
+        # without a lock (deque appends and pops are atomic) and takes the
+        # lock only to wake a writer that sleeps for want of work.
         self._queue_cond = threading.Condition(threading.Lock())
-        self._queue: list[_Batch] = []
+        self._queue: deque[_Batch] = deque()
+        self._writer_idle = False  # set by the writer, under the lock, before it waits
         self._stopping = False
+        #: wake-ups of the writer thread (a submit finding it idle); for tests
+        self.writer_wakeups = 0
         # Written by the writer thread only.
         self._thread_committed = 0
         self._error: BaseException | None = None
@@ -515,10 +539,13 @@ class LmdbStore:
             token = trio.lowlevel.current_trio_token()
         except RuntimeError:
             raise DirectoryError("LMDB store writes must run inside trio.run") from None
-        resolved: list[tuple[_Space, bytes, bytes | None]] = []
+        spaces = self._spaces
         max_key = self._max_key_size
+        resolved: list[tuple[_Space, bytes, bytes | None]] = []
         for db, key, value in ops:
-            space = self._space(db)
+            space = spaces.get(db)
+            if space is None:
+                raise DirectoryError(f"unknown sub-database {db!r}")
             if not 0 < len(key) <= max_key:
                 raise DirectoryError(
                     f"key for {db!r} is {len(key)} bytes; LMDB keys must be 1-{max_key} bytes"
@@ -529,15 +556,26 @@ class LmdbStore:
         self._token = token
         seq = self._last_seq
         applied = self._applied
+        queued: list[_QueuedOp] = []
         for space, key, value in resolved:
             seq += 1
             space.version += 1
             space.overlay[key] = (seq, value)
-            applied.append((seq, space, key))
+            index = space.index
+            applied.append((seq, index, key))
+            queued.append((index, key, value))
         self._last_seq = seq
-        with self._queue_cond:
-            self._queue.append(_Batch(seq, token, resolved))
-            self._queue_cond.notify()
+        self._queue.append(_Batch(seq, token, queued))
+        # The writer takes the whole queue when it wakes and sleeps the
+        # group-commit window after every commit, so it needs waking only
+        # when it idles: one wake-up per group, not per write. The writer
+        # sets the flag before it re-checks the queue, so a write appended
+        # before that check is seen and one after it finds the flag set.
+        if self._writer_idle:
+            self._writer_idle = False  # one wake-up: later writes of the burst need none
+            self.writer_wakeups += 1
+            with self._queue_cond:
+                self._queue_cond.notify()
         return seq
 
     async def throttle(self) -> None:
@@ -627,14 +665,17 @@ class LmdbStore:
 
     def _run_writer(self) -> None:
         """The writer thread: commit everything queued so far, in one txn, until stopped."""
+        queue = self._queue
         while True:
-            with self._queue_cond:
-                while not self._queue and not self._stopping:
-                    self._queue_cond.wait()
-                if not self._queue:
+            if not queue:
+                with self._queue_cond:
+                    self._writer_idle = True
+                    while not queue and not self._stopping:
+                        self._queue_cond.wait()
+                    self._writer_idle = False
+                if not queue:
                     return
-                batches = self._queue
-                self._queue = []
+            batches = [queue.popleft() for _ in range(len(queue))]
             try:
                 self._commit(batches)
             except BaseException as exc:
@@ -649,21 +690,34 @@ class LmdbStore:
                 time.sleep(COMMIT_INTERVAL)
 
     def _commit(self, batches: list[_Batch]) -> None:
-        """Apply ``batches`` in one write txn, growing the map until they fit."""
+        """Apply ``batches`` in one write txn, growing the map until they fit.
+
+        Only each key's last value counts within one transaction, so the ops
+        are first reduced to that; then each sub-database gets its deletes
+        and one ``putmulti`` of its puts in key order (one py-lmdb call per
+        sub-database rather than one per op, and sequential B-tree inserts).
+        """
+        latest: dict[int, dict[bytes, bytes | None]] = {}
+        for batch in batches:
+            for index, key, value in batch.ops:
+                ops = latest.get(index)
+                if ops is None:
+                    ops = latest[index] = {}
+                ops[key] = value
+        work: list[tuple[lmdb._Database, list[bytes], list[tuple[bytes, bytes]]]] = []
+        for index, ops in latest.items():
+            puts = [(key, value) for key, value in ops.items() if value is not None]
+            puts.sort()
+            deletes = [key for key, value in ops.items() if value is None]
+            work.append((self._space_list[index].handle, deletes, puts))
         while True:
             txn = self._env.begin(write=True)
             try:
-                cursors: dict[_Space, lmdb.Cursor[bytes]] = {}
-                for batch in batches:
-                    for space, key, value in batch.ops:
-                        cursor = cursors.get(space)
-                        if cursor is None:
-                            cursor = cursors[space] = txn.cursor(db=space.handle)
-                        if value is None:
-                            if cursor.set_key(key):
-                                cursor.delete()
-                        else:
-                            cursor.put(key, value)
+                for handle, deletes, puts in work:
+                    for key in deletes:
+                        txn.delete(key, db=handle)
+                    if puts:
+                        txn.cursor(db=handle).putmulti(puts)
                 txn.commit()
                 return
             except lmdb.MapFullError:
@@ -718,11 +772,13 @@ class LmdbStore:
         with self._read_lock:
             self._drop_reader()
         applied = self._applied
+        spaces = self._space_list
         while applied and applied[0][0] <= seq:
-            op_seq, space, key = applied.popleft()
-            entry = space.overlay.get(key)
+            op_seq, index, key = applied.popleft()
+            overlay = spaces[index].overlay
+            entry = overlay.get(key)
             if entry is not None and entry[0] == op_seq:
-                del space.overlay[key]
+                del overlay[key]
         waiters = self._waiters
         while waiters and waiters[0][0] <= seq:
             heapq.heappop(waiters)[2].set()

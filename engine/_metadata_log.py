@@ -9,6 +9,13 @@ for 12-month reports.
 Writes are buffered in memory and written in batches by :meth:`MetadataLog.run`
 (the metadata-log writer task), so logging never limits routing throughput.
 The buffer is bounded: :meth:`MetadataLog.record` waits when it is full.
+
+A batch is formatted and handed to the store in chunks of :data:`WRITE_CHUNK`
+entries with a checkpoint between chunks, so the writer never holds the event
+loop for more than one chunk (a whole 50 ms batch at 10,000 events/s took
+~3 ms, the floor of the routing tail latency). Every chunk is one ``write``
+of the store, and the store group-commits whatever is queued in one
+transaction, so chunking adds no commits.
 """
 
 from __future__ import annotations
@@ -38,9 +45,14 @@ Outcome = Literal["delivered", "failed", "refused"]
 METADATA_DBS = ("entries", "rollup_counts", "rollup_users")
 _DAY = 86_400.0
 _SEP = b"\0"
+#: entries formatted between two checkpoints of the writer (~0.3-0.7 ms of work)
+WRITE_CHUNK = 64
 
 
-class MetadataEntry(msgspec.Struct, frozen=True, kw_only=True):
+class MetadataEntry(msgspec.Struct, frozen=True, kw_only=True, gc=False):
+    # gc=False: strings, a float and two Addresses, never a cycle; up to
+    # ``max_buffered`` of these wait in the buffer, and the collector would
+    # otherwise traverse every one of them.
     timestamp: float
     event_id: str
     sender: Address
@@ -109,6 +121,8 @@ class MetadataLog:
         self._buffer: list[MetadataEntry] = []
         self._space = trio.Event()
         self._has_data = trio.Event()
+        #: one writer at a time: roll-ups are read-modify-write across chunks
+        self._write_lock = trio.Lock()
         self._sequence = itertools.count()
         self._written = 0
         self._recorded = 0
@@ -147,27 +161,46 @@ class MetadataLog:
                 await self._store.flush()
 
     async def write_buffered(self) -> int:
-        """Write what is buffered now (one batch); return how many entries."""
-        batch, self._buffer = self._buffer, []
-        self._space.set()
-        self._has_data = trio.Event()
-        if not batch:
-            return 0
-        await self._store.write(self._batch_ops(batch))
-        self._written += len(batch)
-        return len(batch)
+        """Write what is buffered now (one batch); return how many entries.
+
+        The batch goes to the store in chunks of :data:`WRITE_CHUNK` entries
+        with a checkpoint between chunks. Calls are serialised, so a
+        concurrent :meth:`flush` waits for a batch being written. If
+        cancelled, the entries not yet handed to the store go back to the
+        front of the buffer (nothing is lost, nothing written twice).
+        """
+        async with self._write_lock:
+            batch, self._buffer = self._buffer, []
+            self._space.set()
+            self._has_data = trio.Event()
+            done = 0
+            buckets: dict[tuple[str, str, str], bytes] = {}  # shared by the chunks
+            try:
+                while done < len(batch):
+                    if done:
+                        await trio.lowlevel.checkpoint()
+                    chunk = batch[done:done + WRITE_CHUNK]
+                    await self._store.write(self._batch_ops(chunk, buckets))
+                    done += len(chunk)
+                    self._written += len(chunk)
+            finally:
+                if done < len(batch):
+                    self._buffer[:0] = batch[done:]
+                    self._has_data.set()
+            return done
 
     async def flush(self) -> None:
         """Write everything recorded so far and wait until it is durable."""
         await self.write_buffered()
         await self._store.flush()
 
-    def _batch_ops(self, batch: Sequence[MetadataEntry]) -> list[WriteOp]:
+    def _batch_ops(self, batch: Sequence[MetadataEntry],
+                   buckets: dict[tuple[str, str, str], bytes]) -> list[WriteOp]:
+        """The store ops of ``batch``; ``buckets`` caches roll-up keys between calls."""
         ops: list[WriteOp] = []
         counts: Counter[bytes] = Counter()
         messages: Counter[bytes] = Counter()
         users: set[bytes] = set()
-        buckets: dict[tuple[str, str, str], bytes] = {}
         for entry in batch:
             micros = int(entry.timestamp * 1_000_000)
             key = _TIME_KEY.pack(micros, next(self._sequence))

@@ -17,8 +17,9 @@ Style = Literal["bold", "italic", "strike", "code"]
 STYLE_ORDER: tuple[Style, ...] = ("bold", "italic", "strike", "code")
 
 
-class _Node(msgspec.Struct, frozen=True, kw_only=True, tag_field="type"):
-    pass
+class _Node(msgspec.Struct, frozen=True, kw_only=True, tag_field="type", gc=False):
+    """A node of the tree. ``gc=False`` (inherited): frozen nodes hold strings and
+    tuples of younger nodes, so they cannot form a cycle and need no tracking."""
 
 
 class Text(_Node, tag="text", frozen=True, kw_only=True):
@@ -77,7 +78,7 @@ class ListBlock(_Node, tag="list", frozen=True, kw_only=True):
 Block = Paragraph | CodeBlock | Quote | ListBlock
 
 
-class RichText(msgspec.Struct, frozen=True, kw_only=True):
+class RichText(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     blocks: tuple[Block, ...] = ()
 
 

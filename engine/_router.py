@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol, runtime_checkable
 
 import msgspec
 
-from ._actors import ActorSystem
+from ._actors import ActorRef, ActorSystem
 from ._adapter import Adapter, DeliveryError
+from ._address import Address
 from ._clock import Clock
 from ._degrade import degrade
 from ._directory import Directory, SessionRecord, ordered_pair, session_id_for
@@ -32,7 +34,7 @@ from ._events import (
     failed_outcome,
 )
 from ._metadata_log import MetadataEntry, MetadataLog
-from ._policy import FederationPolicy
+from ._policy import FederationPolicy, PolicyDecision
 from ._stats import LatencyHistogram
 
 log = logging.getLogger("interlink.router")
@@ -43,6 +45,18 @@ CONTACT_KIND = "contact"
 #: events that flow whatever the contact state (they manage or report it)
 _CONTACT_FREE = (ContactRequest, ContactAccept, ContactRemove, DeliveryOutcome, Error,
                  ChannelInvite)
+
+
+#: entries in each of the router's caches (decisions per pair, refs per session)
+CACHE_LIMIT = 16_384
+
+
+@runtime_checkable
+class _PolicyVersioned(Protocol):
+    """A directory that says when policy data (routes, agreements, user policies) changed."""
+
+    @property
+    def policy_version(self) -> int: ...
 
 
 class RoutingSettings(msgspec.Struct, frozen=True, kw_only=True):
@@ -75,6 +89,16 @@ class Router:
         self.route_latency = LatencyHistogram()
         #: time a session spends handling one event (delivery included)
         self.handle_latency = LatencyHistogram()
+        # Hot-path caches. Policy decisions per (source, destination), valid
+        # while the directory's policy version is unchanged (only when the
+        # directory has one); actor refs per session id. Both are bounded:
+        # emptied when full.
+        self._versioned = directory if isinstance(directory, _PolicyVersioned) else None
+        self._decisions: dict[tuple[Address, Address], PolicyDecision] = {}
+        self._decisions_version = -1
+        self._session_refs: dict[str, ActorRef[Any]] = {}
+        self._find_session_id: Callable[[Address, Address], str | None] | None = getattr(
+            directory, "find_session_id", None)
 
     def adapter_for(self, domain: str) -> Adapter | None:
         route = self.directory.get_domain_route(domain)
@@ -102,7 +126,7 @@ class Router:
             return await self.refuse(event, f"platform-unavailable:{route.platform}")
         if route.internal and directory.get_identity(destination) is None:
             return await self.refuse(event, "unknown-address")
-        decision = self.policy.check(source, destination)
+        decision = self.check_policy(source, destination)
         if not decision.allowed:
             return await self.refuse(event, decision.reason)
         if self.settings.require_accepted_contact and not isinstance(event, _CONTACT_FREE):
@@ -111,13 +135,39 @@ class Router:
                 return await self.refuse(event, "not-a-contact")
         session_id = event.session_id
         if not session_id:
-            record = directory.find_session(source, destination)
-            if record is None:
-                record = await self._create_session(event)
-            session_id = record.session_id
+            found = self._session_id(source, destination)
+            session_id = found if found is not None else \
+                (await self._create_session(event)).session_id
             event = msgspec.structs.replace(event, session_id=session_id)
         self.routed += 1
-        await self.actors.ref(f"{SESSION_KIND}/{session_id}").tell(event)
+        ref = self._session_refs.get(session_id)
+        if ref is None:
+            if len(self._session_refs) >= CACHE_LIMIT:
+                self._session_refs.clear()
+            ref = self._session_refs[session_id] = self.actors.ref(f"{SESSION_KIND}/{session_id}")
+        await ref.tell(event)
+
+    def check_policy(self, source: Address, destination: Address) -> PolicyDecision:
+        """``policy.check``, answered from a per-pair cache while policy data is unchanged."""
+        versioned = self._versioned
+        if versioned is None:
+            return self.policy.check(source, destination)
+        version = versioned.policy_version
+        decisions = self._decisions
+        if version != self._decisions_version or len(decisions) >= CACHE_LIMIT:
+            decisions.clear()
+            self._decisions_version = version
+        decision = decisions.get((source, destination))
+        if decision is None:
+            decision = decisions[source, destination] = self.policy.check(source, destination)
+        return decision
+
+    def _session_id(self, source: Address, destination: Address) -> str | None:
+        """The pair's session id; skips decoding the record where the directory can."""
+        if self._find_session_id is not None:
+            return self._find_session_id(source, destination)
+        record = self.directory.find_session(source, destination)
+        return None if record is None else record.session_id
 
     async def _create_session(self, event: Event) -> SessionRecord:
         a, b = ordered_pair(event.source, event.destination)

@@ -57,6 +57,7 @@ from engine import (
 )
 from engine._address import Address
 from engine._config import LoopbackAdapterConfig
+from engine._gc import tune_gc
 from engine.testing import LoopbackAdapter, MemoryDirectory
 
 from ._control import ControlApp
@@ -256,6 +257,7 @@ async def run_engine(config: Config, *, clock: Clock | None = None, config_path:
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
             async with trio.open_nursery() as nursery:
                 await nursery.start(root.run)
+                tune_gc()  # start-up objects frozen; fewer young collections while routing
                 engine.open_for_events()
                 log.info("ready", extra={"data_dir": str(config.data_dir()),
                                          "control": bound})

@@ -292,3 +292,84 @@ async def test_operator_stop_and_start(world: World) -> None:
     await trio.testing.wait_all_tasks_blocked()
     assert not system.is_active("rec/a")
     assert world.handled == [("rec/a", 1)], "a stopped actor finishes what it had"
+
+
+async def test_the_heap_is_trimmed_once_after_a_large_passivation_sweep(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    trims: list[int] = []
+
+    def release() -> bool:
+        trims.append(system.active_count())
+        return True
+
+    system = ActorSystem(shard_count=4, mailbox_capacity=3, sweep_interval=3600.0,
+                         trim_after=5, release_memory=release)
+    w = World(system)
+    system.register(ActorKind("rec", w.activate, idle_timeout=1.0))
+    async with trio.open_nursery() as nursery:
+        await nursery.start(system.run)
+        for i in range(3):
+            await system.ref(f"rec/{i}").tell("hello")
+        await system.drain()
+        await trio.sleep(2)
+        assert system.sweep_idle() == 3
+        await trio.testing.wait_all_tasks_blocked()
+        assert trims == [], "a small sweep does not trim"
+        for i in range(3, 8):
+            await system.ref(f"rec/{i}").tell("hello")
+        await system.drain()
+        await trio.sleep(2)
+        assert system.sweep_idle() == 5
+        await trio.testing.wait_all_tasks_blocked()
+        assert trims == [0], "one trim, once every passivation of the sweep has finished"
+        assert system.heap_trims == 1
+        nursery.cancel_scope.cancel()
+
+
+async def test_activations_create_their_crash_history_and_done_event_lazily(
+    world: World,
+) -> None:
+    await world.system.ref("rec/a").tell("hello")
+    await world.system.drain()
+    act = world.system.shard_of("rec/a").activations["rec/a"]
+    assert act.crash_times is None and act._done is None
+    assert not hasattr(act, "__dict__")
+    await world.system.ref("rec/a").tell("crash")
+    await world.system.drain()
+    assert act.crash_times is not None and len(act.crash_times) == 2
+    world.system.restart("rec/a")
+    assert act.crash_times is None
+
+
+def test_malloc_trim_is_looked_up_only_where_glibc_has_it() -> None:
+    from engine._gc import load_malloc_trim, release_free_memory
+
+    class NoTrim:
+        pass
+
+    class WithTrim:
+        def __init__(self) -> None:
+            self.calls: list[int] = []
+
+        def malloc_trim(self, pad: int) -> int:
+            self.calls.append(pad)
+            return 1
+
+    assert load_malloc_trim(platform="darwin") is None
+    assert load_malloc_trim(platform="linux", find_library=lambda name: None) is None
+
+    def unloadable(name: str) -> object:
+        raise OSError("no such library")
+
+    assert load_malloc_trim(platform="linux", find_library=lambda name: "libc.so.6",
+                            load=unloadable) is None
+    assert load_malloc_trim(platform="linux", find_library=lambda name: "libc.so.6",
+                            load=lambda name: NoTrim()) is None
+    libc = WithTrim()
+    trim = load_malloc_trim(platform="linux", find_library=lambda name: "libc.so.6",
+                            load=lambda name: libc)
+    assert trim is not None
+    trim(0)
+    assert libc.calls == [0]
+    assert isinstance(release_free_memory(), bool)  # the real one: never raises

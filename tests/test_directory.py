@@ -240,6 +240,24 @@ async def test_list_sessions_paginates_by_id(directory: Directory) -> None:
     assert [r.session_id for r in directory.list_sessions()] == expected
 
 
+async def test_sessions_registered_between_listings_are_listed_in_order(
+    directory: Directory,
+) -> None:
+    """Registering is O(1) in the memory directory (sorted on the next listing)."""
+    people = [Address.parse(f"user{i}@acme.com") for i in range(30)]
+    listed: list[str] = []
+    for i, person in enumerate(people):
+        await directory.put_session(session(JOHN, person))
+        if i % 7 == 0:
+            listed = [r.session_id for r in directory.list_sessions(limit=100)]
+            assert listed == sorted(listed)
+    expected = sorted(session_id_for(JOHN, person) for person in people)
+    assert [r.session_id for r in directory.list_sessions(limit=100)] == expected
+    await directory.put_session(session(JOHN, people[0]))  # a replacement adds no id
+    assert [r.session_id for r in directory.list_sessions(limit=100)] == expected
+    assert directory.count_sessions() == len(people)
+
+
 async def test_list_sessions_is_exact_for_ids_beyond_the_key_limit(directory: Directory) -> None:
     """Ids longer than an LMDB key share a truncated key prefix; order must not suffer."""
     stem = "s" * 600
@@ -696,6 +714,31 @@ async def test_backpressure_bounds_pending_writes_and_loses_nothing(tmp_path: Pa
 
 
 DBS = ("a", "b")
+
+
+async def test_a_burst_of_writes_wakes_the_writer_once_and_commits_the_last_values(
+    tmp_path: Path,
+) -> None:
+    store = LmdbStore.open(tmp_path / "s", db_names=DBS, schema_version=1, sync=False)
+    try:
+        await store.flush()
+        await store.flush()  # the writer has gone idle
+        for i in range(500):  # no checkpoint: one group
+            store.submit([("a", b"k%03d" % (i % 50), b"v%d" % i), ("b", b"x", b"%d" % i)])
+        store.submit([("a", b"k007", None)])
+        assert store.writer_wakeups < 10, "a thread wake-up per group, not per write"
+        await store.flush()
+        expected = [(b"k%03d" % k, b"v%d" % (450 + k)) for k in range(50) if k != 7]
+        assert store.scan("a") == expected
+        assert store.get("b", b"x") == b"499"
+    finally:
+        await store.aclose()
+    reopened = LmdbStore.open(tmp_path / "s", db_names=DBS, schema_version=1)
+    try:
+        assert reopened.scan("a") == expected, "the committed state, not the overlay"
+        assert reopened.get("b", b"x") == b"499"
+    finally:
+        reopened.close()
 
 
 async def test_store_reads_its_own_writes_before_the_commit(tmp_path: Path) -> None:

@@ -36,3 +36,30 @@ async def test_services_start_in_order_with_adapters_last() -> None:
         assert groups[0] == "storage" and groups[-1] == "adapters"
         assert groups.index("session") < groups.index("adapters")
         assert fed.engine.accepting
+
+
+def test_gc_tuning_freezes_start_up_and_raises_the_young_threshold() -> None:
+    import gc
+
+    from engine._gc import YOUNG_THRESHOLD, tuned_gc
+
+    before = gc.get_threshold()
+    with tuned_gc():
+        assert gc.get_threshold() == (YOUNG_THRESHOLD, *before[1:])
+        assert gc.get_freeze_count() > 0
+    assert gc.get_threshold() == before
+    assert gc.get_freeze_count() == 0
+
+
+def test_hot_path_records_are_not_tracked_by_the_collector() -> None:
+    """Events, rich text and metadata entries are gc=False Structs: never traversed."""
+    import gc
+
+    from engine import MetadataEntry
+
+    message = Message.create(source=JOHN, destination=PETER, body="hi",
+                             platform_ids={"acme": "a-1"})
+    entry = MetadataEntry(timestamp=0.0, event_id=message.event_id, sender=JOHN,
+                          receiver=PETER, type="im", outcome="delivered")
+    for record in (message, message.body, message.body.blocks[0], entry):
+        assert not gc.is_tracked(record), type(record).__name__

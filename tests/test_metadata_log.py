@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import trio
@@ -18,7 +19,8 @@ from engine import (
     MetadataEntry,
     MetadataLog,
 )
-from engine._metadata_log import day_of
+from engine._kv import WriteOp
+from engine._metadata_log import WRITE_CHUNK, day_of
 from engine.testing import MemoryDirectory, TrioWallClock
 
 from ._harness import JOHN, MARY, PETER, federation, seed
@@ -149,3 +151,90 @@ async def test_metadata_survives_a_restart(tmp_path: Path) -> None:
     assert len(log.entries()) == 1
     assert [r.messages for r in log.rollups()] == [1]
     await reopened.aclose()
+
+
+class _NoYieldKV(MemoryKV):
+    """Applies writes without a checkpoint (as LmdbStore does while it has room)."""
+
+    def __init__(self, on_write: Callable[[int], None]) -> None:
+        super().__init__(METADATA_DBS)
+        self._on_write = on_write
+
+    async def write(self, ops: Sequence[WriteOp]) -> None:
+        await trio.lowlevel.checkpoint_if_cancelled()
+        for db, key, value in ops:
+            table = self._db(db)
+            if value is None:
+                table.pop(key, None)
+            else:
+                table[key] = value
+        self._on_write(sum(db == "entries" for db, _, _ in ops))
+
+
+async def test_the_writer_yields_between_chunks_of_a_large_batch() -> None:
+    """A big batch must not hold the event loop: each chunk runs in its own task step."""
+    directory = MemoryDirectory()
+    await seed(directory)
+    clock = TrioWallClock()
+    steps = 0
+    writes: list[tuple[int, int]] = []  # (entries written, task step it happened in)
+
+    class StepCounter(trio.abc.Instrument):
+        def before_task_step(self, task: trio.lowlevel.Task) -> None:
+            nonlocal steps
+            if task is writer:
+                steps += 1
+
+    log = MetadataLog(_NoYieldKV(lambda n: writes.append((n, steps))), directory, clock)
+    for _ in range(3 * WRITE_CHUNK + 1):
+        await log.record(entry(clock, JOHN, PETER))
+    writer = trio.lowlevel.current_task()
+    counter = StepCounter()
+    trio.lowlevel.add_instrument(counter)
+    try:
+        assert await log.write_buffered() == 3 * WRITE_CHUNK + 1
+    finally:
+        trio.lowlevel.remove_instrument(counter)
+    assert [n for n, _ in writes] == [WRITE_CHUNK] * 3 + [1]
+    step_of_each = [step for _, step in writes]
+    assert len(set(step_of_each)) == len(writes), "the writer did not yield between chunks"
+    assert len(log.entries(limit=10_000)) == 3 * WRITE_CHUNK + 1
+    [rollup] = log.rollups()
+    assert rollup.messages == 3 * WRITE_CHUNK + 1
+
+
+async def test_a_cancelled_write_keeps_the_unwritten_entries() -> None:
+    directory = MemoryDirectory()
+    await seed(directory)
+    clock = TrioWallClock()
+    scope = trio.CancelScope()
+    log = MetadataLog(_NoYieldKV(lambda n: scope.cancel()), directory, clock)
+    total = 2 * WRITE_CHUNK + 5
+    for _ in range(total):
+        await log.record(entry(clock, JOHN, PETER))
+    with scope:
+        await log.write_buffered()
+    assert scope.cancelled_caught
+    assert log.statistics() == {"recorded": total, "written": WRITE_CHUNK,
+                                "buffered": total - WRITE_CHUNK}
+    assert await log.write_buffered() == total - WRITE_CHUNK
+    entries = log.entries(limit=10_000)
+    assert len(entries) == total
+    assert len({e.event_id for e in entries}) == total, "nothing written twice"
+    [rollup] = log.rollups()
+    assert rollup.messages == total
+
+
+async def test_flush_waits_for_a_batch_being_written() -> None:
+    """flush() during the writer's chunked write still covers the writer's batch."""
+    directory = MemoryDirectory()
+    await seed(directory)
+    clock = TrioWallClock()
+    log = MetadataLog(_NoYieldKV(lambda n: None), directory, clock)
+    for _ in range(2 * WRITE_CHUNK):
+        await log.record(entry(clock, JOHN, PETER))
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(log.write_buffered)
+        await trio.lowlevel.checkpoint()  # the writer has taken the batch, one chunk done
+        await log.flush()
+        assert len(log.entries(limit=10_000)) == 2 * WRITE_CHUNK

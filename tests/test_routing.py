@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
 import trio.testing
 
 from engine import (
@@ -10,11 +14,14 @@ from engine import (
     ContactRequest,
     DeliveryOutcome,
     DeliveryResult,
+    Directory,
     DomainAgreement,
+    DomainRoute,
     Edit,
     Engine,
     EngineSettings,
     Event,
+    LmdbDirectory,
     Message,
     MetadataEntry,
     Presence,
@@ -27,7 +34,7 @@ from engine import (
 )
 from engine._router import RoutingSettings
 from engine._session import DeliverySettings
-from engine.testing import LoopbackAdapter
+from engine.testing import LoopbackAdapter, MemoryDirectory
 
 from ._harness import EVE, JOHN, MARY, PETER, Federation, federation, next_event
 
@@ -303,3 +310,57 @@ async def test_message_id_map_is_bounded_by_age(autojump_clock: trio.testing.Moc
         await fed.acme.send(late_edit)
         await fed.settle()
         assert only_entry(fed, late_edit.event_id).reason == "unknown-message"
+
+
+@pytest.fixture(params=["memory", "lmdb"])
+async def any_directory(request: pytest.FixtureRequest,
+                        tmp_path: Path) -> AsyncIterator[Directory]:
+    if request.param == "memory":
+        yield MemoryDirectory()
+        return
+    directory = await LmdbDirectory.open(tmp_path / "directory")
+    yield directory
+    await directory.aclose()
+
+
+async def test_cached_policy_decisions_follow_every_policy_write(
+    any_directory: Directory,
+) -> None:
+    """The router caches decisions per pair; each kind of policy write invalidates them."""
+    async with federation(directory=any_directory) as fed:
+        router = fed.engine.router
+
+        async def allowed() -> bool:
+            return router.check_policy(JOHN, PETER).allowed
+
+        assert await allowed()
+        assert router.check_policy(JOHN, PETER) is router.check_policy(JOHN, PETER)
+        await fed.directory.put_user_policy(UserPolicy(address=PETER, decision="deny"))
+        assert not await allowed(), "a user policy write invalidates the cache"
+        await fed.directory.put_user_policy(UserPolicy(address=PETER))
+        assert await allowed()
+        await fed.directory.put_domain_agreement(DomainAgreement(
+            domain_a="widget.test", domain_b="acme.test", decision="deny"))
+        assert not await allowed(), "an agreement write invalidates the cache"
+        await fed.directory.put_domain_agreement(DomainAgreement(
+            domain_a="widget.test", domain_b="acme.test", decision="allow"))
+        assert await allowed()
+        await fed.directory.put_domain_route(DomainRoute(domain="widget.test",
+                                                         platform="widget", internal=True))
+        assert router.check_policy(JOHN, PETER).reason == "internal-domains", \
+            "a route write invalidates the cache"
+        # And through the whole path: a denial written between two messages applies.
+        await fed.directory.put_user_policy(UserPolicy(address=JOHN, decision="deny"))
+        sent = message(JOHN, PETER)
+        await fed.acme.send(sent)
+        await refused_with(fed, sent, f"user-denied:{JOHN}")
+
+
+async def test_find_session_id_matches_find_session(any_directory: Directory) -> None:
+    record = SessionRecord(session_id=session_id_for(JOHN, PETER), a=PETER, b=JOHN)
+    await any_directory.put_session(record)
+    for a, b in ((JOHN, PETER), (PETER, JOHN)):
+        found = any_directory.find_session(a, b)
+        assert found is not None
+        assert any_directory.find_session_id(a, b) == found.session_id
+    assert any_directory.find_session_id(JOHN, MARY) is None

@@ -63,7 +63,9 @@ class MemoryDirectory:
         self._identity_index: dict[tuple[str, str, str], Address] = {}
         self._contacts: dict[Address, dict[Address, ContactRecord]] = {}
         self._sessions: dict[str, SessionRecord] = {}
-        self._session_ids: list[str] = []  # sorted, for pagination
+        #: every session id, for pagination; sorted lazily (see list_sessions)
+        self._session_ids: list[str] = []
+        self._session_ids_sorted = True
         self._session_pairs: dict[tuple[Address, Address], str] = {}
         self._conversations: dict[tuple[str, str], str] = {}
         self._message_ids: dict[str, MessageIdRecord] = {}
@@ -71,6 +73,7 @@ class MemoryDirectory:
         self._agreements: dict[tuple[str, str], DomainAgreement] = {}
         self._policies: dict[Address, UserPolicy] = {}
         self._installations: dict[tuple[str, str], Installation] = {}
+        self._policy_version = 0
 
     def _check(self) -> None:
         if self._closed:
@@ -79,6 +82,11 @@ class MemoryDirectory:
     @property
     def schema_version(self) -> int:
         return SCHEMA_VERSION
+
+    @property
+    def policy_version(self) -> int:
+        """Changes whenever a domain route, an agreement or a user policy is written."""
+        return self._policy_version
 
     # ---------------------------------------------------------------- routes
 
@@ -96,6 +104,7 @@ class MemoryDirectory:
         self._check()
         await trio.lowlevel.checkpoint_if_cancelled()
         self._routes[route.domain] = route
+        self._policy_version += 1
 
     # ------------------------------------------------------------ identities
 
@@ -160,6 +169,11 @@ class MemoryDirectory:
         session_id = self._session_pairs.get(pair)
         return None if session_id is None else self.get_session(session_id)
 
+    def find_session_id(self, a: Address, b: Address) -> str | None:
+        """The id of the pair's session (either order), without copying the record."""
+        self._check()
+        return self._session_pairs.get((a, b) if a <= b else (b, a))
+
     def find_session_by_conversation(self, platform: str,
                                      conversation_id: str) -> SessionRecord | None:
         self._check()
@@ -171,9 +185,13 @@ class MemoryDirectory:
         self._check()
         if limit <= 0:
             return []
-        start = bisect.bisect_right(self._session_ids, after)
+        ids = self._session_ids
+        if not self._session_ids_sorted:
+            ids.sort()  # timsort: linear on the sorted run plus the ids appended since
+            self._session_ids_sorted = True
+        start = bisect.bisect_right(ids, after)
         return [_copy_session(self._sessions[session_id])
-                for session_id in self._session_ids[start:start + limit]]
+                for session_id in ids[start:start + limit]]
 
     def count_sessions(self) -> int:
         self._check()
@@ -188,7 +206,12 @@ class MemoryDirectory:
         pair = (record.a, record.b)
         old = self._sessions.get(record.session_id)
         if old is None:
-            bisect.insort(self._session_ids, record.session_id)
+            # O(1): appended, sorted on the next list_sessions (an insort
+            # here was O(n), i.e. quadratic when registering many sessions).
+            ids = self._session_ids
+            if ids and record.session_id < ids[-1]:
+                self._session_ids_sorted = False
+            ids.append(record.session_id)
         else:
             old_pair = (old.a, old.b)
             if old_pair != pair and self._session_pairs.get(old_pair) == record.session_id:
@@ -265,6 +288,7 @@ class MemoryDirectory:
                 agreement, domain_a=agreement.domain_b, domain_b=agreement.domain_a
             )
         self._agreements[(agreement.domain_a, agreement.domain_b)] = agreement
+        self._policy_version += 1
 
     def get_user_policy(self, address: Address) -> UserPolicy | None:
         self._check()
@@ -274,6 +298,7 @@ class MemoryDirectory:
         self._check()
         await trio.lowlevel.checkpoint_if_cancelled()
         self._policies[policy.address] = policy
+        self._policy_version += 1
 
     # --------------------------------------------------------- installations
 

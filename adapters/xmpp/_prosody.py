@@ -323,9 +323,11 @@ class ProsodyInstance:
                    "-F"]
         self._open_console()
         try:
+            # A session of its own: Ctrl-C in a terminal signals the whole foreground
+            # group, and Prosody must outlive the engine's graceful drain; we stop it.
             self._process = await trio.lowlevel.open_process(
                 command, stdin=subprocess.DEVNULL, stdout=self._console,
-                stderr=subprocess.STDOUT, cwd=str(self.state_dir))
+                stderr=subprocess.STDOUT, cwd=str(self.state_dir), start_new_session=True)
         except OSError as exc:
             self._close_console()
             raise ProsodyError(f"could not start prosody: {exc}; " + INSTALL_HINT) from exc

@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import socket
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping
@@ -54,7 +53,7 @@ from slack_sdk.signature import SignatureVerifier
 
 from engine import UnavailableError
 
-from .._asgi import Receive, Scope, Send, answer_lifespan
+from .._asgi import Receive, Scope, Send, answer_lifespan, listening_socket
 
 log = logging.getLogger("interlink.slack.inbound")
 
@@ -528,7 +527,7 @@ async def serve_http(app: ASGIApp, *, host: str = "127.0.0.1", port: int = 0,
     lets requests in flight finish for up to ``graceful_timeout`` seconds and
     returns (re-raising the cancellation). A port in use raises ``OSError``.
     """
-    listening = _listening_socket(host, port)
+    listening = listening_socket(host, port)
     config = HypercornConfig()
     config.bind = [f"fd://{listening.detach()}"]
     config.accesslog = None
@@ -563,15 +562,3 @@ async def serve_http(app: ASGIApp, *, host: str = "127.0.0.1", port: int = 0,
                 await finished.wait()
             server_scope.cancel()
             log.info("slack events endpoint stopped", extra={"port": bound})
-
-
-def _listening_socket(host: str, port: int) -> socket.socket:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((host, port))
-    except OSError:
-        sock.close()
-        raise
-    return sock

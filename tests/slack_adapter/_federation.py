@@ -137,6 +137,7 @@ async def slack_federation(
     rate_limits: RateLimitSettings | None = None, pacing: float = 200.0,
     presence_interval: float = 3600.0, seed_extra: str = "", deadline: float = TEST_DEADLINE,
     installations: tuple[SlackInstallationConfig, ...] = (), listen: bool = False,
+    pacing_burst: int = 3,
 ) -> AsyncIterator[SlackFederation]:
     """Everything running; ``mode`` is ``socket`` or ``http`` (events to the adapter).
     ``listen``: serve the adapter's HTTP routes in Socket Mode too (file links)."""
@@ -169,7 +170,7 @@ async def slack_federation(
                         requested_by=JOHN_ADDRESS))
         web = SlackWebClient(settings=WebApiSettings(
             base_url=sandbox.api_url, post_message_per_second=pacing,
-            post_message_burst=3), http=http)
+            post_message_burst=pacing_burst), http=http)
         slack = SlackAdapter(
             settings=SlackSettings(mode=mode, listen_port=port,
                                    presence_interval=presence_interval,

@@ -30,7 +30,6 @@ import email.parser
 import email.policy
 import json
 import logging
-import socket
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -44,7 +43,7 @@ from hypercorn.trio import serve
 
 from engine import Clock, SystemClock
 
-from ..._asgi import Receive, Scope, Send, answer_lifespan
+from ..._asgi import Receive, Scope, Send, answer_lifespan, listening_socket
 from ._call import Args, Call
 from ._commands import apply_response, open_app_home, prepare_command, use_response_url
 from ._delivery import (
@@ -168,7 +167,7 @@ class Sandbox:
         """
         config = HypercornConfig()
         # bind here, so that a port in use fails without leaking hypercorn's socket
-        config.bind = [f"fd://{_listening_socket(host, port).detach()}"]
+        config.bind = [f"fd://{listening_socket(host, port).detach()}"]
         config.accesslog = None
         config.errorlog = logging.getLogger("interlink.slack.sandbox.server")
         config.graceful_timeout = 1.0
@@ -366,16 +365,6 @@ class Sandbox:
             failures_injected=self.failures_injected)
 
 
-def _listening_socket(host: str, port: int) -> socket.socket:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((host, port))
-    except OSError:
-        sock.close()
-        raise
-    return sock
 
 
 async def _serve(app: SandboxApp, config: HypercornConfig, stopping: trio.Event,
@@ -794,4 +783,3 @@ async def _respond_json(send: Send, status: int, body: dict[str, Any],
                         headers: Mapping[str, str] | None = None) -> None:
     await _respond(send, status, json.dumps(body, separators=(",", ":")).encode(),
                    "application/json; charset=utf-8", headers)
-

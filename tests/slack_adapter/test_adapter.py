@@ -234,7 +234,9 @@ async def test_a_flood_into_one_conversation_respects_the_channel_limit_and_lose
     # Slack's ~1/s per channel, scaled up 40x so that the test takes seconds, not minutes
     limits = RateLimitSettings(post_message_per_second=40.0, post_message_burst=3,
                                per_minute=(600.0, 6000.0, 6000.0, 6000.0, 6000.0))
-    async with slack_federation(rate_limits=limits, pacing=32.0, deadline=90) as fed:
+    # no client burst: network jitter must not squeeze paced posts into a sandbox burst
+    async with slack_federation(rate_limits=limits, pacing=32.0, pacing_burst=1,
+                                deadline=90) as fed:
         channel = await open_conversation(fed)
         for n in range(200):
             await fed.widget.send(Message.create(source=PETER_ADDRESS,
@@ -247,9 +249,9 @@ async def test_a_flood_into_one_conversation_respects_the_channel_limit_and_lose
 
 
 async def test_a_429_on_one_conversation_does_not_delay_another() -> None:
-    # The sandbox allows 1 post per second per channel; the adapter is told 100/s, so it
+    # The sandbox allows a post every 2 s per channel; the adapter is told 100/s, so it
     # overruns peter's channel and waits Retry-After there - paul's channel keeps flowing.
-    limits = RateLimitSettings(post_message_per_second=1.0, post_message_burst=2,
+    limits = RateLimitSettings(post_message_per_second=0.5, post_message_burst=2,
                                per_minute=(600.0, 6000.0, 6000.0, 6000.0, 6000.0))
     async with slack_federation(rate_limits=limits, pacing=100.0) as fed:
         peter_channel = await open_conversation(fed, PETER_ADDRESS)

@@ -169,6 +169,24 @@ def _first_interlink_error(error: BaseException) -> InterlinkError | None:
     return None
 
 
+def _root_cause(error: InterlinkError) -> InterlinkError:
+    """The innermost Interlink error behind ``error`` (through causes and task groups).
+
+    Interlink's own errors carry no content (only ids, addresses, reasons), so their
+    messages are safe to show; foreign exceptions are not looked into.
+    """
+    seen: set[int] = set()
+    current: InterlinkError = error
+    while id(current) not in seen:
+        seen.add(id(current))
+        cause = current.__cause__ or current.__context__
+        inner = _first_interlink_error(cause) if cause is not None else None
+        if inner is None:
+            return current
+        current = inner
+    return current
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     arguments = list(sys.argv[1:] if argv is None else argv)
     delegate = _delegated(arguments[0]) if arguments else None
@@ -195,6 +213,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if found is None:
             raise
         print(f"interlink: {found}", file=sys.stderr)
+        cause = _root_cause(found)
+        if cause is not found:  # e.g. the missing secret behind a supervisor's escalation
+            print(f"interlink: because: {cause}", file=sys.stderr)
         return 1
 
 

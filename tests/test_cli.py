@@ -241,3 +241,26 @@ def test_operator_commands_explain_a_missing_engine(tmp_path: Path) -> None:
     result = interlink("sessions", "show", "--url", "http://127.0.0.1:1",
                        "--token-file", str(tmp_path / "missing"))
     assert result.returncode == 1 and "no control token" in result.stderr
+
+
+def test_a_start_failure_names_its_cause(tmp_path: Path) -> None:
+    config = tmp_path / "bad.toml"
+    config.write_text(f"""
+[engine]
+data_dir = "{tmp_path}/data"
+[control]
+listen = "127.0.0.1:{_free_port()}"
+[[adapters]]
+type = "xmpp"
+component_domain = "acme.localhost"
+server = "127.0.0.1:{_free_port()}"
+secret = {{ env = "INTERLINK_TEST_NO_SUCH_VARIABLE" }}
+[[domains]]
+domain = "widget.localhost"
+platform = "xmpp"
+""")
+    result = interlink("run", "--config", str(config))
+    assert result.returncode == 1
+    assert "because: adapter 'xmpp': no component secret (environment variable " \
+        "INTERLINK_TEST_NO_SUCH_VARIABLE)" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -38,6 +38,7 @@ from engine import (
     ContactRemove,
     ContactRequest,
     DeliveryError,
+    DeliveryOutcome,
     DeliveryResult,
     EnginePort,
     Event,
@@ -312,6 +313,10 @@ class SlackAdapter:
         directory = self.port.directory
         if isinstance(event, Profile):
             self._profiles.remember(event.source, event)
+            return DeliveryResult()
+        if isinstance(event, DeliveryOutcome) and event.status == "delivered":
+            # Slack has no delivery or read receipts: a contact's receipt (XEP-0184)
+            # has no Slack form, and a bot notice per message would be noise
             return DeliveryResult()
         identity = directory.get_identity(event.destination)
         if identity is None or identity.platform != self.name:

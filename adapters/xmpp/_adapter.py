@@ -13,6 +13,8 @@ This module wires both to the engine:
   deadline while the server is away is a retryable ``DeliveryError``.
 - **Resync**: after every (re)connect, the presence of active contacts is
   probed, so both sides see current presence again.
+- **Profiles**: a contact's vCard is asked when they first show up online as
+  a contact, and again when their presence advertises a new avatar hash.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from engine import (
     DeliveryResult,
     EnginePort,
     Event,
+    FileShare,
     Message,
     Presence,
     Profile,
@@ -106,12 +109,20 @@ class XmppAdapter:
         self.stats = XmppStats()
         self._port: EnginePort | None = None
         self._connection: ComponentConnection | None = None
+        self._connection_key: tuple[str, int, str] | None = None
         #: latest presence and profile of each platform-side (local) user
         self._presence = _Bounded(settings.max_remembered)
         self._profiles = _Bounded(settings.max_remembered)
         self._reactions = _Bounded(settings.max_remembered)
         #: canonical ids of inbound messages whose sender asked for a receipt (XEP-0184)
         self._receipts = _Bounded(settings.max_remembered)
+        #: remote contacts whose vCard was asked, with the avatar hash they advertised then
+        self._vcard_hashes = _Bounded(settings.max_remembered)
+        self._vcard_requests = 0
+        #: XMPP id -> canonical id of messages submitted recently: a correction, reply or
+        #: reaction sent right after its message must find it before the engine has
+        #: delivered it and recorded its ids (the session's mailbox keeps them in order)
+        self._submitted = _Bounded(settings.max_remembered)
         self.ready = trio.Event()
 
     @property
@@ -139,11 +150,16 @@ class XmppAdapter:
                   task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         self._port = port
         host, server_port, secret = self._server()
-        connection = ComponentConnection(
-            self.mapper.component_domain, secret, host, server_port,
-            on_connected=self._resync, queue_limit=self.settings.queue_limit,
-            queue_deadline=self.settings.queue_deadline, **self._options)
+        connection = self._connection
+        if connection is None or self._connection_key != (host, server_port, secret):
+            connection = ComponentConnection(
+                self.mapper.component_domain, secret, host, server_port,
+                on_connected=self._resync, queue_limit=self.settings.queue_limit,
+                queue_deadline=self.settings.queue_deadline, **self._options)
+        # else a restart (by a supervisor): the same connection, so that stanzas queued
+        # while the adapter was down are written after the handshake, not stranded
         self._connection = connection
+        self._connection_key = (host, server_port, secret)
         async with trio.open_nursery() as nursery:
             await nursery.start(connection.run)
             nursery.start_soon(self._inbound)
@@ -197,6 +213,9 @@ class XmppAdapter:
             self.stats.answered += 1
             await self._send_quietly(resubscribe)
             return
+        if self._redundant_approval(stanza):
+            self.stats.ignored += 1
+            return
         answer = translate.answer_directly(stanza, mapper=self.mapper,
                                            presence_of=self._presence.get,
                                            profile_of=self._profiles.get,
@@ -221,6 +240,8 @@ class XmppAdapter:
             if refusal is not None:
                 await self._reject(stanza, refusal)
                 return
+            if isinstance(event, Presence) and event.availability != "offline":
+                await self._fetch_profile(stanza, event.destination, event.source)
             self._track_reaction(event)
             try:
                 await self.port.submit(event)
@@ -230,10 +251,16 @@ class XmppAdapter:
                     condition="service-unavailable", type="wait", text="restarting"))
                 return
             self.stats.events_submitted += 1
+            xmpp_id = event.platform_ids.get(self.name) if isinstance(
+                event, Message | FileShare) else None
+            if xmpp_id:
+                self._submitted.remember(xmpp_id, event.event_id)
 
     def _approve_resubscribe(self, stanza: Element) -> list[Element] | None:
         """A ``subscribe`` from a contact already accepted (clients subscribe back after
-        accepting): approve it here instead of asking the local user again."""
+        accepting), or from one the local user asked to connect (a client that approves
+        and subscribes back at once, before the engine has seen the approval): approve it
+        here instead of asking the local user again."""
         if stanza.tag != f"{{{translate.NS_CLIENT}}}presence" or \
                 stanza.get("type") != "subscribe":
             return None
@@ -242,7 +269,9 @@ class XmppAdapter:
             local = self.mapper.address_of_local(bare_jid(stanza.get("to", "")))
         except (JidError, ValueError):
             return None
-        if not self._is_contact(local, remote):
+        record = self.port.directory.get_contact(local, remote)
+        if record is None or not (record.state == "accepted" or (
+                record.state == "pending" and record.requested_by == local)):
             return None
         approval = translate.encode_event(ContactAccept(source=local, destination=remote),
                                           mapper=self.mapper, ids=self._ids())
@@ -251,6 +280,36 @@ class XmppAdapter:
             approval += translate.resync_presence(local, remote, mapper=self.mapper,
                                                   presence=presence)[1:]
         return approval
+
+    async def _fetch_profile(self, stanza: Element, local: Address, remote: Address) -> None:
+        """Ask a contact's vCard (XEP-0054) the first time they show up online as a contact,
+        and again when their presence advertises a new avatar hash (XEP-0153); the answer
+        comes back as an iq result that decodes to their Profile."""
+        if not self._is_contact(local, remote):
+            return
+        advertised = translate.avatar_hash(stanza)
+        known = self._vcard_hashes.get(remote)
+        if known is not None and (advertised is None or advertised == known):
+            return
+        self._vcard_hashes.remember(remote, advertised or "")
+        self._vcard_requests += 1
+        await self._send_quietly(translate.vcard_request(
+            self.mapper.local_jid(local), self.mapper.remote_jid(remote),
+            f"vcard-{self._vcard_requests}"))
+
+    def _redundant_approval(self, stanza: Element) -> bool:
+        """A ``subscribed`` from a contact already accepted (clients that auto-approve, or
+        a user approving twice): RFC 6121 §3.1.6 has the user's server ignore it, so the
+        local user is not told "accepted" twice."""
+        if stanza.tag != f"{{{translate.NS_CLIENT}}}presence" or \
+                stanza.get("type") != "subscribed":
+            return False
+        try:
+            remote = self.mapper.address_of_remote(bare_jid(stanza.get("from", "")))
+            local = self.mapper.address_of_local(bare_jid(stanza.get("to", "")))
+        except (JidError, ValueError):
+            return False
+        return self._is_contact(local, remote)
 
     def _refusal(self, event: Event) -> translate.StanzaError | None:
         """Bad addressing the XMPP sender should hear about at once (nothing routed)."""
@@ -333,7 +392,9 @@ class XmppAdapter:
             for session in page:
                 seen += 1
                 for local, remote in ((session.a, session.b), (session.b, session.a)):
-                    if self.mapper.is_local(str(local)) or not self._serves(remote):
+                    # remote: a real XMPP user (routed to this adapter); local: a user of
+                    # another platform, shown on XMPP under the component
+                    if self._serves(local) or not self._serves(remote):
                         continue
                     if self._is_contact(local, remote):
                         yield local, remote
@@ -352,7 +413,11 @@ class _Ids:
         self._directory = adapter.port.directory
 
     def canonical_id(self, xmpp_id: str) -> str | None:
-        return self._directory.find_canonical_id(self._adapter.name, xmpp_id)
+        found = self._directory.find_canonical_id(self._adapter.name, xmpp_id)
+        if found is None:
+            submitted = self._adapter._submitted.get(xmpp_id)
+            found = submitted if isinstance(submitted, str) else None
+        return found
 
     def xmpp_id(self, canonical_id: str) -> str | None:
         record = self._directory.get_message_ids(canonical_id)

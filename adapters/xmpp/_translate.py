@@ -320,6 +320,12 @@ def _decode_message(elem: Element, mapper: AddressMapper, ids: MessageIdLookup, 
                                 target_event_id=target, status="delivered")]
 
     retracted = _retracted_id(elem)
+    replace = _child(elem, NS_CORRECT, "replace")
+    reactions = _child(elem, NS_REACTIONS, "reactions")
+    if "" in (retracted, None if replace is None else replace.get("id", ""),
+              None if reactions is None else reactions.get("id", "")):
+        return _error("bad-request", "a correction, retraction or reaction needs the id of "
+                                     "the message it refers to")
     if retracted is not None:
         target = ids.canonical_id(retracted)
         if target is None:
@@ -327,7 +333,6 @@ def _decode_message(elem: Element, mapper: AddressMapper, ids: MessageIdLookup, 
         return [Retract(event_id=_event_id(source, xmpp_id), source=source,
                         destination=destination, timestamp=now, target_id=target)]
 
-    reactions = _child(elem, NS_REACTIONS, "reactions")
     if reactions is not None:
         return _decode_reactions(reactions, source, destination, ids, xmpp_id, now)
 
@@ -335,7 +340,6 @@ def _decode_message(elem: Element, mapper: AddressMapper, ids: MessageIdLookup, 
     if len(body.encode()) > max_body_bytes:
         return _error("not-acceptable", f"the body is longer than {max_body_bytes} bytes")
     oob = _child(elem, NS_OOB, "x")
-    replace = _child(elem, NS_CORRECT, "replace")
     if body.strip() or oob is not None:
         if not xmpp_id:
             return _error("bad-request", "a message needs an id")

@@ -21,7 +21,6 @@ from __future__ import annotations
 import logging
 import os
 import re
-from collections import OrderedDict
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
@@ -57,6 +56,7 @@ from engine import (
 from engine._events import Availability
 from engine._richtext import Block, ListBlock, Paragraph, Quote
 
+from .._bounded import Bounded
 from ._file_links import FileTicket, open_ticket, sign_ticket
 from ._inbound import EventDeduplicator, SlackEventsApp, serve_http
 from ._routes import SlackRoutes
@@ -155,18 +155,6 @@ class SlackStats(msgspec.Struct, kw_only=True):
     profiles_skipped: int = 0
 
 
-class _Bounded(OrderedDict[Any, Any]):
-    """An LRU dict: the oldest entries go once ``limit`` is reached."""
-
-    def __init__(self, limit: int) -> None:
-        super().__init__()
-        self.limit = limit
-
-    def remember(self, key: Any, value: Any) -> None:
-        self[key] = value
-        self.move_to_end(key)
-        while len(self) > self.limit:
-            self.popitem(last=False)
 
 
 def conversation_name(prefix: str, contact: Address) -> str:
@@ -202,11 +190,11 @@ class SlackAdapter:
         self._port: EnginePort | None = None
         #: per team: ids that are Interlink's own (bot user, bot, app)
         self._own: dict[str, frozenset[str]] = {}
-        self._profiles: _Bounded = _Bounded(self.settings.max_profiles)
-        self._followed: _Bounded = _Bounded(self.settings.max_followed_users)
+        self._profiles: Bounded = Bounded(self.settings.max_profiles)
+        self._followed: Bounded = Bounded(self.settings.max_followed_users)
         self._presence: dict[Address, str] = {}
-        self._topics: _Bounded = _Bounded(self.settings.max_profiles)
-        self._invited: _Bounded = _Bounded(self.settings.max_profiles)
+        self._topics: Bounded = Bounded(self.settings.max_profiles)
+        self._invited: Bounded = Bounded(self.settings.max_profiles)
         self._conversation_locks: dict[str, trio.Lock] = {}
         self.listen_port: int | None = None
         self.ready = trio.Event()

@@ -20,7 +20,6 @@ This module wires both to the engine:
 from __future__ import annotations
 
 import logging
-from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from typing import Any
 from xml.etree.ElementTree import Element
@@ -47,6 +46,7 @@ from engine import (
     UnavailableError,
 )
 
+from .._bounded import Bounded
 from . import _translate as translate
 from ._component import ComponentConnection, ComponentUnavailable, InvalidStanza
 from ._jid import AddressingSettings, AddressMapper, JidError, bare_jid
@@ -85,16 +85,6 @@ class XmppStats(msgspec.Struct, kw_only=True):
     probes_sent: int = 0
 
 
-class _Bounded(OrderedDict[Any, Any]):
-    def __init__(self, limit: int) -> None:
-        super().__init__()
-        self.limit = limit
-
-    def remember(self, key: Any, value: Any) -> None:
-        self[key] = value
-        self.move_to_end(key)
-        while len(self) > self.limit:
-            self.popitem(last=False)
 
 
 class XmppAdapter:
@@ -111,18 +101,18 @@ class XmppAdapter:
         self._connection: ComponentConnection | None = None
         self._connection_key: tuple[str, int, str] | None = None
         #: latest presence and profile of each platform-side (local) user
-        self._presence = _Bounded(settings.max_remembered)
-        self._profiles = _Bounded(settings.max_remembered)
-        self._reactions = _Bounded(settings.max_remembered)
+        self._presence = Bounded(settings.max_remembered)
+        self._profiles = Bounded(settings.max_remembered)
+        self._reactions = Bounded(settings.max_remembered)
         #: canonical ids of inbound messages whose sender asked for a receipt (XEP-0184)
-        self._receipts = _Bounded(settings.max_remembered)
+        self._receipts = Bounded(settings.max_remembered)
         #: remote contacts whose vCard was asked, with the avatar hash they advertised then
-        self._vcard_hashes = _Bounded(settings.max_remembered)
+        self._vcard_hashes = Bounded(settings.max_remembered)
         self._vcard_requests = 0
         #: XMPP id -> canonical id of messages submitted recently: a correction, reply or
         #: reaction sent right after its message must find it before the engine has
         #: delivered it and recorded its ids (the session's mailbox keeps them in order)
-        self._submitted = _Bounded(settings.max_remembered)
+        self._submitted = Bounded(settings.max_remembered)
         self.ready = trio.Event()
 
     @property

@@ -362,3 +362,17 @@ class InboundBridge(Generic[T]):
                 batch = self._overflow.popleft()
                 self._overflow_items -= len(batch)
                 self._drop(batch)
+
+
+async def close_stream(stream: Any, timeout: float) -> None:
+    """Close a slixmpp stream gracefully within ``timeout``, else abort it; on its loop."""
+    stream.cancel_connection_attempt()
+    if stream.transport is None:
+        return
+    closed = stream.disconnected
+    stream.disconnect(wait=timeout, ignore_send_queue=True)
+    try:
+        async with asyncio.timeout(timeout + 1):
+            await asyncio.shield(closed)
+    except TimeoutError:
+        stream.abort()

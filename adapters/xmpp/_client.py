@@ -23,7 +23,7 @@ from slixmpp.clientxmpp import ClientXMPP
 from slixmpp.jid import JID
 from slixmpp.types import MessageTypes
 
-from adapters.xmpp._bridge import AsyncioThread, InboundBridge
+from adapters.xmpp._bridge import AsyncioThread, InboundBridge, close_stream
 
 PLAINTEXT_CONFIG = {"feature_mechanisms": {"unencrypted_plain": True, "unencrypted_scram": True}}
 
@@ -125,18 +125,8 @@ class _ClientSide:
         self.xmpp.send_raw(data)
 
     async def close(self, timeout: float) -> None:
-        xmpp = self.xmpp
-        if xmpp is None:
-            return
-        xmpp.cancel_connection_attempt()
-        if xmpp.transport is not None:
-            closed = xmpp.disconnected
-            xmpp.disconnect(wait=timeout, ignore_send_queue=True)
-            try:
-                async with asyncio.timeout(timeout + 1):
-                    await asyncio.shield(closed)
-            except TimeoutError:
-                xmpp.abort()
+        if self.xmpp is not None:
+            await close_stream(self.xmpp, timeout)
 
 
 class TestClient:

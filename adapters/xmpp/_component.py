@@ -68,7 +68,7 @@ from slixmpp.xmlstream.tostring import tostring
 
 from engine._errors import ConfigError, LocalError, UnavailableError
 
-from ._bridge import AsyncioThread, BridgeClosedError, InboundBridge
+from ._bridge import AsyncioThread, BridgeClosedError, InboundBridge, close_stream
 
 log = logging.getLogger("interlink.xmpp.component")
 
@@ -349,18 +349,9 @@ class _LoopSide:
 
     async def close(self, timeout: float) -> None:
         """Close the stream gracefully (bounded), then make sure slixmpp saw it closed."""
-        stream = self.stream
-        if stream is None:
+        if self.stream is None:
             return
-        stream.cancel_connection_attempt()
-        if stream.transport is not None:
-            closed = stream.disconnected
-            stream.disconnect(wait=timeout, ignore_send_queue=True)
-            try:
-                async with asyncio.timeout(timeout + 1):
-                    await asyncio.shield(closed)
-            except TimeoutError:
-                stream.abort()
+        await close_stream(self.stream, timeout)
         self.up = False
 
 

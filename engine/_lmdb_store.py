@@ -5,16 +5,17 @@ Why this shape:
 - **Reads stay on the caller's thread.** LMDB reads are memory-mapped lookups
   costing well under a microsecond; handing them to a worker thread would cost
   far more than the read. ``get``/``scan`` therefore run synchronously.
-- **Writes never block the event loop on ``fsync``.** A write updates an
-  in-memory *overlay* (so the caller reads its own writes at once) and is
-  queued for a single writer thread. The writer takes everything queued so far
-  and commits it in one transaction (group commit), so a burst of writes costs
-  one ``fsync``. When the commit lands, the trio side drops the overlay entries
-  it covered and wakes ``flush()`` waiters. A write appends to a lock-free
-  queue and wakes the writer thread only when it idles (it sleeps the
-  group-commit window after each commit and then takes the whole queue), so
-  a busy event loop pays one thread wake-up per group, not per write. Within
-  a group each key's last value wins, and each sub-database gets one
+- **Writes never block the event loop on ``fsync``.** A write lands in the
+  *current generation*: one dict per sub-database, key -> value (``None`` for
+  a delete), so the caller reads its own writes at once and each key's last
+  value wins. Whole generations are handed to a single writer thread, one at a
+  time, and committed in one transaction each (group commit): while the writer
+  commits one generation (and then sleeps the group-commit window), the next
+  one gathers every write made meanwhile. When a commit lands, the trio side
+  drops that generation in O(1) (no per-write bookkeeping), wakes ``flush()``
+  waiters and hands over the next generation. A write therefore costs a dict
+  store per op and allocates nothing the collector tracks; the event loop
+  pays one thread wake-up per generation, and each sub-database gets one
   ``putmulti`` of its puts in key order.
 - **Backpressure instead of unbounded memory.** Writes return immediately
   unless ``max_pending`` operations are still uncommitted; then they wait for
@@ -89,43 +90,42 @@ class Versioned(Protocol):
     def version(self) -> int: ...
 
 
-class _Space:
-    """One named sub-database: its handle, its overlay and its cached read cursor."""
+#: key -> value, or None for a delete: one generation's writes to one sub-database
+_Writes: TypeAlias = dict[bytes, "bytes | None"]
 
-    __slots__ = ("cursor", "handle", "index", "name", "overlay", "version")
+
+class _Space:
+    """One named sub-database: its handle, its uncommitted writes and its read cursor."""
+
+    __slots__ = ("current", "cursor", "handle", "in_flight", "index", "name", "version")
 
     def __init__(self, name: str, handle: lmdb._Database) -> None:
         self.name = name
         self.handle = handle
-        #: position in the store's list of spaces: queued ops name their space by it,
-        #: so that their tuples hold only atoms and the collector stops tracking them
+        #: position in the store's list of spaces (and in a generation's writes)
         self.index = 0
         #: bumped by every write to this sub-database (read caches compare it)
         self.version = 0
-        #: key -> (sequence number, value or None for a pending delete)
-        self.overlay: dict[bytes, tuple[int, bytes | None]] = {}
+        #: writes of the generation still gathering; read first
+        self.current: _Writes = {}
+        #: writes of the generation handed to the writer, until it is committed
+        self.in_flight: _Writes = {}
         #: cursor in the store's cached read txn; None when that txn was dropped
         self.cursor: lmdb.Cursor[bytes] | None = None
 
 
-#: ``(space index, key, value or None)``: one queued op
-_QueuedOp: TypeAlias = tuple[int, bytes, bytes | None]
+class _Generation:
+    """The writes handed to the writer in one go; committed together or not at all."""
 
-
-class _Batch:
-    """The ops of one ``write`` call; committed together or not at all."""
-
-    __slots__ = ("last_seq", "ops", "token")
+    __slots__ = ("last_seq", "token", "writes")
 
     def __init__(
-        self,
-        last_seq: int,
-        token: trio.lowlevel.TrioToken,
-        ops: list[_QueuedOp],
+        self, last_seq: int, token: trio.lowlevel.TrioToken, writes: list[tuple[int, _Writes]]
     ) -> None:
         self.last_seq = last_seq
         self.token = token
-        self.ops = ops
+        #: (space index, that space's writes), for the spaces written to
+        self.writes = writes
 
 
 def _encode_version(version: int) -> bytes:
@@ -175,22 +175,21 @@ class LmdbStore:
         self._read_txn: lmdb.Transaction[bytes] | None = None
 
         # Write side, trio thread.
-        self._last_seq = 0  # sequence number of the newest queued op
+        self._last_seq = 0  # sequence number of the newest op written
         self._committed = 0  # newest sequence number known to be committed
-        self._applied: deque[tuple[int, int, bytes]] = deque()  # (seq, space index, key)
+        self._handed_over = 0  # newest sequence number handed to the writer
+        self._gathering: list[_Space] = []  # spaces whose current generation has writes
         self._waiters: list[tuple[int, int, trio.Event]] = []
         self._tiebreak = itertools.count()
         self._token: trio.lowlevel.TrioToken | None = None
         self._closed = False
 
-        # Shared with the writer thread. The trio side appends to the deque
-        # without a lock (deque appends and pops are atomic) and takes the
-        # lock only to wake a writer that sleeps for want of work.
+        # Shared with the writer thread, under the condition's lock: the
+        # generations handed over and not yet taken (one, except at close).
         self._queue_cond = threading.Condition(threading.Lock())
-        self._queue: deque[_Batch] = deque()
-        self._writer_idle = False  # set by the writer, under the lock, before it waits
+        self._queue: deque[_Generation] = deque()
         self._stopping = False
-        #: wake-ups of the writer thread (a submit finding it idle); for tests
+        #: generations handed to the writer thread (each one wake-up); for tests
         self.writer_wakeups = 0
         # Written by the writer thread only.
         self._thread_committed = 0
@@ -374,11 +373,13 @@ class LmdbStore:
             space = self._spaces[db]
         except KeyError:
             raise DirectoryError(f"unknown sub-database {db!r}") from None
-        overlay = space.overlay
-        if overlay:
-            hit = overlay.get(key)
-            if hit is not None:
-                return hit[1]
+        # `in` before indexing: a pending delete is a present key whose value is None
+        current = space.current
+        if current and key in current:
+            return current[key]
+        in_flight = space.in_flight
+        if in_flight and key in in_flight:
+            return in_flight[key]
         # acquire/release rather than ``with``: measurably cheaper on this hot path
         lock = self._read_lock
         lock.acquire()
@@ -410,10 +411,11 @@ class LmdbStore:
             self.ensure_open()
             return []
         pending: list[tuple[bytes, bytes | None]] = []
-        if space.overlay:
+        uncommitted = self._uncommitted(space)
+        if uncommitted:
             pending = sorted(
-                (key, entry[1])
-                for key, entry in space.overlay.items()
+                (key, value)
+                for key, value in uncommitted.items()
                 if key.startswith(prefix) and (start_after is None or key > start_after)
             )
         seek = prefix if start_after is None or start_after < prefix else start_after
@@ -474,7 +476,7 @@ class LmdbStore:
                 txn = self._read_txn
                 assert txn is not None  # _open_cursor began it and the lock keeps it alive
                 total = txn.stat(space.handle)["entries"]
-                for key, (_, value) in space.overlay.items():
+                for key, value in self._uncommitted(space).items():
                     committed = cursor.get(key) is not None
                     if value is None and committed:
                         total -= 1
@@ -483,6 +485,15 @@ class LmdbStore:
                 return total
         except lmdb.Error as exc:
             raise DirectoryError(f"LMDB count of {db!r} failed: {exc}") from exc
+
+    @staticmethod
+    def _uncommitted(space: _Space) -> _Writes:
+        """``space``'s writes not yet committed, the newest value per key."""
+        if not space.in_flight:
+            return space.current
+        if not space.current:
+            return space.in_flight
+        return space.in_flight | space.current
 
     def _open_cursor(self, space: _Space) -> lmdb.Cursor[bytes]:
         """Create ``space``'s cursor, beginning the shared read txn if needed (lock held)."""
@@ -541,42 +552,46 @@ class LmdbStore:
             raise DirectoryError("LMDB store writes must run inside trio.run") from None
         spaces = self._spaces
         max_key = self._max_key_size
-        resolved: list[tuple[_Space, bytes, bytes | None]] = []
-        for db, key, value in ops:
-            space = spaces.get(db)
-            if space is None:
+        for db, key, _ in ops:  # check everything first: all ops are written or none
+            if db not in spaces:
                 raise DirectoryError(f"unknown sub-database {db!r}")
             if not 0 < len(key) <= max_key:
                 raise DirectoryError(
                     f"key for {db!r} is {len(key)} bytes; LMDB keys must be 1-{max_key} bytes"
                 )
-            resolved.append((space, key, value))
-        if not resolved:
+        if not ops:
             return self._last_seq
         self._token = token
-        seq = self._last_seq
-        applied = self._applied
-        queued: list[_QueuedOp] = []
-        for space, key, value in resolved:
-            seq += 1
+        gathering = self._gathering
+        for db, key, value in ops:
+            space = spaces[db]
             space.version += 1
-            space.overlay[key] = (seq, value)
-            index = space.index
-            applied.append((seq, index, key))
-            queued.append((index, key, value))
-        self._last_seq = seq
-        self._queue.append(_Batch(seq, token, queued))
-        # The writer takes the whole queue when it wakes and sleeps the
-        # group-commit window after every commit, so it needs waking only
-        # when it idles: one wake-up per group, not per write. The writer
-        # sets the flag before it re-checks the queue, so a write appended
-        # before that check is seen and one after it finds the flag set.
-        if self._writer_idle:
-            self._writer_idle = False  # one wake-up: later writes of the burst need none
-            self.writer_wakeups += 1
-            with self._queue_cond:
-                self._queue_cond.notify()
-        return seq
+            current = space.current
+            if not current:
+                gathering.append(space)
+            current[key] = value
+        self._last_seq += len(ops)
+        # Nothing in flight: the writer idles, so this generation goes at once.
+        # Otherwise it gathers until the commit in flight lands (_on_committed).
+        if self._handed_over == self._committed:
+            self._hand_over()
+        return self._last_seq
+
+    def _hand_over(self) -> None:
+        """Give the current generation to the writer thread and start a new one."""
+        token = self._token
+        assert token is not None  # set by the submit that started the generation
+        writes: list[tuple[int, _Writes]] = []
+        for space in self._gathering:
+            writes.append((space.index, space.current))
+            space.in_flight = space.current
+            space.current = {}
+        self._gathering = []
+        self._handed_over = self._last_seq
+        self.writer_wakeups += 1
+        with self._queue_cond:
+            self._queue.append(_Generation(self._last_seq, token, writes))
+            self._queue_cond.notify()
 
     async def throttle(self) -> None:
         """Wait until fewer than ``max_pending`` ops are uncommitted (backpressure).
@@ -640,6 +655,8 @@ class LmdbStore:
         """
         if self._closed:
             return
+        if self._gathering and self._error is None:
+            self._hand_over()  # queued behind the one in flight, if any
         with self._queue_cond:
             self._stopping = True
             self._queue_cond.notify()
@@ -650,8 +667,9 @@ class LmdbStore:
         with self._read_lock:
             self._drop_reader()
             for space in self._spaces.values():
-                space.overlay.clear()
-            self._applied.clear()
+                space.current = {}
+                space.in_flight = {}
+            self._gathering = []
             try:
                 if self._error is None:
                     self._env.sync(True)
@@ -664,48 +682,38 @@ class LmdbStore:
     # ------------------------------------------------------- writer thread side
 
     def _run_writer(self) -> None:
-        """The writer thread: commit everything queued so far, in one txn, until stopped."""
+        """The writer thread: commit each generation handed over, in order, until stopped."""
         queue = self._queue
         while True:
-            if not queue:
-                with self._queue_cond:
-                    self._writer_idle = True
-                    while not queue and not self._stopping:
-                        self._queue_cond.wait()
-                    self._writer_idle = False
+            with self._queue_cond:
+                while not queue and not self._stopping:
+                    self._queue_cond.wait()
                 if not queue:
                     return
-            batches = [queue.popleft() for _ in range(len(queue))]
+                generation = queue.popleft()
             try:
-                self._commit(batches)
+                self._commit(generation.writes)
             except BaseException as exc:
-                self._record_failure(exc, batches)
+                self._record_failure(exc, generation)
                 return
-            last = batches[-1]
-            self._thread_committed = last.last_seq
-            self._notify(last.token, self._on_committed, last.last_seq)
             if not self._stopping:
-                # Group commit: let writes gather instead of one txn (and fsync,
-                # and wake-up of the trio thread) per write.
+                # Group commit: the trio side hands over the next generation
+                # when it hears of this commit, so this window lets writes
+                # gather instead of one txn (and fsync, and wake-up of the
+                # trio thread) per write.
                 time.sleep(COMMIT_INTERVAL)
+            self._thread_committed = generation.last_seq
+            self._notify(generation.token, self._on_committed, generation)
 
-    def _commit(self, batches: list[_Batch]) -> None:
-        """Apply ``batches`` in one write txn, growing the map until they fit.
+    def _commit(self, writes: list[tuple[int, _Writes]]) -> None:
+        """Apply one generation's ``writes`` in one write txn, growing the map until they fit.
 
-        Only each key's last value counts within one transaction, so the ops
-        are first reduced to that; then each sub-database gets its deletes
-        and one ``putmulti`` of its puts in key order (one py-lmdb call per
-        sub-database rather than one per op, and sequential B-tree inserts).
+        Each sub-database gets its deletes and one ``putmulti`` of its puts in
+        key order (one py-lmdb call per sub-database rather than one per op,
+        and sequential B-tree inserts).
         """
-        latest: dict[int, dict[bytes, bytes | None]] = {}
-        for batch in batches:
-            for index, key, value in batch.ops:
-                ops = latest.get(index)
-                if ops is None:
-                    ops = latest[index] = {}
-                ops[key] = value
         work: list[tuple[lmdb._Database, list[bytes], list[tuple[bytes, bytes]]]] = []
-        for index, ops in latest.items():
+        for index, ops in writes:
             puts = [(key, value) for key, value in ops.items() if value is not None]
             puts.sort()
             deletes = [key for key, value in ops.items() if value is None]
@@ -738,7 +746,7 @@ class LmdbStore:
             extra={"event": "directory.map_grown", "path": str(self._path), "map_size": new_size},
         )
 
-    def _record_failure(self, exc: BaseException, batches: list[_Batch]) -> None:
+    def _record_failure(self, exc: BaseException, generation: _Generation) -> None:
         self._error = exc
         logger.error(
             "directory writer failed; later writes will be refused",
@@ -746,11 +754,11 @@ class LmdbStore:
                 "event": "directory.writer_failed",
                 "path": str(self._path),
                 "error_type": type(exc).__name__,
-                "lost_ops": sum(len(batch.ops) for batch in batches),
+                "lost_ops": sum(len(ops) for _, ops in generation.writes),
             },
             exc_info=exc,
         )
-        self._notify(batches[-1].token, self._wake_all)
+        self._notify(generation.token, self._wake_all)
 
     @staticmethod
     def _notify(
@@ -764,21 +772,19 @@ class LmdbStore:
 
     # ----------------------------------------------- trio side, called by writer
 
-    def _on_committed(self, seq: int) -> None:
-        """The writer committed every op up to ``seq``: drop their overlay entries."""
-        if seq <= self._committed:
+    def _on_committed(self, generation: _Generation) -> None:
+        """The writer committed ``generation``: drop it, wake waiters, hand over the next."""
+        seq = generation.last_seq
+        if seq <= self._committed or self._closed:
             return
         self._committed = seq
         with self._read_lock:
-            self._drop_reader()
-        applied = self._applied
+            self._drop_reader()  # later reads must see the commit, now that its writes go
         spaces = self._space_list
-        while applied and applied[0][0] <= seq:
-            op_seq, index, key = applied.popleft()
-            overlay = spaces[index].overlay
-            entry = overlay.get(key)
-            if entry is not None and entry[0] == op_seq:
-                del overlay[key]
+        for index, _ in generation.writes:
+            spaces[index].in_flight = {}
+        if self._gathering and self._error is None:
+            self._hand_over()
         waiters = self._waiters
         while waiters and waiters[0][0] <= seq:
             heapq.heappop(waiters)[2].set()

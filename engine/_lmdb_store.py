@@ -15,14 +15,22 @@ Why this shape:
   drops that generation in O(1) (no per-write bookkeeping), wakes ``flush()``
   waiters and hands over the next generation. A write therefore costs a dict
   store per op and allocates nothing the collector tracks; the event loop
-  pays one thread wake-up per generation, and each sub-database gets one
-  ``putmulti`` of its puts in key order.
+  pays one thread wake-up per generation.
+- **The puts run in a writer process.** py-lmdb releases the GIL around
+  every put, so a writer *thread* starved while the event loop was busy
+  (see ``_lmdb_writer``). The writer thread ships each generation to a child
+  process as one frame and waits for its reply; the child commits it with
+  LMDB's own speed and durability (``sync``), and the trio side learns of
+  the commit as before. Reads stay in this process (LMDB is multi-process
+  safe: after a commit the next read transaction sees it).
 - **Backpressure instead of unbounded memory.** Writes return immediately
   unless ``max_pending`` operations are still uncommitted; then they wait for
   room *before* applying, so a cancelled write has written nothing.
 - **The map grows itself.** ``MapFullError`` never reaches a caller: the writer
-  doubles the map and retries the batch.
-- **Writer failures are loud.** Any other error in the writer is kept, logged
+  process doubles the map and retries the generation; this process adopts
+  the new size at its next read transaction.
+- **Writer failures are loud.** Any other error in the writer (a failed
+  commit, a writer process that could not start or died) is kept, logged
   once and raised (chained) from every later write and ``flush()``.
 
 Reads use one cached read-only transaction with one cursor per sub-database
@@ -31,17 +39,7 @@ roughly halving the cost of a point read). The cached transaction is dropped
 after every commit the trio side learns about (so the next read sees it and
 old pages can be reused) and before every map resize (LMDB forbids resizing
 while this process has an active read transaction); a ``threading.Lock``
-keeps reads and resizes from overlapping.
-
-Known limit: py-lmdb releases the GIL around every LMDB call, so while the
-trio thread is CPU-bound the writer thread regains the GIL only once per
-switch interval (5 ms by default) per operation. Commits then slow to a few
-hundred operations per second and backpressure throttles writers until the
-event loop idles; ``sys.setswitchinterval`` is the process-wide knob.
-``putmulti`` still releases the GIL once per item, so every commit costs GIL
-hand-offs between the two threads; on a loaded machine each hand-off may wait
-for a CPU, which shows as routing steps of several milliseconds of wall time
-but well under one of CPU time (the LMDB tail latency).
+keeps reads and map-size adoption from overlapping.
 """
 
 from __future__ import annotations
@@ -50,6 +48,8 @@ import contextlib
 import heapq
 import itertools
 import logging
+import subprocess
+import sys
 import threading
 import time
 from collections import deque
@@ -58,8 +58,10 @@ from pathlib import Path
 from typing import Final, Protocol, TypeAlias
 
 import lmdb
+import msgspec
 import trio
 
+from . import _lmdb_writer
 from ._errors import DirectoryError
 
 __all__ = ["LmdbStore", "MiB", "Migration", "Op", "StoreHandles"]
@@ -83,6 +85,8 @@ Op: TypeAlias = tuple[str, bytes, bytes | None]
 
 #: the writer commits at most this often (seconds): the group-commit window
 COMMIT_INTERVAL = 0.002
+#: how long a stopping writer process may take to commit, sync and exit (seconds)
+WRITER_EXIT_TIMEOUT = 60.0
 
 
 class Versioned(Protocol):
@@ -128,6 +132,10 @@ class _Generation:
         self.writes = writes
 
 
+_request_encoder = msgspec.msgpack.Encoder()
+_reply_decoder = msgspec.msgpack.Decoder(_lmdb_writer.Reply)
+
+
 def _encode_version(version: int) -> bytes:
     return str(version).encode("ascii")
 
@@ -157,9 +165,11 @@ class LmdbStore:
         spaces: dict[str, _Space],
         schema_version: int,
         max_pending: int,
+        sync: bool = True,
     ) -> None:
         """Wrap an already opened environment; use :meth:`open` instead."""
         self._path = path
+        self._sync = sync
         self._real_path = path.resolve()
         self._env = env
         self._spaces = spaces
@@ -169,6 +179,8 @@ class LmdbStore:
         self._schema_version = schema_version
         self._max_pending = max_pending
         self._max_key_size = env.max_key_size()
+        #: the map size the writer process last reported (it grows the map)
+        self._map_size: int = env.info()["map_size"]
 
         # Read side (trio thread), guarded against map resizes by _read_lock.
         self._read_lock = threading.Lock()
@@ -192,6 +204,8 @@ class LmdbStore:
         #: generations handed to the writer thread (each one wake-up); for tests
         self.writer_wakeups = 0
         # Written by the writer thread only.
+        self._child: subprocess.Popen[bytes] | None = None
+        self._frames = 0
         self._thread_committed = 0
         self._error: BaseException | None = None
         self._writer_failed = trio.Event()
@@ -264,6 +278,7 @@ class LmdbStore:
                     spaces=spaces,
                     schema_version=schema_version,
                     max_pending=max_pending,
+                    sync=sync,
                 )
             except BaseException:
                 env.close()
@@ -339,8 +354,8 @@ class LmdbStore:
 
     @property
     def map_size(self) -> int:
-        """The current size of the memory map in bytes (grows on demand)."""
-        return self._env.info()["map_size"]
+        """The current size of the memory map in bytes (the writer grows it on demand)."""
+        return self._map_size
 
     @property
     def pending(self) -> int:
@@ -501,7 +516,14 @@ class LmdbStore:
         if txn is None:
             if self._closed:
                 raise self._closed_error()
-            txn = self._read_txn = self._env.begin(buffers=False)
+            try:
+                txn = self._env.begin(buffers=False)
+            except lmdb.MapResizedError:
+                # The writer process grew the map: adopt its size (allowed
+                # now, with no read txn of ours active) and read again.
+                self._env.set_mapsize(0)
+                txn = self._env.begin(buffers=False)
+            self._read_txn = txn
         cursor = space.cursor = txn.cursor(db=space.handle)
         return cursor
 
@@ -671,10 +693,8 @@ class LmdbStore:
                 space.in_flight = {}
             self._gathering = []
             try:
-                if self._error is None:
-                    self._env.sync(True)
+                self._env.close()  # the writer process committed and synced before it exited
             finally:
-                self._env.close()
                 with _open_paths_lock:
                     _open_paths.discard(self._real_path)
         self._notify(self._token, self._wake_all)
@@ -682,7 +702,18 @@ class LmdbStore:
     # ------------------------------------------------------- writer thread side
 
     def _run_writer(self) -> None:
-        """The writer thread: commit each generation handed over, in order, until stopped."""
+        """The writer thread: have each generation committed, in order, until stopped."""
+        try:
+            self._child = self._start_child()
+        except BaseException as exc:
+            self._record_failure(exc, None)
+            return
+        try:
+            self._serve_queue()
+        finally:
+            self._stop_child(self._child)
+
+    def _serve_queue(self) -> None:
         queue = self._queue
         while True:
             with self._queue_cond:
@@ -705,48 +736,81 @@ class LmdbStore:
             self._thread_committed = generation.last_seq
             self._notify(generation.token, self._on_committed, generation)
 
+    def _start_child(self) -> subprocess.Popen[bytes]:
+        """Start the writer process and wait for it to report the store open."""
+        config = _lmdb_writer.Config(
+            path=str(self._path), map_size=self._map_size, sync=self._sync,
+            db_names=[space.name for space in self._space_list])
+        try:
+            child = subprocess.Popen(
+                [sys.executable, _lmdb_writer.__file__, msgspec.json.encode(config).decode()],
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, close_fds=True,
+                # Its own session: a terminal's Ctrl-C reaches the process
+                # group, and only this process decides when its writer stops.
+                start_new_session=True)
+        except OSError as exc:
+            raise DirectoryError(f"cannot start the LMDB writer process: {exc}") from exc
+        try:
+            self._take_reply(child)
+        except BaseException:
+            self._stop_child(child)
+            raise
+        return child
+
     def _commit(self, writes: list[tuple[int, _Writes]]) -> None:
-        """Apply one generation's ``writes`` in one write txn, growing the map until they fit.
+        """Have the writer process commit one generation's ``writes`` in one write txn."""
+        child = self._child
+        assert child is not None and child.stdin is not None
+        self._frames += 1
+        body = _request_encoder.encode(_lmdb_writer.Request(self._frames, writes))
+        try:
+            _lmdb_writer.write_frame(child.stdin, body)  # type: ignore[arg-type]
+        except OSError:  # a broken pipe: the process is gone; its status says why
+            raise self._child_gone(child) from None
+        self._take_reply(child)
 
-        Each sub-database gets its deletes and one ``putmulti`` of its puts in
-        key order (one py-lmdb call per sub-database rather than one per op,
-        and sequential B-tree inserts).
-        """
-        work: list[tuple[lmdb._Database, list[bytes], list[tuple[bytes, bytes]]]] = []
-        for index, ops in writes:
-            puts = [(key, value) for key, value in ops.items() if value is not None]
-            puts.sort()
-            deletes = [key for key, value in ops.items() if value is None]
-            work.append((self._space_list[index].handle, deletes, puts))
-        while True:
-            txn = self._env.begin(write=True)
-            try:
-                for handle, deletes, puts in work:
-                    for key in deletes:
-                        txn.delete(key, db=handle)
-                    if puts:
-                        txn.cursor(db=handle).putmulti(puts)
-                txn.commit()
-                return
-            except lmdb.MapFullError:
-                txn.abort()
-                self._grow()
-            except BaseException:
-                txn.abort()
-                raise
+    def _take_reply(self, child: subprocess.Popen[bytes]) -> None:
+        assert child.stdout is not None
+        try:
+            body = _lmdb_writer.read_frame(child.stdout)  # type: ignore[arg-type]
+        except (OSError, EOFError, ValueError):
+            body = None
+        if body is None:
+            raise self._child_gone(child)
+        reply = _reply_decoder.decode(body)
+        if reply.error is not None:
+            error_type, message = reply.error
+            raise DirectoryError(f"the LMDB writer process failed: {error_type}: {message}")
+        if reply.map_size > self._map_size:
+            self._map_size = reply.map_size
+            logger.info("directory map grown", extra={
+                "event": "directory.map_grown", "path": str(self._path),
+                "map_size": reply.map_size})
 
-    def _grow(self) -> None:
-        """Double the map; no read txn may be active meanwhile, hence the lock."""
-        with self._read_lock:
-            self._drop_reader()
-            new_size = self._env.info()["map_size"] * 2
-            self._env.set_mapsize(new_size)
-        logger.info(
-            "directory map grown",
-            extra={"event": "directory.map_grown", "path": str(self._path), "map_size": new_size},
-        )
+    def _child_gone(self, child: subprocess.Popen[bytes]) -> DirectoryError:
+        try:
+            status = child.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            status = child.wait()
+        return DirectoryError(f"the LMDB writer process for {self._path} exited (status {status})")
 
-    def _record_failure(self, exc: BaseException, generation: _Generation) -> None:
+    def _stop_child(self, child: subprocess.Popen[bytes]) -> None:
+        """End of input tells the writer process to sync and exit; wait for it."""
+        with contextlib.suppress(OSError):
+            if child.stdin is not None:
+                child.stdin.close()
+        try:
+            child.wait(timeout=WRITER_EXIT_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            logger.error("LMDB writer process did not exit; killed", extra={
+                "event": "directory.writer_killed", "path": str(self._path)})
+            child.kill()
+            child.wait()
+        if child.stdout is not None:
+            child.stdout.close()
+
+    def _record_failure(self, exc: BaseException, generation: _Generation | None) -> None:
         self._error = exc
         logger.error(
             "directory writer failed; later writes will be refused",
@@ -754,11 +818,12 @@ class LmdbStore:
                 "event": "directory.writer_failed",
                 "path": str(self._path),
                 "error_type": type(exc).__name__,
-                "lost_ops": sum(len(ops) for _, ops in generation.writes),
+                "lost_ops": 0 if generation is None else sum(
+                    len(ops) for _, ops in generation.writes),
             },
             exc_info=exc,
         )
-        self._notify(generation.token, self._wake_all)
+        self._notify(self._token if generation is None else generation.token, self._wake_all)
 
     @staticmethod
     def _notify(

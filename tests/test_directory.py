@@ -6,8 +6,11 @@ Tests taking the ``directory`` fixture (tests/conftest.py) run once on
 
 from __future__ import annotations
 
+import io
 import logging
+import os
 import random
+import signal
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -16,6 +19,7 @@ import msgspec
 import pytest
 import trio
 
+from engine import _lmdb_writer
 from engine._address import Address
 from engine._directory import (
     SCHEMA_VERSION,
@@ -933,3 +937,95 @@ async def test_writer_failure_is_logged_once_and_fails_later_writes(
     with pytest.raises(DirectoryError, match="writer"):
         await store.aclose()
     assert store.closed
+
+
+def _writer_process(store: LmdbStore) -> int:
+    child = store._child
+    assert child is not None, "a commit went through the writer process"
+    return child.pid
+
+
+async def test_a_killed_writer_process_fails_the_store_loudly(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture,
+) -> None:
+    store = LmdbStore.open(tmp_path / "s", db_names=DBS, schema_version=1)
+    await store.put("a", b"kept", b"v")
+    await store.flush()
+    caplog.set_level(logging.INFO, logger="interlink.directory")
+    os.kill(_writer_process(store), signal.SIGKILL)
+    await store.put("a", b"lost", b"v")
+    with pytest.raises(DirectoryError, match="writer") as caught:
+        await store.flush()
+    assert "exited (status -9)" in str(caught.value.__cause__)
+    with pytest.raises(DirectoryError, match="writer"):
+        await store.put("a", b"k2", b"v2")
+    with trio.fail_after(5), pytest.raises(DirectoryError, match="writer"):
+        await store.watch()  # the supervision tree hears of it
+    failures = [r for r in caplog.records if r.getMessage().startswith("directory writer failed")]
+    assert [f.__dict__["lost_ops"] for f in failures] == [1]
+    with pytest.raises(DirectoryError, match="writer"):
+        await store.aclose()
+    reopened = LmdbStore.open(tmp_path / "s", db_names=DBS, schema_version=1)
+    try:
+        assert reopened.get("a", b"kept") == b"v", "what was committed before stays"
+        assert reopened.get("a", b"lost") is None
+    finally:
+        reopened.close()
+
+
+async def test_the_writer_process_ignores_ctrl_c_and_stops_when_the_store_closes(
+    tmp_path: Path,
+) -> None:
+    store = LmdbStore.open(tmp_path / "s", db_names=DBS, schema_version=1)
+    await store.put("a", b"first", b"v")
+    await store.flush()
+    pid = _writer_process(store)
+    os.kill(pid, signal.SIGINT)  # what a terminal's Ctrl-C sends the whole process group
+    os.kill(pid, signal.SIGTERM)
+    await store.put("a", b"k", b"v")
+    await store.flush()
+    child = store._child
+    assert child is not None
+    await store.aclose()
+    assert child.returncode == 0, "stopped by the closed pipe, after its last commit"
+    reopened = LmdbStore.open(tmp_path / "s", db_names=DBS, schema_version=1)
+    try:
+        assert reopened.get("a", b"k") == b"v"
+    finally:
+        reopened.close()
+
+
+def test_the_writer_process_reports_a_store_it_cannot_open(tmp_path: Path) -> None:
+    LmdbStore.open(tmp_path / "s", db_names=DBS, schema_version=1).close()
+    replies = io.BytesIO()
+    config = _lmdb_writer.Config(path=str(tmp_path / "s"), map_size=1 << 20, sync=False,
+                                 db_names=["a", "not-there"])
+    assert _lmdb_writer.serve(config, io.BytesIO(), replies) == 1
+    replies.seek(0)
+    body = _lmdb_writer.read_frame(replies)
+    assert body is not None
+    reply = msgspec.msgpack.decode(body, type=_lmdb_writer.Reply)
+    assert reply.error is not None and reply.error[0] == "NotFoundError"
+
+
+def test_the_writer_process_commits_each_frame_and_refuses_a_cut_frame(tmp_path: Path) -> None:
+    LmdbStore.open(tmp_path / "s", db_names=DBS, schema_version=1).close()
+    requests = io.BytesIO()
+    request = _lmdb_writer.Request(1, [(1, {b"x": b"1", b"gone": None})])
+    _lmdb_writer.write_frame(requests, msgspec.msgpack.encode(request))
+    whole = requests.getvalue()
+    config = _lmdb_writer.Config(path=str(tmp_path / "s"), map_size=1 << 20, sync=True,
+                                 db_names=list(DBS))
+    replies = io.BytesIO()
+    assert _lmdb_writer.serve(config, io.BytesIO(whole), replies) == 0
+    replies.seek(0)
+    first, second = (_lmdb_writer.read_frame(replies) for _ in range(2))
+    assert first is not None and second is not None
+    assert msgspec.msgpack.decode(second, type=_lmdb_writer.Reply).seq == 1
+    reopened = LmdbStore.open(tmp_path / "s", db_names=DBS, schema_version=1)
+    try:
+        assert reopened.get("b", b"x") == b"1"
+    finally:
+        reopened.close()
+    with pytest.raises(EOFError):
+        _lmdb_writer.serve(config, io.BytesIO(whole[:-1]), io.BytesIO())

@@ -52,6 +52,7 @@ from ._errors import (
     MailboxFullError,
 )
 from ._gc import release_free_memory
+from ._mailbox import EMPTY, Mailbox
 
 log = logging.getLogger("interlink.actors")
 
@@ -180,16 +181,13 @@ class _Activation:
         "last_activity",
         "last_error",
         "last_error_at",
-        "receive",
-        "send",
+        "mailbox",
         "state",
     )
 
     def __init__(self, kind: ActorKind, capacity: int) -> None:
         self.kind = kind
-        self.send: trio.MemorySendChannel[Any]
-        self.receive: trio.MemoryReceiveChannel[Any]
-        self.send, self.receive = trio.open_memory_channel(capacity)
+        self.mailbox: Mailbox[Any] = Mailbox(capacity)
         self.actor: Actor | None = None
         self.busy = False
         self.handled = 0
@@ -222,13 +220,13 @@ class _Activation:
         return now - self.last_activity
 
     def can_passivate(self) -> bool:
-        stats = self.receive.statistics()
-        return (not self.busy and self.state == "running" and stats.current_buffer_used == 0
-                and stats.tasks_waiting_send == 0)
+        mailbox = self.mailbox
+        return (not self.busy and self.state == "running" and not len(mailbox)
+                and not mailbox.senders_waiting)
 
     def stats(self, actor_id: str) -> ActivationStats:
         return ActivationStats(
-            actor_id, state=self.state, mailbox_depth=self.receive.statistics().current_buffer_used,
+            actor_id, state=self.state, mailbox_depth=len(self.mailbox),
             handled=self.handled, crashes=self.crashes, last_activity=self.last_activity,
             last_error=self.last_error, last_error_at=self.last_error_at)
 
@@ -295,23 +293,19 @@ class _Shard:
         if previous is not None:
             await previous.wait_finished()  # single activation: let it finish passivating
         try:
-            receive = act.receive
+            mailbox = act.mailbox
             while True:
                 # Take what is already queued without a scheduler pass per
-                # message; yield only when the mailbox is empty, or every
+                # message; wait only when the mailbox is empty, and yield every
                 # YIELD_EVERY messages so that other actors get their turn.
-                try:
-                    message = receive.receive_nowait()
-                except trio.WouldBlock:
-                    try:
-                        message = await receive.receive()
-                    except trio.EndOfChannel:
+                message = mailbox.take()
+                if message is EMPTY:
+                    if mailbox.closed:
                         break
-                except trio.EndOfChannel:
-                    break
-                else:
-                    if act.handled % YIELD_EVERY == YIELD_EVERY - 1:
-                        await trio.lowlevel.checkpoint()
+                    await mailbox.wait()
+                    continue
+                if act.handled % YIELD_EVERY == YIELD_EVERY - 1:
+                    await trio.lowlevel.checkpoint()
                 act.busy = True
                 act.last_activity = trio.current_time()
                 try:
@@ -397,7 +391,7 @@ class _Shard:
         for actor_id, act in idle:
             del self.activations[actor_id]
             self.passivating[actor_id] = act
-            act.send.close()  # the activation's loop ends once its (empty) mailbox is read
+            act.mailbox.close()  # the activation's loop ends once its (empty) mailbox is read
         self.system.passivations_started(len(idle))
         return len(idle)
 
@@ -421,16 +415,15 @@ class ActorRef(Generic[M]):
         system.in_flight += 1  # before sending: the handler may finish before send returns
         try:
             while True:
-                act = self._shard.activation(self.actor_id)
+                mailbox = self._shard.activation(self.actor_id).mailbox
                 try:
                     # A mailbox with room takes the message without a scheduler
                     # pass; the sender yields every YIELD_EVERY tells instead.
-                    act.send.send_nowait(message)
-                except trio.WouldBlock:
-                    await act.send.send(message)
-                    return
+                    if not mailbox.put_nowait(message):
+                        await mailbox.put(message)  # full: wait for room (a checkpoint)
+                        return
                 except trio.ClosedResourceError:
-                    continue  # passivated between lookup and send: activate again
+                    continue  # passivated or stopped meanwhile: activate again
                 break
         except BaseException:
             system.message_done()
@@ -442,11 +435,15 @@ class ActorRef(Generic[M]):
 
     def tell_nowait(self, message: M) -> None:
         """Deliver ``message`` or raise :class:`MailboxFullError` at once."""
-        act = self._shard.activation(self.actor_id)
-        try:
-            act.send.send_nowait(message)
-        except trio.WouldBlock:
-            raise MailboxFullError(f"mailbox of {self.actor_id} is full") from None
+        while True:
+            mailbox = self._shard.activation(self.actor_id).mailbox
+            try:
+                taken = mailbox.put_nowait(message)
+            except trio.ClosedResourceError:
+                continue  # passivated or stopped since: activate again
+            break
+        if not taken:
+            raise MailboxFullError(f"mailbox of {self.actor_id} is full")
         self._system.in_flight += 1  # no checkpoint since the send: nothing handled it yet
 
     async def ask(self, message: M, *, timeout: float) -> Any:
@@ -577,7 +574,7 @@ class ActorSystem:
         if act is None:
             return False
         shard.passivating[actor_id] = act
-        act.send.close()
+        act.mailbox.close()
         self.passivations_started(1)
         log.info("actor stopped by operator", extra={"actor_id": actor_id})
         return True

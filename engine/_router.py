@@ -58,6 +58,9 @@ class _PolicyVersioned(Protocol):
     @property
     def policy_version(self) -> int: ...
 
+# a tuple, not `Presence | Profile`: a union would be built on every routed event
+_ABOUT_ONESELF = (Presence, Profile)
+
 
 class RoutingSettings(msgspec.Struct, frozen=True, kw_only=True):
     #: conversation events need an accepted contact between the two parties
@@ -114,7 +117,7 @@ class Router:
 
     async def _route(self, event: Event) -> None:
         source, destination = event.source, event.destination
-        if source == destination and isinstance(event, Presence | Profile):
+        if source == destination and isinstance(event, _ABOUT_ONESELF):
             # A broadcast: the contact actor fans it out to everyone subscribed.
             await self.actors.ref(f"{CONTACT_KIND}/{source}").tell(event)
             return

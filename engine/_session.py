@@ -48,6 +48,10 @@ from ._router import Router
 
 log = logging.getLogger("interlink.session")
 
+# isinstance() with a tuple: an `X | Y` union would be built on every call (hot path)
+_TARGETS_A_MESSAGE = (Edit, Retract, ReactionAdd, ReactionRemove)
+_POSTS_A_MESSAGE = (Message, FileShare)
+
 
 class DeliverySettings(msgspec.Struct, frozen=True, kw_only=True):
     #: how long transient delivery failures are retried before the sender is told
@@ -113,7 +117,7 @@ class SessionActor:
 
     def _check_references(self, event: Event) -> None:
         directory = self._router.directory
-        if isinstance(event, Edit | Retract | ReactionAdd | ReactionRemove):
+        if isinstance(event, _TARGETS_A_MESSAGE):
             target = directory.get_message_ids(event.target_id)
             if target is None or target.session_id != self._record.session_id:
                 raise _Failed("unknown-message")
@@ -165,7 +169,7 @@ class SessionActor:
 
     async def _remember(self, adapter: Adapter, event: Event, result: DeliveryResult) -> None:
         directory = self._router.directory
-        if result.platform_message_id and isinstance(event, Message | FileShare):
+        if result.platform_message_id and isinstance(event, _POSTS_A_MESSAGE):
             await directory.put_message_ids(MessageIdRecord(
                 canonical_id=event.event_id, session_id=self._record.session_id,
                 platform_ids={**event.platform_ids, adapter.name: result.platform_message_id},

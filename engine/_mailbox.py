@@ -14,9 +14,11 @@ collections found ~100,000 objects and took 40-60 ms each: the p99 at 50 %
 load was 45 ms.
 
 Here a wait allocates only what trio's own parking needs (the coroutines and
-the ``WaitTaskRescheduled`` trap; the abort callback is bound once per
-mailbox), nothing is raised to find the mailbox empty (:meth:`take` returns
-:data:`EMPTY`), and putting into a mailbox with room is a ``deque.append``.
+the ``WaitTaskRescheduled`` trap) and one bound method as its abort callback
+(not kept: a mailbox holding its own bound method would be a reference cycle,
+freed only by a full collection after the actor passivates), nothing is raised
+to find the mailbox empty (:meth:`take` returns :data:`EMPTY`), and putting
+into a mailbox with room is a ``deque.append``.
 Senders that find it full park in a ``ParkingLot`` until the reader makes room.
 """
 
@@ -49,7 +51,7 @@ class Mailbox(Generic[T]):
     :meth:`take` keeps answering :data:`EMPTY`.
     """
 
-    __slots__ = ("_abort_wait", "_capacity", "_closed", "_items", "_reader", "_room")
+    __slots__ = ("_capacity", "_closed", "_items", "_reader", "_room")
 
     def __init__(self, capacity: int) -> None:
         if capacity < 1:
@@ -59,7 +61,6 @@ class Mailbox(Generic[T]):
         self._closed = False
         self._reader: trio.lowlevel.Task | None = None
         self._room = trio.lowlevel.ParkingLot()
-        self._abort_wait = self._abort  # bound once: a wait allocates no closure
 
     def __len__(self) -> int:
         return len(self._items)
@@ -130,7 +131,7 @@ class Mailbox(Generic[T]):
         if self._reader is not None:
             raise trio.BusyResourceError("another task is already waiting on this mailbox")
         self._reader = trio.lowlevel.current_task()
-        await trio.lowlevel.wait_task_rescheduled(self._abort_wait)
+        await trio.lowlevel.wait_task_rescheduled(self._abort)
 
     def _abort(self, _: object) -> trio.lowlevel.Abort:
         self._reader = None

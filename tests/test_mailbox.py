@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import weakref
 from collections.abc import Awaitable, Callable
 
 import pytest
@@ -118,3 +119,16 @@ async def test_a_waiting_reader_leaves_fewer_objects_for_the_collector_than_a_ch
     mine = await _tracked_objects_per_waiting_task(count, wait_on_mailbox)
     theirs = await _tracked_objects_per_waiting_task(count, wait_on_channel)
     assert mine <= theirs - 5, (mine, theirs)
+
+
+def test_a_mailbox_is_freed_by_reference_counting_alone() -> None:
+    # A passivated actor's mailbox must not wait for a full collection.
+    gc.disable()
+    try:
+        mailbox: Mailbox[int] = Mailbox(1)
+        mailbox.put_nowait(1)
+        gone = weakref.ref(mailbox._room)
+        del mailbox
+        assert gone() is None
+    finally:
+        gc.enable()

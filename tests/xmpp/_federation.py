@@ -7,8 +7,6 @@ john@acme.localhost.
 
 from __future__ import annotations
 
-import gc
-import warnings
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
@@ -201,29 +199,8 @@ class XmppFederation:
 async def xmpp_federation(tmp_path: Path, *, deadline: float = 20.0,
                           ) -> AsyncIterator[XmppFederation]:
     """The whole federation for one test, which fails (never hangs) after ``deadline``."""
-    try:
-        async with _running_federation(tmp_path, deadline) as fed:
-            yield fed
-    finally:
-        _collect_cancelled_request_bodies()
-
-
-def _collect_cancelled_request_bodies() -> None:
-    """Finalise, here, the request bodies that teardown's cancellation left suspended.
-
-    httpcore iterates a request body (httpx's ``ByteStream``, an async generator)
-    while writing it; a request cancelled between its headers and its body (the
-    Slack adapter polls presence every 0.2 s, so teardown sometimes lands there)
-    leaves that generator suspended inside a reference cycle. The garbage collector
-    finds it later, and trio then warns (a ``ResourceWarning``, an error under our
-    filters) in whichever test happens to be running. Collecting at the end of the
-    test that cancelled them keeps that warning out of unrelated tests.
-    """
-    with warnings.catch_warnings():
-        warnings.filterwarnings(
-            "ignore", category=ResourceWarning,
-            message=r"Async generator 'httpx\._content\.ByteStream\.__aiter__' was garbage")
-        gc.collect()
+    async with _running_federation(tmp_path, deadline) as fed:
+        yield fed
 
 
 @asynccontextmanager

@@ -56,8 +56,10 @@ from ._mailbox import EMPTY, Mailbox
 
 log = logging.getLogger("interlink.actors")
 
-#: a sender or an actor yields to the scheduler at least this often
+#: a sender or a shard's runner yields to the scheduler at least this often
 YIELD_EVERY = 64
+#: messages of one actor handled in a row before its shard turns to the next actor
+TURN_BUDGET = 16
 #: passivations (in one sweep or several in a row) after which the C heap is trimmed
 TRIM_AFTER_PASSIVATIONS = 1000
 
@@ -172,6 +174,7 @@ class _Activation:
     __slots__ = (
         "_done",
         "actor",
+        "actor_id",
         "busy",
         "crash_times",
         "crashes",
@@ -182,11 +185,19 @@ class _Activation:
         "last_error",
         "last_error_at",
         "mailbox",
+        "previous",
+        "scheduled",
         "state",
     )
 
-    def __init__(self, kind: ActorKind, capacity: int) -> None:
+    def __init__(self, actor_id: str, kind: ActorKind, capacity: int,
+                 previous: _Activation | None) -> None:
+        self.actor_id = actor_id
         self.kind = kind
+        #: the activation of the same id still passivating: this one waits for it
+        self.previous = previous
+        #: queued in its shard's ready queue
+        self.scheduled = False
         self.mailbox: Mailbox[Any] = Mailbox(capacity)
         self.actor: Actor | None = None
         self.busy = False
@@ -247,7 +258,27 @@ class _Activation:
 
 
 class _Shard:
-    """The activations whose ids hash to one shard, run by one task."""
+    """The activations whose ids hash to one shard, and the runners that execute them.
+
+    How a shard runs its actors (rules):
+
+    - Activations with work (a message in the mailbox, or a closed mailbox to
+      finish) wait in the ``ready`` queue, each at most once. A **runner** task
+      takes one, handles up to :data:`TURN_BUDGET` of its messages in order,
+      and puts it back at the end of the queue if more are waiting. Handling a
+      message is a plain ``await`` of the handler inside the runner: when the
+      handler does not block, no task switch happens per message. Runners
+      yield to trio every :data:`YIELD_EVERY` messages.
+    - A runner is *free* while it is in its own loop, not inside a handler.
+      When a handler blocks (platform I/O, a full mailbox, a backoff), its
+      runner stays with it, and another runner takes over the queue: one is
+      woken whenever work is queued (or a handler starts with work queued)
+      and no runner is free. A woken runner that finds another free runner
+      parks again. So an actor that truly waits holds a task of its own, and
+      its neighbours go on.
+    - At most one runner parks idle per shard; others end when the queue is
+      empty. A shard at rest holds one parked runner and its sweeper.
+    """
 
     def __init__(self, system: ActorSystem, kind: str, index: int) -> None:
         self.system = system
@@ -257,16 +288,34 @@ class _Shard:
         self.passivating: dict[str, _Activation] = {}
         self.nursery: trio.Nursery | None = None
         self._populated = trio.Event()  # set while there are activations to sweep
+        #: activations with work to do, each at most once
+        self.ready: deque[_Activation] = deque()
+        #: runners in their own loop (not inside a handler, not parked)
+        self._free = 0
+        #: runner tasks alive (free, inside a handler, or parked)
+        self.runners = 0
+        #: the parked runner, if any
+        self._parked: trio.lowlevel.Task | None = None
+        #: a runner has been woken (or spawned) and has not yet run
+        self._waking = False
+        #: runners started beyond the first because a handler blocked
+        self.handoffs = 0
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
             self.nursery = nursery
             nursery.start_soon(self._sweep_idle)
+            self.runners += 1
+            self._waking = True
+            nursery.start_soon(self._runner, True, name=f"{self.name}-runner")
             task_status.started()
             try:
                 await trio.sleep_forever()
             finally:
                 self.nursery = None
+                self.ready.clear()
+                for act in (*self.activations.values(), *self.passivating.values()):
+                    act.set_finished()
 
     def activation(self, actor_id: str) -> _Activation:
         """The live activation of ``actor_id``, activating it if needed.
@@ -280,52 +329,133 @@ class _Shard:
         if self.nursery is None:
             raise ActorStoppedError(f"the actor system is not running (actor {actor_id})")
         kind_name, _, _ = actor_id.partition("/")
-        act = _Activation(self.system.kinds[kind_name], self.system.mailbox_capacity)
+        act = _Activation(actor_id, self.system.kinds[kind_name], self.system.mailbox_capacity,
+                          self.passivating.get(actor_id))
         self.activations[actor_id] = act
         self._populated.set()
-        # Named by its id: readable in task trees, and no name string built per task.
-        self.nursery.start_soon(self._run_activation, actor_id, act,
-                                self.passivating.get(actor_id), name=actor_id)
         return act
 
-    async def _run_activation(self, actor_id: str, act: _Activation,
-                              previous: _Activation | None) -> None:
-        if previous is not None:
-            await previous.wait_finished()  # single activation: let it finish passivating
+    # -- scheduling ---------------------------------------------------------------
+    def schedule(self, act: _Activation) -> None:
+        """Queue ``act`` for a turn (it has a message, or its mailbox is closed)."""
+        if act.scheduled or act.busy:
+            return  # its runner looks at the mailbox again after the current message
+        act.scheduled = True
+        self.ready.append(act)
+        if not self._free and not self._waking:
+            self._wake_runner()
+
+    def _wake_runner(self) -> None:
+        self._waking = True
+        parked = self._parked
+        if parked is not None:
+            self._parked = None
+            trio.lowlevel.reschedule(parked)
+        elif self.nursery is not None:
+            self.runners += 1
+            self.handoffs += 1
+            self.nursery.start_soon(self._runner, True, name=f"{self.name}-runner")
+
+    async def _park(self) -> None:
+        self._parked = trio.lowlevel.current_task()
+        await trio.lowlevel.wait_task_rescheduled(self._unpark)
+
+    def _unpark(self, _: object) -> trio.lowlevel.Abort:
+        self._parked = None
+        return trio.lowlevel.Abort.SUCCEEDED
+
+    async def _runner(self, woken: bool) -> None:
+        if woken:
+            self._waking = False
+        self._free += 1
+        ready = self.ready
+        turns = 0
         try:
-            mailbox = act.mailbox
             while True:
-                # Take what is already queued without a scheduler pass per
-                # message; wait only when the mailbox is empty, and yield every
-                # YIELD_EVERY messages so that other actors get their turn.
+                if not ready or (woken and self._free > 1):
+                    # Nothing to do, or another runner is free to do it.
+                    self._free -= 1
+                    if self._parked is not None:
+                        self.runners -= 1
+                        return  # one parked runner per shard is enough
+                    await self._park()
+                    self._waking = False
+                    self._free += 1
+                    woken = True
+                    continue
+                woken = False
+                act = ready.popleft()
+                act.scheduled = False
+                self._free -= 1
+                if ready and not self._free and not self._waking:
+                    self._wake_runner()  # in case this turn blocks: the queue must not wait
+                try:
+                    handled = await self._turn(act)
+                finally:
+                    self._free += 1
+                turns += handled
+                if turns >= YIELD_EVERY:
+                    turns = 0
+                    await trio.lowlevel.checkpoint()
+        except BaseException:
+            self._free -= 1
+            self.runners -= 1
+            raise
+
+    async def _turn(self, act: _Activation) -> int:
+        """Handle up to TURN_BUDGET of ``act``'s messages; finish it if its mailbox closed."""
+        if act.previous is not None:
+            await act.previous.wait_finished()  # single activation: let it finish passivating
+            act.previous = None
+        actor_id = act.actor_id
+        mailbox = act.mailbox
+        system = self.system
+        handled = 0
+        act.busy = True
+        try:
+            while handled < TURN_BUDGET:
                 message = mailbox.take()
                 if message is EMPTY:
-                    if mailbox.closed:
-                        break
-                    await mailbox.wait()
-                    continue
-                if act.handled % YIELD_EVERY == YIELD_EVERY - 1:
-                    await trio.lowlevel.checkpoint()
-                act.busy = True
+                    break
                 act.last_activity = trio.current_time()
                 try:
                     await self._handle(actor_id, act, message)
                 finally:
                     act.handled += 1
-                    act.busy = False
-                    self.system.message_done()
+                    handled += 1
+                    system.message_done()
         finally:
+            act.busy = False
+        if len(mailbox):
+            self.schedule(act)
+        elif mailbox.closed and not act.finished:
+            await self._finish(act)
+        return handled
+
+    async def _finish(self, act: _Activation) -> None:
+        """The end of an activation whose mailbox was closed and has been read."""
+        actor_id = act.actor_id
+        act.busy = True
+        try:
             if self.activations.get(actor_id) is act:
                 del self.activations[actor_id]
             if act.actor is not None and act.kind.on_passivate is not None:
                 with trio.CancelScope(shield=True):
                     await act.kind.on_passivate(actor_id, act.actor)
+        finally:
+            act.busy = False
             passivated = self.passivating.get(actor_id) is act
             if passivated:
                 del self.passivating[actor_id]
             act.set_finished()
             if passivated:
                 self.system.passivation_done()
+
+    def passivate(self, act: _Activation) -> None:
+        """Close ``act``'s mailbox; it finishes once what is queued has been handled."""
+        self.passivating[act.actor_id] = act
+        act.mailbox.close()
+        self.schedule(act)
 
     async def _handle(self, actor_id: str, act: _Activation, message: Any) -> None:
         ask = message if isinstance(message, _Ask) else None
@@ -390,8 +520,7 @@ class _Shard:
         ]
         for actor_id, act in idle:
             del self.activations[actor_id]
-            self.passivating[actor_id] = act
-            act.mailbox.close()  # the activation's loop ends once its (empty) mailbox is read
+            self.passivate(act)
         self.system.passivations_started(len(idle))
         return len(idle)
 
@@ -412,15 +541,18 @@ class ActorRef(Generic[M]):
     async def tell(self, message: M) -> None:
         """Deliver ``message``; waits while the mailbox is full."""
         system = self._system
+        shard = self._shard
         system.in_flight += 1  # before sending: the handler may finish before send returns
         try:
             while True:
-                mailbox = self._shard.activation(self.actor_id).mailbox
+                act = shard.activation(self.actor_id)
+                mailbox = act.mailbox
                 try:
                     # A mailbox with room takes the message without a scheduler
                     # pass; the sender yields every YIELD_EVERY tells instead.
                     if not mailbox.put_nowait(message):
                         await mailbox.put(message)  # full: wait for room (a checkpoint)
+                        shard.schedule(act)
                         return
                 except trio.ClosedResourceError:
                     continue  # passivated or stopped meanwhile: activate again
@@ -429,22 +561,25 @@ class ActorRef(Generic[M]):
             system.message_done()
             raise
         # Delivered: a cancellation from here on must not undo the in-flight count.
+        shard.schedule(act)
         system.tells += 1
         if system.tells % YIELD_EVERY == 0:
             await trio.lowlevel.checkpoint()
 
     def tell_nowait(self, message: M) -> None:
         """Deliver ``message`` or raise :class:`MailboxFullError` at once."""
+        shard = self._shard
         while True:
-            mailbox = self._shard.activation(self.actor_id).mailbox
+            act = shard.activation(self.actor_id)
             try:
-                taken = mailbox.put_nowait(message)
+                taken = act.mailbox.put_nowait(message)
             except trio.ClosedResourceError:
                 continue  # passivated or stopped since: activate again
             break
         if not taken:
             raise MailboxFullError(f"mailbox of {self.actor_id} is full")
         self._system.in_flight += 1  # no checkpoint since the send: nothing handled it yet
+        shard.schedule(act)
 
     async def ask(self, message: M, *, timeout: float) -> Any:
         """Deliver ``message`` and wait for the handler's return value.
@@ -573,8 +708,7 @@ class ActorSystem:
         act = shard.activations.pop(actor_id, None)
         if act is None:
             return False
-        shard.passivating[actor_id] = act
-        act.mailbox.close()
+        shard.passivate(act)
         self.passivations_started(1)
         log.info("actor stopped by operator", extra={"actor_id": actor_id})
         return True

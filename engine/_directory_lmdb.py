@@ -524,17 +524,34 @@ class LmdbDirectory:
 
     def find_canonical_id(self, platform: str, platform_message_id: str) -> str | None:
         raw = self._store.get(MESSAGE_INDEX, _message_index_key(platform, platform_message_id))
-        return None if raw is None else raw.decode()
+        if raw is None:
+            return None
+        # A reverse entry is trusted only while its record still names it: a
+        # record replaced after its commit may leave one behind (see put_message_ids).
+        canonical_id = raw.decode()
+        record = self.get_message_ids(canonical_id)
+        if record is None or record.platform_ids.get(platform) != platform_message_id:
+            return None
+        return canonical_id
 
     async def put_message_ids(self, record: MessageIdRecord) -> None:
-        """Store or replace; reverse entries follow ``platform_ids``."""
-        await self._store.throttle()
+        """Store or replace; reverse entries follow ``platform_ids``.
+
+        Written blind unless the id has an uncommitted write: the hot path
+        (one record per delivered message, under a new canonical id) then
+        never reads LMDB. A record replaced after its commit (a retried
+        delivery) may leave its old reverse and age entries behind:
+        :meth:`find_canonical_id` ignores a reverse entry its record no longer
+        names, and pruning tidies age entries whose record is gone.
+        """
+        store = self._store
+        await store.throttle()
         key = _fit(_pack(record.canonical_id))
         canonical_id = record.canonical_id.encode()
         age_key = _age_key(record)
         ops: list[Op] = []
-        old_raw = self._store.get(MESSAGE_IDS, key)
-        if old_raw is not None:
+        pending, old_raw = store.get_pending(MESSAGE_IDS, key)
+        if pending and old_raw is not None:
             old = _load(_DEC_MESSAGE_IDS, old_raw)
             old_age_key = _age_key(old)
             if old_age_key != age_key:
@@ -548,7 +565,7 @@ class LmdbDirectory:
         ops.append((MESSAGE_AGE, age_key, canonical_id))
         for platform, platform_id in record.platform_ids.items():
             ops.append((MESSAGE_INDEX, _message_index_key(platform, platform_id), canonical_id))
-        self._store.submit(ops)
+        store.submit(ops)
 
     async def prune_message_ids(self, older_than: float) -> int:
         """Delete records with ``created_at < older_than``; return how many.

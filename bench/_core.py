@@ -10,12 +10,23 @@ For every storage (``memory``, ``lmdb``) and session count (1, 100, 10,000):
 3. **offered load**: an open-loop sender offers 25 %, 50 % and 75 % of that
    maximum; latency counts from each event's scheduled send time.
 
-The **baseline** is a bare trio pipeline with the same hop (sender task →
-memory channel → one task per session), the same sender, the same events and
-the same trial plan, offered the same absolute loads. It runs in its own
-``trio.run`` right after the engine's, so the engine's background tasks
-(shard sweeps, the log writer) cannot slow it down. ``ratio_to_baseline`` is
-Interlink's maximum over the baseline's.
+The **baseline** is the fastest plain trio design doing the same work: the
+same hop (sender task → memory channel → one task per session), the
+engine's per-event work (:class:`~bench._workload.EngineWork`: domain route,
+federation policy, session lookup, event copy; message-id record, encoded
+metadata entry), ``send_nowait`` with a checkpoint every 64 events (as the
+engine's sender does), the same events and trial plan, offered the same
+absolute loads. Beside it, the **asyncio peer** does the same on
+``asyncio.run`` (one task and ``asyncio.Queue`` per session). Each runs in
+its own event loop right after the engine's, so the engine's background tasks
+cannot slow them down. ``ratio_to_baseline`` and ``ratio_to_asyncio`` are
+Interlink's maximum over theirs. (Until schema 2 the baseline did no work
+and awaited ``send`` per event: a slower design that flattered the ratio.)
+
+**Where the CPU goes**: after the maximum trials, one more closed-loop run
+reads this process's threads and its child processes from ``/proc``, so each
+scenario reports the microseconds per event spent on the event loop, in the
+LMDB writer threads and in the LMDB writer processes (the second core).
 
 The metadata log is checked two ways: while the engine runs, a watcher
 records how full the log's buffer and the stores' write queues get (full
@@ -26,6 +37,7 @@ the event loop it takes at the engine's maximum.
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import msgspec
@@ -33,6 +45,8 @@ import trio
 
 from engine import Address, MetadataEntry, MetadataLog, SystemClock
 
+from ._asyncio_peer import AsyncioPipeline
+from ._cpu import CpuPerEvent, per_event, read_cpu
 from ._engine_pipeline import (
     STORAGES,
     EnginePipeline,
@@ -46,18 +60,21 @@ from ._load import EventIds
 from ._machine import package_versions
 from ._progress import Progress
 from ._report import Baseline, Report, make_report, ratio
-from ._runner import TrioRuntime, measure_max, measure_open
+from ._runner import AsyncioRuntime, TrioRuntime, measure_max, measure_open, run_trial
 from ._table import micros, rate, table, times
 from ._traffic import EXTERNAL_DOMAIN, SOURCE, Traffic
 from ._trials import Run, TrialPlan
 from ._trio_pipeline import DEFAULT_CAPACITY, ChannelPipeline
+from ._workload import EngineWork, registered_directory, registered_directory_sync
 
 SUITE = "core"
 HOPS = 1
-BASELINE_NAME = "trio-channel-pipeline"
+BASELINE_NAME = "trio-same-work"
 BASELINE_DESCRIPTION = (
-    "sender task -> trio memory channel (capacity 1000) -> one task per session: "
-    "the engine's hop structure, sender and events, without the engine")
+    "sender task (send_nowait, checkpoint every 64) -> trio memory channel (capacity 1000) "
+    "-> one task per session, doing the engine's per-event work (EngineWork) without the "
+    "engine: the fastest plain trio design with the same hop and work")
+
 #: metadata-log entries per simulated writer batch (the writer flushes every 50 ms)
 LOG_BATCH = 500
 
@@ -72,6 +89,8 @@ class CoreConfig(msgspec.Struct, frozen=True, kw_only=True):
     headline_storage: Storage
     #: entries in the metadata log's capacity measurement
     log_entries: int
+    #: the CPU reading's closed-loop run lasts about this long (clock ticks are 10 ms)
+    cpu_trial_s: float = 1.0
     quick: bool = False
 
     @classmethod
@@ -88,7 +107,7 @@ class CoreConfig(msgspec.Struct, frozen=True, kw_only=True):
                    plan=TrialPlan(trials=1, open_trials=1, seconds=0.15, warmup_seconds=0.05,
                                   min_events=200, calibration_events=100),
                    headline_sessions=10_000, headline_storage="lmdb", log_entries=10_000,
-                   quick=True)
+                   cpu_trial_s=0.5, quick=True)
 
 
 class HeadlineChoice(msgspec.Struct, frozen=True, kw_only=True):
@@ -114,12 +133,13 @@ class CoreParams(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class LoadPoint(msgspec.Struct, frozen=True, kw_only=True):
-    """Interlink and the baseline under the same offered load."""
+    """Interlink, the baseline and the asyncio peer under the same offered load."""
 
     load_fraction: float
     offered_msgs_per_s: float
     interlink: Run
     baseline: Run
+    asyncio_peer: Run
 
 
 class CoreScenario(msgspec.Struct, frozen=True, kw_only=True):
@@ -130,8 +150,13 @@ class CoreScenario(msgspec.Struct, frozen=True, kw_only=True):
     interlink: Run
     baseline: Run
     ratio_to_baseline: float
+    #: the asyncio-queues peer doing the same work, at maximum
+    asyncio_peer: Run
+    ratio_to_asyncio: float
     loads: list[LoadPoint]
     storage_pressure: StoragePressure
+    #: CPU per event at maximum throughput, by thread and process
+    cpu_us_per_event: CpuPerEvent
 
 
 class LogCapacity(msgspec.Struct, frozen=True, kw_only=True):
@@ -154,6 +179,8 @@ class CoreResults(msgspec.Struct, frozen=True, kw_only=True):
     #: latency at that maximum
     latency_us: LatencyUs
     headline: HeadlineChoice
+    #: the headline over the asyncio peer's maximum in the same scenario
+    ratio_to_asyncio: float
     scenarios: list[CoreScenario]
     metadata_log: list[LogCapacity]
 
@@ -166,6 +193,7 @@ class _EngineSide(msgspec.Struct, frozen=True, kw_only=True):
     maximum: Run
     loads: list[Run]
     pressure: StoragePressure
+    cpu: CpuPerEvent
 
 
 async def _engine_side(config: CoreConfig, sessions: int, storage: Storage,
@@ -192,14 +220,31 @@ async def _engine_side(config: CoreConfig, sessions: int, storage: Storage,
                                             progress, label))
         await engine.settle()
         pressure = engine.take_pressure()
-    return _EngineSide(setup_s=setup, maximum=maximum, loads=loads, pressure=pressure)
+        cpu = await _cpu_per_event(runtime, engine, maximum, plan, ids, config.cpu_trial_s)
+        progress.say(f"{label} CPU per event: {cpu.event_loop:.1f} us event loop, "
+                     f"{cpu.other_threads:.1f} us other threads, "
+                     f"{cpu.writer_processes:.1f} us writer processes")
+    return _EngineSide(setup_s=setup, maximum=maximum, loads=loads, pressure=pressure, cpu=cpu)
+
+
+async def _cpu_per_event(runtime: TrioRuntime, engine: EnginePipeline, maximum: Run,
+                         plan: TrialPlan, ids: EventIds, seconds: float) -> CpuPerEvent:
+    """One closed-loop run of about ``seconds``, with /proc read before and after."""
+    count = max(plan.min_events, int(maximum.throughput_msgs_per_s * seconds))
+    await engine.settle()
+    before = read_cpu()
+    timeline = await run_trial(runtime, engine, count, ids, rate=None, timeout=plan.timeout)
+    await engine.settle()  # the writes this run caused are part of its cost
+    return per_event(before, read_cpu(), timeline.completed_count)
 
 
 async def _baseline_side(config: CoreConfig, sessions: int, offered: list[float],
                          progress: Progress, label: str) -> tuple[Run, list[Run]]:
     ids = EventIds()
     plan = config.plan
-    async with ChannelPipeline.open(BASELINE_NAME, Traffic(sessions)) as baseline:
+    traffic = Traffic(sessions)
+    work = EngineWork(await registered_directory(traffic))
+    async with ChannelPipeline.open(BASELINE_NAME, traffic, work=work, nowait=True) as baseline:
         runtime = TrioRuntime()
         maximum = await measure_max(runtime, baseline, plan, ids, progress, label)
         loads = []
@@ -209,23 +254,46 @@ async def _baseline_side(config: CoreConfig, sessions: int, offered: list[float]
     return maximum, loads
 
 
+async def _asyncio_side(config: CoreConfig, traffic: Traffic, work: EngineWork,
+                        offered: list[float], progress: Progress,
+                        label: str) -> tuple[Run, list[Run]]:
+    ids = EventIds()
+    plan = config.plan
+    async with AsyncioPipeline.open(traffic, work) as peer:
+        runtime = AsyncioRuntime()
+        maximum = await measure_max(runtime, peer, plan, ids, progress, label)
+        loads = []
+        for fraction, load in zip(config.loads, offered, strict=True):
+            loads.append(await measure_open(runtime, peer, load, fraction, plan, ids,
+                                            progress, label))
+    return maximum, loads
+
+
 def _scenario(config: CoreConfig, sessions: int, storage: Storage,
               progress: Progress) -> CoreScenario:
-    """Interlink, then the baseline at the same offered loads, each in its own ``trio.run``."""
+    """Interlink, then the baseline and the asyncio peer at the same offered loads, each in
+    its own event loop."""
     engine = trio.run(_engine_side, config, sessions, storage, progress)
     offered = [run.offered_msgs_per_s or 0.0 for run in engine.loads]
     baseline_max, baseline_loads = trio.run(_baseline_side, config, sessions, offered,
                                             progress, f"{sessions} sessions/baseline:")
+    traffic = Traffic(sessions)
+    work = EngineWork(registered_directory_sync(traffic))
+    peer_max, peer_loads = asyncio.run(_asyncio_side(
+        config, traffic, work, offered, progress, f"{sessions} sessions/asyncio:"))
     points = [LoadPoint(load_fraction=mine.load_fraction or 0.0,
                         offered_msgs_per_s=mine.offered_msgs_per_s or 0.0,
-                        interlink=mine, baseline=theirs)
-              for mine, theirs in zip(engine.loads, baseline_loads, strict=True)]
+                        interlink=mine, baseline=theirs, asyncio_peer=peer)
+              for mine, theirs, peer in zip(engine.loads, baseline_loads, peer_loads,
+                                            strict=True)]
+    mine_max = engine.maximum.throughput_msgs_per_s
     return CoreScenario(
         sessions=sessions, storage=storage, session_setup_s=round(engine.setup_s, 3),
         interlink=engine.maximum, baseline=baseline_max,
-        ratio_to_baseline=ratio(engine.maximum.throughput_msgs_per_s,
-                                baseline_max.throughput_msgs_per_s),
-        loads=points, storage_pressure=engine.pressure)
+        ratio_to_baseline=ratio(mine_max, baseline_max.throughput_msgs_per_s),
+        asyncio_peer=peer_max,
+        ratio_to_asyncio=ratio(mine_max, peer_max.throughput_msgs_per_s),
+        loads=points, storage_pressure=engine.pressure, cpu_us_per_event=engine.cpu)
 
 
 async def measure_log_capacity(storage: Storage, entries: int) -> float:
@@ -292,7 +360,8 @@ def run_core(config: CoreConfig, progress: Progress) -> CoreReport:
     results = CoreResults(
         throughput_msgs_per_s=headline.interlink.throughput_msgs_per_s,
         latency_us=headline.interlink.latency_us, headline=params.headline,
-        scenarios=scenarios, metadata_log=_log_capacities(config, scenarios, progress))
+        ratio_to_asyncio=headline.ratio_to_asyncio, scenarios=scenarios,
+        metadata_log=_log_capacities(config, scenarios, progress))
     baseline = Baseline(name=BASELINE_NAME, description=BASELINE_DESCRIPTION,
                         throughput_msgs_per_s=headline.baseline.throughput_msgs_per_s,
                         latency_us=headline.baseline.latency_us)
@@ -301,31 +370,39 @@ def run_core(config: CoreConfig, progress: Progress) -> CoreReport:
 
 
 def core_table(report: CoreReport) -> str:
-    """The human summary: one row per scenario and load."""
+    """The human summary: one row per scenario and load, then where the CPU goes."""
     rows = []
     for scenario in report.results.scenarios:
-        points: list[tuple[str, float | None, Run, Run, str]] = [
-            ("max", None, scenario.interlink, scenario.baseline,
-             times(scenario.ratio_to_baseline))]
-        points += [(f"{p.load_fraction:.0%}", p.offered_msgs_per_s, p.interlink, p.baseline, "")
-                   for p in scenario.loads]
-        for load, offered, mine, theirs, ratio_cell in points:
+        points: list[tuple[str, float | None, Run, Run, Run, str, str]] = [
+            ("max", None, scenario.interlink, scenario.baseline, scenario.asyncio_peer,
+             times(scenario.ratio_to_baseline), times(scenario.ratio_to_asyncio))]
+        points += [(f"{p.load_fraction:.0%}", p.offered_msgs_per_s, p.interlink, p.baseline,
+                    p.asyncio_peer, "", "") for p in scenario.loads]
+        for load, offered, mine, theirs, peer, base_ratio, peer_ratio in points:
             rows.append([
                 f"{scenario.sessions:,}", scenario.storage, load, rate(offered),
                 f"{rate(mine.throughput_msgs_per_s)} ±{mine.spread_pct:.0f}%",
                 micros(mine.latency_us.p50), micros(mine.latency_us.p99),
-                micros(mine.latency_us.p999),
-                rate(theirs.throughput_msgs_per_s), micros(theirs.latency_us.p99), ratio_cell])
+                rate(theirs.throughput_msgs_per_s), micros(theirs.latency_us.p99), base_ratio,
+                rate(peer.throughput_msgs_per_s), micros(peer.latency_us.p99), peer_ratio])
+    cpu_rows = [[f"{s.sessions:,}", s.storage, f"{s.cpu_us_per_event.event_loop:.1f}",
+                 f"{s.cpu_us_per_event.other_threads:.1f}",
+                 f"{s.cpu_us_per_event.writer_processes:.1f}",
+                 f"{s.cpu_us_per_event.total:.1f}"] for s in report.results.scenarios]
     lines = [
-        "core: events through the whole engine path (1 task hop) vs a bare trio pipeline "
-        "with the same hop",
-        table(["sessions", "storage", "load", "offered/s", "interlink/s", "p50", "p99", "p99.9",
-               "baseline/s", "base p99", "ratio"], rows),
+        "core: events through the whole engine path vs the fastest plain trio design doing "
+        "the same work (baseline) and asyncio queues doing the same work",
+        table(["sessions", "storage", "load", "offered/s", "interlink/s", "p50", "p99",
+               "baseline/s", "base p99", "ratio", "asyncio/s", "aio p99", "ratio"], rows),
+        "",
+        "CPU per event at maximum (us): event loop, other threads, LMDB writer processes",
+        table(["sessions", "storage", "loop", "threads", "writers", "total"], cpu_rows),
         "",
         f"headline ({report.results.headline.sessions:,} sessions, "
         f"{report.results.headline.storage}): {rate(report.results.throughput_msgs_per_s)} "
         f"events/s = {times(report.ratio_to_baseline)} the baseline's "
-        f"{rate(report.baseline.throughput_msgs_per_s)}",
+        f"{rate(report.baseline.throughput_msgs_per_s)}, "
+        f"{times(report.results.ratio_to_asyncio)} the asyncio peer's",
     ]
     for capacity in report.results.metadata_log:
         lines.append(

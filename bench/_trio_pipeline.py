@@ -8,10 +8,13 @@
 One memory channel (capacity = the engine's mailbox capacity) and one task
 per session; the sender builds the same events as Interlink's and, like
 Interlink's inbound task, does the routing inline, so there is exactly one
-task hop per event. Without ``work`` this is the **baseline** every suite
-compares Interlink with (what one hop costs on trio). With an
-:class:`~bench._workload.EngineWork` it is the peers suite's *trio-tasks*
-implementation: the engine's work on bare trio, without the actor system.
+task hop per event. Without ``work`` this is the bare one-hop pipeline the
+scale and peers suites use. With an :class:`~bench._workload.EngineWork` it
+does the engine's per-event work on bare trio, without the actor system: the
+peers suite's *trio-tasks*, and, sending with ``send_nowait`` and a
+checkpoint every :data:`YIELD_EVERY` events (``nowait=True``), the core
+suite's baseline: the fastest plain trio design doing the same work (an
+awaited ``send`` is a full scheduler pass per event).
 
 :class:`SpawningPipeline` is the scale suite's baseline for activation: the
 first event for a session creates its channel and spawns its task, as the
@@ -34,16 +37,20 @@ from ._traffic import Traffic, TrafficLike
 from ._workload import EngineWork
 
 DEFAULT_CAPACITY = 1000
+#: with ``nowait``, the sender checkpoints once every this many events (as the engine's does)
+YIELD_EVERY = 64
 
 
 class ChannelPipeline:
     """Sender → one channel and one task per session → delivered."""
 
     def __init__(self, name: str, traffic: Traffic, *, capacity: int = DEFAULT_CAPACITY,
-                 work: EngineWork | None = None) -> None:
+                 work: EngineWork | None = None, nowait: bool = False) -> None:
         self.name = name
         self._traffic = traffic
         self._work = work
+        self._nowait = nowait
+        self._sent = 0
         channels = [trio.open_memory_channel[Message](capacity) for _ in traffic.destinations]
         self._sends = [send for send, _ in channels]
         self._receives = [receive for _, receive in channels]
@@ -54,9 +61,10 @@ class ChannelPipeline:
     @classmethod
     @asynccontextmanager
     async def open(cls, name: str, traffic: Traffic, *, capacity: int = DEFAULT_CAPACITY,
-                   work: EngineWork | None = None) -> AsyncIterator[ChannelPipeline]:
+                   work: EngineWork | None = None, nowait: bool = False,
+                   ) -> AsyncIterator[ChannelPipeline]:
         """Start one task per session; they stop on exit."""
-        pipeline = cls(name, traffic, capacity=capacity, work=work)
+        pipeline = cls(name, traffic, capacity=capacity, work=work, nowait=nowait)
         async with trio.open_nursery() as nursery:
             for receive in pipeline._receives:
                 nursery.start_soon(pipeline._session, receive)
@@ -89,7 +97,18 @@ class ChannelPipeline:
         if self._work is not None:
             event = self._work.route(event)
         self._in_flight += 1
-        await self._sends[seq % len(self._sends)].send(event)
+        send = self._sends[seq % len(self._sends)]
+        if not self._nowait:
+            await send.send(event)
+            return
+        try:
+            send.send_nowait(event)
+        except trio.WouldBlock:
+            await send.send(event)  # full: wait for room, as the engine's tell does
+            return
+        self._sent += 1
+        if self._sent % YIELD_EVERY == 0:
+            await trio.lowlevel.checkpoint()
 
     async def settle(self) -> None:
         """Wait until every sent event has been handled."""

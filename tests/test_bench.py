@@ -7,6 +7,7 @@ they run end to end and report in the documented shape, not the numbers.
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -53,11 +54,14 @@ GOLDEN_FIELDS: dict[str, list[str]] = {
                    "warmup_seconds", "hops", "mailbox_capacity", "shard_count", "headline",
                    "quick", "versions"],
     "HeadlineChoice": ["sessions", "storage"],
-    "CoreResults": ["throughput_msgs_per_s", "latency_us", "headline", "scenarios",
-                    "metadata_log"],
+    "CoreResults": ["throughput_msgs_per_s", "latency_us", "headline", "ratio_to_asyncio",
+                    "scenarios", "metadata_log"],
     "CoreScenario": ["sessions", "storage", "session_setup_s", "interlink", "baseline",
-                     "ratio_to_baseline", "loads", "storage_pressure"],
-    "LoadPoint": ["load_fraction", "offered_msgs_per_s", "interlink", "baseline"],
+                     "ratio_to_baseline", "asyncio_peer", "ratio_to_asyncio", "loads",
+                     "storage_pressure", "cpu_us_per_event"],
+    "LoadPoint": ["load_fraction", "offered_msgs_per_s", "interlink", "baseline",
+                  "asyncio_peer"],
+    "CpuPerEvent": ["event_loop", "other_threads", "writer_processes", "total"],
     "StoragePressure": ["max_log_buffered", "log_buffer_limit", "max_directory_pending",
                         "max_metadata_pending", "store_pending_limit", "samples"],
     "LogCapacity": ["storage", "entries_per_s", "us_per_entry", "interlink_max_msgs_per_s",
@@ -139,7 +143,7 @@ def check_report(raw: bytes, report_type: Any, suite: str) -> dict[str, Any]:
 def test_core_runs_and_reports_in_the_documented_shape(tmp_path: Path) -> None:
     config = CoreConfig(sessions=(1, 3), storages=("memory", "lmdb"), loads=(0.5,),
                         plan=TINY_PLAN, headline_sessions=3, headline_storage="lmdb",
-                        log_entries=200)
+                        log_entries=200, cpu_trial_s=0.01)
     report = run_core(config, Progress.silent())
     data = check_report(encode_json(report), CoreReport, "core")
     scenarios = data["results"]["scenarios"]
@@ -159,6 +163,16 @@ def test_core_runs_and_reports_in_the_documented_shape(tmp_path: Path) -> None:
         assert scenario["ratio_to_baseline"] == pytest.approx(
             scenario["interlink"]["throughput_msgs_per_s"]
             / scenario["baseline"]["throughput_msgs_per_s"])
+        assert scenario["asyncio_peer"]["complete"]
+        assert load["asyncio_peer"]["offered_msgs_per_s"] == load["interlink"]["offered_msgs_per_s"]
+        assert scenario["ratio_to_asyncio"] == pytest.approx(
+            scenario["interlink"]["throughput_msgs_per_s"]
+            / scenario["asyncio_peer"]["throughput_msgs_per_s"])
+        cpu = scenario["cpu_us_per_event"]
+        assert cpu["total"] == pytest.approx(
+            cpu["event_loop"] + cpu["other_threads"] + cpu["writer_processes"], abs=0.05)
+        assert min(cpu.values()) >= 0
+    assert data["results"]["ratio_to_asyncio"] == headline["ratio_to_asyncio"]
     assert [c["storage"] for c in data["results"]["metadata_log"]] == ["memory", "lmdb"]
     assert "headline (3 sessions, lmdb)" in core_table(report)
     plot_core(report, tmp_path / "core.png")
@@ -345,3 +359,47 @@ def test_a_directory_is_not_an_output_file(tmp_path: Path,
                                            capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["scale", "--json", str(tmp_path)]) == 2
     assert "is a directory" in capsys.readouterr().err
+
+
+def test_cpu_readings_split_the_main_thread_other_threads_and_child_processes() -> None:
+    import subprocess
+    import sys
+    import threading
+
+    from bench._cpu import per_event, read_cpu
+
+    def spin(seconds: float) -> None:
+        end = time.process_time() + seconds
+        while time.process_time() < end:
+            pass
+
+    before = read_cpu()
+    spin(0.1)
+    spun, release = threading.Event(), threading.Event()
+
+    def work() -> None:
+        spin(0.1)
+        spun.set()
+        release.wait(10)  # a thread's CPU is readable only while it lives
+
+    worker = threading.Thread(target=work)
+    worker.start()
+    spun.wait(10)
+    child = subprocess.Popen([sys.executable, "-c",
+                              "import time\nend=time.process_time()+0.3\n"
+                              "while time.process_time()<end: pass\ninput()"],
+                             stdin=subprocess.PIPE)
+    try:
+        while read_cpu().children_s - before.children_s < 0.2:
+            time.sleep(0.01)  # a child's CPU shows once it has spent it: poll, bounded below
+        after = read_cpu()
+    finally:
+        child.communicate(b"\n", timeout=10)
+        release.set()
+        worker.join()
+    assert after.main_thread_s - before.main_thread_s >= 0.05
+    assert after.other_threads_s - before.other_threads_s >= 0.05
+    cost = per_event(before, after, 1000)
+    assert cost.writer_processes >= 200  # >= 0.2 s over 1,000 events
+    assert cost.total == pytest.approx(
+        cost.event_loop + cost.other_threads + cost.writer_processes, abs=0.05)

@@ -412,12 +412,12 @@ class _Shard:
         system = self.system
         handled = 0
         act.busy = True
+        act.last_activity = trio.current_time()  # once per turn: idle detection needs no more
         try:
             while handled < TURN_BUDGET:
                 message = mailbox.take()
                 if message is EMPTY:
                     break
-                act.last_activity = trio.current_time()
                 try:
                     await self._handle(actor_id, act, message)
                 finally:

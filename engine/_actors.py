@@ -60,6 +60,9 @@ log = logging.getLogger("interlink.actors")
 YIELD_EVERY = 64
 #: messages of one actor handled in a row before its shard turns to the next actor
 TURN_BUDGET = 16
+#: runners a shard keeps when idle: the one that runs the next burst, and one to take
+#: over when a handler in it blocks (more would be spawned and ended per burst)
+MAX_IDLE_RUNNERS = 2
 #: passivations (in one sweep or several in a row) after which the C heap is trimmed
 TRIM_AFTER_PASSIVATIONS = 1000
 
@@ -276,8 +279,9 @@ class _Shard:
       and no runner is free. A woken runner that finds another free runner
       parks again. So an actor that truly waits holds a task of its own, and
       its neighbours go on.
-    - At most one runner parks idle per shard; others end when the queue is
-      empty. A shard at rest holds one parked runner and its sweeper.
+    - At most :data:`MAX_IDLE_RUNNERS` runners stay parked per shard; others
+      end when the queue is empty. A shard at rest holds its parked runners
+      and its sweeper.
     """
 
     def __init__(self, system: ActorSystem, kind: str, index: int) -> None:
@@ -294,8 +298,9 @@ class _Shard:
         self._free = 0
         #: runner tasks alive (free, inside a handler, or parked)
         self.runners = 0
-        #: the parked runner, if any
+        #: the parked runner woken first, if any, and the others parked behind it
         self._parked: trio.lowlevel.Task | None = None
+        self._standby: list[trio.lowlevel.Task] = []
         #: a runner has been woken (or spawned) and has not yet run
         self._waking = False
         #: runners started beyond the first because a handler blocked
@@ -349,7 +354,7 @@ class _Shard:
         self._waking = True
         parked = self._parked
         if parked is not None:
-            self._parked = None
+            self._parked = self._standby.pop() if self._standby else None
             trio.lowlevel.reschedule(parked)
         elif self.nursery is not None:
             self.runners += 1
@@ -357,11 +362,19 @@ class _Shard:
             self.nursery.start_soon(self._runner, True, name=f"{self.name}-runner")
 
     async def _park(self) -> None:
-        self._parked = trio.lowlevel.current_task()
+        task = trio.lowlevel.current_task()
+        if self._parked is not None:
+            self._standby.append(self._parked)  # the newest parks in front
+        self._parked = task
         await trio.lowlevel.wait_task_rescheduled(self._unpark)
 
     def _unpark(self, _: object) -> trio.lowlevel.Abort:
-        self._parked = None
+        # Cancelled while parked (the shard is stopping): forget this task.
+        task = trio.lowlevel.current_task()
+        if self._parked is task:
+            self._parked = self._standby.pop() if self._standby else None
+        elif task in self._standby:
+            self._standby.remove(task)
         return trio.lowlevel.Abort.SUCCEEDED
 
     async def _runner(self, woken: bool) -> None:
@@ -375,9 +388,9 @@ class _Shard:
                 if not ready or (woken and self._free > 1):
                     # Nothing to do, or another runner is free to do it.
                     self._free -= 1
-                    if self._parked is not None:
+                    if self._parked is not None and self.runners > MAX_IDLE_RUNNERS:
                         self.runners -= 1
-                        return  # one parked runner per shard is enough
+                        return  # enough runners stay for the next burst
                     await self._park()
                     self._waking = False
                     self._free += 1

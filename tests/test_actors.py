@@ -20,6 +20,12 @@ from engine import (
 )
 
 
+def _count_tasks(task: trio.lowlevel.Task) -> int:
+    """``task`` and every task below it."""
+    return 1 + sum(_count_tasks(child) for nursery in task.child_nurseries
+                   for child in nursery.child_tasks)
+
+
 class Recorder:
     """An actor that records what it handled; ``gate`` can hold it mid-message."""
 
@@ -373,3 +379,43 @@ def test_malloc_trim_is_looked_up_only_where_glibc_has_it() -> None:
     trim(0)
     assert libc.calls == [0]
     assert isinstance(release_free_memory(), bool)  # the real one: never raises
+
+
+async def test_a_blocked_handler_does_not_stall_its_shard() -> None:
+    """One shard: while rec/a waits inside its handler, rec/b's messages are handled."""
+    system = ActorSystem(shard_count=1, mailbox_capacity=10)
+    w = World(system)
+    system.register(ActorKind("rec", w.activate))
+    [shard] = system.shards("rec")
+    async with trio.open_nursery() as nursery:
+        await nursery.start(system.run)
+        await system.ref("rec/a").tell("block")
+        await trio.testing.wait_all_tasks_blocked()
+        assert w.handled == [], "rec/a is inside its handler, waiting on the gate"
+        for i in range(5):
+            await system.ref("rec/b").tell(i)
+        await system.ref("rec/a").tell("after")  # queued behind the blocked message
+        await trio.testing.wait_all_tasks_blocked()
+        assert w.handled == [("rec/b", i) for i in range(5)]
+        assert shard.runners == 2, "the blocked handler keeps a runner; another took over"
+        assert shard.handoffs >= 1
+        w.gate.set()
+        await system.drain()
+        assert w.handled[5:] == [("rec/a", "block"), ("rec/a", "after")]
+        nursery.cancel_scope.cancel()
+
+
+async def test_runners_handle_many_actors_without_a_task_each() -> None:
+    """10,000 actors, each with messages: the shard's runners stay few."""
+    system = ActorSystem(shard_count=2, mailbox_capacity=10)
+    w = World(system)
+    system.register(ActorKind("rec", w.activate))
+    async with trio.open_nursery() as nursery:
+        await nursery.start(system.run)
+        for i in range(10_000):
+            await system.ref(f"rec/{i}").tell(i)
+        await system.drain()
+        assert sorted(m for _, m in w.handled) == list(range(10_000))
+        assert all(shard.runners <= 2 for shard in system.shards("rec"))
+        assert _count_tasks(trio.lowlevel.current_root_task()) < 50
+        nursery.cancel_scope.cancel()

@@ -417,5 +417,6 @@ async def test_runners_handle_many_actors_without_a_task_each() -> None:
         await system.drain()
         assert sorted(m for _, m in w.handled) == list(range(10_000))
         assert all(shard.runners <= 2 for shard in system.shards("rec"))
-        assert _count_tasks(trio.lowlevel.current_root_task()) < 50
+        root = trio.lowlevel.current_root_task()
+        assert root is not None and _count_tasks(root) < 50
         nursery.cancel_scope.cancel()

@@ -420,7 +420,6 @@ class _Shard:
         if act.previous is not None:
             await act.previous.wait_finished()  # single activation: let it finish passivating
             act.previous = None
-        actor_id = act.actor_id
         mailbox = act.mailbox
         system = self.system
         handled = 0
@@ -431,11 +430,21 @@ class _Shard:
                 message = mailbox.take()
                 if message is EMPTY:
                     break
+                handled += 1
                 try:
-                    await self._handle(actor_id, act, message)
+                    actor = act.actor
+                    if actor is not None and act.state == "running" and \
+                            message.__class__ is not _Ask:
+                        # The common case, without _handle's coroutine: a running
+                        # actor and a plain message; a crash takes the slow path.
+                        try:
+                            await actor.handle(message)
+                        except Exception as exc:
+                            await self._handle(act, message, first_error=exc)
+                    else:
+                        await self._handle(act, message)
                 finally:
                     act.handled += 1
-                    handled += 1
                     system.message_done()
         finally:
             act.busy = False
@@ -470,13 +479,22 @@ class _Shard:
         act.mailbox.close()
         self.schedule(act)
 
-    async def _handle(self, actor_id: str, act: _Activation, message: Any) -> None:
+    async def _handle(self, act: _Activation, message: Any, *,
+                      first_error: Exception | None = None) -> None:
+        """Handle ``message`` with crash retries; ``first_error``: the first attempt was
+        made (by the turn's fast path) and raised it."""
+        actor_id = act.actor_id
         ask = message if isinstance(message, _Ask) else None
         payload = ask.message if ask is not None else message
         kind = act.kind
         error: BaseException | None = None
         backoff = kind.backoff_initial
-        for attempt in range(kind.max_attempts):
+        first_attempt = 0
+        if first_error is not None:
+            error = first_error
+            self._crashed(act, first_error, 0)
+            first_attempt = 1
+        for attempt in range(first_attempt, kind.max_attempts):
             if act.state == "failed":
                 error = error or ActorFailedError(f"{actor_id} is failed: {act.last_error}")
                 break
@@ -489,16 +507,7 @@ class _Shard:
                 result = await act.actor.handle(payload)
             except Exception as exc:
                 error = exc
-                within_budget = act.record_crash(exc)
-                self.system.crash_counts[kind.name] += 1
-                log.warning("actor crashed", extra={
-                    "actor_id": actor_id, "error_type": type(exc).__name__,
-                    "crashes": act.crashes, "attempt": attempt + 1})
-                if not within_budget:
-                    act.state = "failed"
-                    log.error("actor failed: restart budget exhausted", extra={
-                        "actor_id": actor_id, "max_restarts": kind.max_restarts,
-                        "restart_window_s": kind.restart_window, "last_error": act.last_error})
+                self._crashed(act, exc, attempt)
                 continue
             if ask is not None:
                 ask.result = result
@@ -514,6 +523,20 @@ class _Shard:
             log.error("message undeliverable after retries", extra={
                 "actor_id": actor_id, "attempts": kind.max_attempts,
                 "error_type": type(error).__name__})
+
+    def _crashed(self, act: _Activation, error: Exception, attempt: int) -> None:
+        """Count a crash; over its restart budget the actor is failed."""
+        kind = act.kind
+        within_budget = act.record_crash(error)
+        self.system.crash_counts[kind.name] += 1
+        log.warning("actor crashed", extra={
+            "actor_id": act.actor_id, "error_type": type(error).__name__,
+            "crashes": act.crashes, "attempt": attempt + 1})
+        if not within_budget:
+            act.state = "failed"
+            log.error("actor failed: restart budget exhausted", extra={
+                "actor_id": act.actor_id, "max_restarts": kind.max_restarts,
+                "restart_window_s": kind.restart_window, "last_error": act.last_error})
 
     async def _sweep_idle(self) -> None:
         """Passivate activations idle for longer than their kind's idle timeout."""

@@ -132,14 +132,22 @@ class MetadataLog:
     # -- writing ------------------------------------------------------------
     async def record(self, entry: MetadataEntry) -> None:
         """Queue ``entry``; waits only while the buffer is full."""
-        while len(self._buffer) >= self._max_buffered:
+        while not self.record_nowait(entry):
             if self._space.is_set():
                 self._space = trio.Event()
             await self._space.wait()
-        self._buffer.append(entry)
+
+    def record_nowait(self, entry: MetadataEntry) -> bool:
+        """Queue ``entry`` if the buffer has room; ``False`` (nothing queued) if it is full."""
+        buffer = self._buffer
+        if len(buffer) >= self._max_buffered:
+            return False
+        buffer.append(entry)
         self._recorded += 1
         self.counts[entry.type, entry.outcome] += 1
-        self._has_data.set()
+        if len(buffer) == 1:  # the first entry since the last batch wakes the writer
+            self._has_data.set()
+        return True
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """The writer: writes buffered entries every ``flush_interval``; prunes old data."""

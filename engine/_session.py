@@ -51,6 +51,7 @@ log = logging.getLogger("interlink.session")
 # isinstance() with a tuple: an `X | Y` union would be built on every call (hot path)
 _TARGETS_A_MESSAGE = (Edit, Retract, ReactionAdd, ReactionRemove)
 _POSTS_A_MESSAGE = (Message, FileShare)
+_CHANGES_CONTACTS = (ContactRequest, ContactAccept, ContactRemove)
 
 
 class DeliverySettings(msgspec.Struct, frozen=True, kw_only=True):
@@ -78,28 +79,31 @@ class SessionActor:
         return self._record
 
     async def handle(self, event: Event) -> None:
+        # One coroutine for the common path: every layer of awaits costs a
+        # coroutine object per event, so the steps that never wait are plain calls.
         started = time.perf_counter()
-        try:
-            await self._handle(event)
-        finally:
-            self._router.handle_latency.observe(time.perf_counter() - started)
-
-    async def _handle(self, event: Event) -> None:
         router = self._router
+        record = self._record
         try:
-            if event.source not in (self._record.a, self._record.b) or \
-                    event.destination not in (self._record.a, self._record.b):
+            if event.source not in (record.a, record.b) or \
+                    event.destination not in (record.a, record.b):
                 raise _Failed("not-in-session")
             self._check_references(event)
             adapter = router.adapter_for(event.destination.domain)
             if adapter is None:
                 raise _Failed(f"platform-unavailable:{event.destination.domain}")
-            await self._update_contacts(event)
+            if isinstance(event, _CHANGES_CONTACTS):
+                await self._update_contacts(event)
             outgoing = degrade(event, adapter.capabilities)
             if outgoing is None:
                 await self._log(event, "delivered", "unsupported-by-destination")
                 return
-            result = await self._deliver(adapter, outgoing)
+            try:
+                result = await adapter.deliver(outgoing, record)
+            except DeliveryError as exc:
+                if not exc.retryable:
+                    raise _Failed(exc.reason) from exc
+                result = await self._retry_delivery(adapter, outgoing, exc)
         except _Failed as failure:
             await self._log(event, "failed", failure.reason)
             if event.wants_outcome:
@@ -107,13 +111,18 @@ class SessionActor:
                     failed_outcome(event, failure.reason, timestamp=router.clock.now()),
                     self._record)
             return
+        finally:
+            router.handle_latency.observe(time.perf_counter() - started)
         await self._remember(adapter, event, result)
-        await self._log(event, "delivered", "")
-        source_adapter = router.adapter_for(event.source.domain)
-        if (event.wants_outcome and source_adapter is not None
-                and "delivery_receipts" in source_adapter.capabilities):
-            await router.notify_sender(delivered_outcome(event, timestamp=router.clock.now()),
-                                       self._record)
+        entry = self._entry(event, "delivered", "")
+        if not router.metadata_log.record_nowait(entry):  # no coroutine while it has room
+            await router.metadata_log.record(entry)
+        if event.wants_outcome:
+            source_adapter = router.adapter_for(event.source.domain)
+            if source_adapter is not None and \
+                    "delivery_receipts" in source_adapter.capabilities:
+                await router.notify_sender(
+                    delivered_outcome(event, timestamp=router.clock.now()), self._record)
 
     def _check_references(self, event: Event) -> None:
         directory = self._router.directory
@@ -151,21 +160,28 @@ class SessionActor:
                 owner=owner, contact=contact, state=state,  # type: ignore[arg-type]
                 requested_by=requested_by, updated_at=now))
 
-    async def _deliver(self, adapter: Adapter, event: Event) -> DeliveryResult:
+    async def _retry_delivery(self, adapter: Adapter, event: Event,
+                              first: DeliveryError) -> DeliveryResult:
+        """Retry a transient failure with backoff within the retry window; later events
+        of the session wait meanwhile, so order is kept."""
         settings = self._settings
         backoff = settings.initial_backoff
         deadline = trio.current_time() + settings.retry_window
+        error = first
         while True:
+            if trio.current_time() + backoff > deadline:
+                raise _Failed(error.reason) from error
+            log.info("delivery will retry", extra={
+                "session_id": self._record.session_id, "event_id": event.event_id,
+                "reason": error.reason, "backoff_s": round(backoff, 3)})
+            await trio.sleep(backoff * random.uniform(0.8, 1.2))
+            backoff = min(backoff * 2, settings.max_backoff)
             try:
                 return await adapter.deliver(event, self._record)
             except DeliveryError as exc:
-                if not exc.retryable or trio.current_time() + backoff > deadline:
+                if not exc.retryable:
                     raise _Failed(exc.reason) from exc
-                log.info("delivery will retry", extra={
-                    "session_id": self._record.session_id, "event_id": event.event_id,
-                    "reason": exc.reason, "backoff_s": round(backoff, 3)})
-            await trio.sleep(backoff * random.uniform(0.8, 1.2))
-            backoff = min(backoff * 2, settings.max_backoff)
+                error = exc
 
     async def _remember(self, adapter: Adapter, event: Event, result: DeliveryResult) -> None:
         directory = self._router.directory
@@ -182,11 +198,16 @@ class SessionActor:
             await directory.put_session(self._record)
 
     async def _log(self, event: BaseEvent, outcome: Outcome, reason: str) -> None:
-        router = self._router
-        await router.metadata_log.record(MetadataEntry(
-            timestamp=router.clock.now(), event_id=event.event_id, sender=event.source,
+        metadata_log = self._router.metadata_log
+        entry = self._entry(event, outcome, reason)
+        if not metadata_log.record_nowait(entry):
+            await metadata_log.record(entry)
+
+    def _entry(self, event: BaseEvent, outcome: Outcome, reason: str) -> MetadataEntry:
+        return MetadataEntry(
+            timestamp=self._router.clock.now(), event_id=event.event_id, sender=event.source,
             receiver=event.destination, type=event.log_type,
-            session_id=self._record.session_id, outcome=outcome, reason=reason))
+            session_id=self._record.session_id, outcome=outcome, reason=reason)
 
 
 class ContactActor:

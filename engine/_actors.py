@@ -16,8 +16,12 @@ Rules of this module:
   mailbox is passivated. At most one activation per id exists: a new one
   waits until the previous one has finished passivating.
 - Ids are ``"<kind>/<key>"``. Activations are spread over shards by a stable
-  hash of the id; each shard runs in its own task so that supervision (a
-  later layer) can own shards independently.
+  hash of the id (``crc32(id) % shard_count``); each shard is one service a
+  supervisor owns. An actor has no task of its own: its shard's **runners**
+  take actors with work from a ready queue and handle their messages in
+  batches (see :class:`_Shard`), so a message costs no task switch. A
+  handler that blocks keeps its runner, and another runner takes over the
+  shard's queue: only actors that truly wait hold a task.
 - When a handler raises, the actor *crashes* and is restarted: after a
   backoff (exponential with jitter) its state is rebuilt by a fresh
   activation and the message is retried, up to ``max_attempts`` tries in

@@ -577,7 +577,7 @@ class LmdbDirectory:
         await store.throttle()
         bound = _time_key(older_than)
         ops: list[Op] = []
-        pruned = 0
+        pruned_ids: set[bytes] = set()  # a replaced record may have several age entries
         start: bytes | None = None
         page_size = 1024
         more = True
@@ -589,14 +589,14 @@ class LmdbDirectory:
                     more = False
                     break
                 record_key = _fit(_pack(canonical_id.decode()))
-                raw = store.get(MESSAGE_IDS, record_key)
+                raw = None if canonical_id in pruned_ids else store.get(MESSAGE_IDS, record_key)
                 if raw is None:  # an orphaned age entry: nothing to prune, just tidy up
                     ops.append((MESSAGE_AGE, age_key, None))
                     continue
                 record = _load(_DEC_MESSAGE_IDS, raw)
                 if not record.created_at < older_than:
                     continue
-                pruned += 1
+                pruned_ids.add(canonical_id)
                 ops.append((MESSAGE_IDS, record_key, None))
                 ops.append((MESSAGE_AGE, age_key, None))
                 for platform, platform_id in record.platform_ids.items():
@@ -605,7 +605,7 @@ class LmdbDirectory:
                     ))
             start = page[-1][0] if page else None
         store.submit(ops)
-        return pruned
+        return len(pruned_ids)
 
     # -------------------------------------------------------------- policies
 

@@ -1029,3 +1029,20 @@ def test_the_writer_process_commits_each_frame_and_refuses_a_cut_frame(tmp_path:
         reopened.close()
     with pytest.raises(EOFError):
         _lmdb_writer.serve(config, io.BytesIO(whole[:-1]), io.BytesIO())
+
+
+async def test_a_record_replaced_after_its_commit_is_pruned_and_counted_once(
+    directory: Directory,
+) -> None:
+    await directory.put_message_ids(MessageIdRecord(
+        canonical_id="c1", session_id="s1", platform_ids={"slack": "a"}, created_at=1.0))
+    await directory.flush()  # committed: the replacement below is written blind on LMDB
+    await directory.put_message_ids(MessageIdRecord(
+        canonical_id="c1", session_id="s1", platform_ids={"slack": "b"}, created_at=5.0))
+    assert directory.find_canonical_id("slack", "a") is None
+    assert directory.find_canonical_id("slack", "b") == "c1"
+    assert await directory.prune_message_ids(3.0) == 0, "c1 is now 5.0 old, not 1.0"
+    assert await directory.prune_message_ids(10.0) == 1
+    assert directory.get_message_ids("c1") is None
+    assert directory.find_canonical_id("slack", "b") is None
+    assert await directory.prune_message_ids(10.0) == 0

@@ -81,7 +81,8 @@ class ScaleConfig(msgspec.Struct, frozen=True, kw_only=True):
 
     @classmethod
     def full(cls) -> ScaleConfig:
-        return cls(actor_counts=(1_000, 10_000, 100_000), registered_sessions=1_000_000,
+        return cls(actor_counts=(1_000, 10_000, 100_000, 1_000_000),
+                   registered_sessions=2_000_000,
                    write_batch=10_000, lookups=200_000, hot_keys=1_000, idle_timeout_s=0.5)
 
     @classmethod

@@ -29,8 +29,8 @@ suites:
   core   events/s through the whole engine path and latency percentiles at the
          maximum and at 25/50/75 % offered load, for 1, 100 and 10,000 sessions
          on memory and LMDB storage
-  scale  1k/10k/100k active session actors (activation time, memory per actor,
-         memory returned after passivation) and a 1M-session directory
+  scale  1k/10k/100k/1M active session actors (activation time, memory per actor,
+         memory returned after passivation) and a 2M-session directory
          (lookups per second on LMDB and in memory)
   peers  the core workload on Interlink, plain trio tasks, asyncio queues and
          pykka threads, side by side

@@ -10,6 +10,7 @@ from ._actors import ActorFailedError as ActorFailedError
 from ._actors import ActorKind as ActorKind
 from ._actors import ActorRef as ActorRef
 from ._actors import ActorSystem as ActorSystem
+from ._actors import RunnerStats as RunnerStats
 from ._adapter import ALL_CAPABILITIES as ALL_CAPABILITIES
 from ._adapter import Adapter as Adapter
 from ._adapter import Capability as Capability

@@ -44,7 +44,7 @@ import random
 import zlib
 from collections import Counter, deque
 from collections.abc import Awaitable, Callable
-from typing import Any, Generic, Literal, Protocol, TypeVar
+from typing import Any, Generic, Literal, NamedTuple, Protocol, TypeVar
 
 import trio
 
@@ -162,6 +162,17 @@ class ActivationStats:
         self.last_activity = last_activity
         self.last_error = last_error
         self.last_error_at = last_error_at
+
+
+class RunnerStats(NamedTuple):
+    """The runner tasks of one actor kind's shards (see :class:`_Shard`)."""
+
+    #: runner tasks alive: parked, running turns, or held by a handler that waits
+    runners: int
+    #: runners started since start because every runner was held by a handler
+    handoffs: int
+    #: actors with messages waiting for a runner
+    ready: int
 
 
 def describe_error(error: BaseException) -> str:
@@ -702,6 +713,13 @@ class ActorSystem:
             task_status.started()
 
     # -- inspection -------------------------------------------------------
+    def runner_stats(self, kind: str) -> RunnerStats:
+        """How the shards of ``kind`` run their actors now, and since start."""
+        shards = self._shards[kind]
+        return RunnerStats(runners=sum(s.runners for s in shards),
+                           handoffs=sum(s.handoffs for s in shards),
+                           ready=sum(len(s.ready) for s in shards))
+
     def active_count(self) -> int:
         return sum(len(s.activations) for s in self.shards())
 

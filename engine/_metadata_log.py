@@ -157,7 +157,12 @@ class MetadataLog:
         try:
             while True:
                 with trio.move_on_at(next_prune):
-                    await self._has_data.wait()
+                    if not self._buffer:
+                        # A fresh event, read by whoever records next: a flush()
+                        # in between empties the buffer but leaves this one.
+                        if self._has_data.is_set():
+                            self._has_data = trio.Event()
+                        await self._has_data.wait()
                     await trio.sleep(self._flush_interval)  # let a batch gather
                     await self.write_buffered()
                 if trio.current_time() >= next_prune:
@@ -180,7 +185,6 @@ class MetadataLog:
         async with self._write_lock:
             batch, self._buffer = self._buffer, []
             self._space.set()
-            self._has_data = trio.Event()
             done = 0
             buckets: dict[tuple[str, str, str], bytes] = {}  # shared by the chunks
             try:

@@ -390,15 +390,28 @@ class EngineCollector(Collector):
                                  labels=["kind", "state"])
         restarts = CounterMetricFamily("interlink_actor_restarts",
                                        "Actor crashes followed by a restart", labels=["kind"])
+        runners = GaugeMetricFamily(
+            "interlink_shard_runners",
+            "Runner tasks of the shards (parked, running, or held by a waiting handler)",
+            labels=["kind"])
+        handoffs = CounterMetricFamily(
+            "interlink_shard_runner_handoffs",
+            "Runners started because every runner of a shard was held by a waiting handler",
+            labels=["kind"])
         for kind in actors.kinds:
             snapshots = actors.list_active(kind=kind)
             depth.add_metric([kind], sum(s.mailbox_depth for s in snapshots))
             for state in ("running", "failed"):
                 live.add_metric([kind, state], sum(1 for s in snapshots if s.state == state))
             restarts.add_metric([kind], actors.crash_counts.get(kind, 0))
+            dispatch = actors.runner_stats(kind)
+            runners.add_metric([kind], dispatch.runners)
+            handoffs.add_metric([kind], dispatch.handoffs)
         yield depth
         yield live
         yield restarts
+        yield runners
+        yield handoffs
         events = CounterMetricFamily("interlink_events", "Events handled, by type and outcome",
                                      labels=["type", "outcome"])
         for (event_type, outcome), count in sorted(engine.metadata_log.counts.items()):

@@ -399,6 +399,8 @@ async def test_a_blocked_handler_does_not_stall_its_shard() -> None:
         assert w.handled == [("rec/b", i) for i in range(5)]
         assert shard.runners == 2, "the blocked handler keeps a runner; another took over"
         assert shard.handoffs >= 1
+        stats = system.runner_stats("rec")
+        assert (stats.runners, stats.handoffs, stats.ready) == (2, shard.handoffs, 0)
         w.gate.set()
         await system.drain()
         assert w.handled[5:] == [("rec/a", "block"), ("rec/a", "after")]

@@ -162,6 +162,8 @@ async def test_metrics_in_prometheus_text_format() -> None:
         assert "interlink_session_handle_seconds_count 1.0" in text
         assert "interlink_sessions_registered 1.0" in text
         assert 'interlink_mailbox_depth{kind="session"} 0.0' in text
+        assert 'interlink_shard_runners{kind="session"}' in text
+        assert 'interlink_shard_runner_handoffs_total{kind="session"}' in text
 
 
 async def test_say_sends_as_a_loopback_user() -> None:

@@ -238,3 +238,25 @@ async def test_flush_waits_for_a_batch_being_written() -> None:
         await trio.lowlevel.checkpoint()  # the writer has taken the batch, one chunk done
         await log.flush()
         assert len(log.entries(limit=10_000)) == 2 * WRITE_CHUNK
+
+
+async def test_the_writer_keeps_writing_after_a_flush_found_nothing_to_write(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A flush while the writer waits for data must not leave it waiting forever: the
+    bench saw every session blocked on a full buffer the writer no longer emptied."""
+    directory = MemoryDirectory()
+    await seed(directory)
+    clock = TrioWallClock()
+    log = MetadataLog(MemoryKV(METADATA_DBS), directory, clock, max_buffered=4)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(log.run)
+        await trio.testing.wait_all_tasks_blocked()  # the writer waits for data
+        await log.flush()  # nothing buffered: writes nothing
+        for _ in range(10):  # more than the buffer holds: only the writer makes room
+            with trio.fail_after(5):
+                await log.record(entry(clock, JOHN, PETER))
+        with trio.fail_after(5):
+            while log.statistics()["written"] < 10:
+                await trio.sleep(0.01)
+        nursery.cancel_scope.cancel()

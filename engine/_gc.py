@@ -42,8 +42,11 @@ import gc
 import sys
 from collections.abc import Callable, Iterator
 
-#: young-generation threshold (CPython's default: 700)
-YOUNG_THRESHOLD = 20_000
+#: young-generation threshold (CPython's default: 700). 5,000 since actors have no task
+#: of their own: 20,000 made each young collection scan ~6 ms of survivors (message-id
+#: records of the in-memory storage), the p99 at 50 % load; 5,000 keeps them near 1 ms
+#: at the same throughput.
+YOUNG_THRESHOLD = 5_000
 
 
 def tune_gc(*, young_threshold: int = YOUNG_THRESHOLD, freeze: bool = True) -> None:

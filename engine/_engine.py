@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import Any, NamedTuple
 
 import msgspec
@@ -107,10 +107,12 @@ class Engine:
     def directory(self) -> Directory:
         return self._directory
 
-    async def submit(self, event: Event) -> None:
+    def submit(self, event: Event) -> Coroutine[Any, Any, None]:
+        """``EnginePort.submit``: the router's coroutine itself (no extra layer per event);
+        raises at once while the engine is not accepting events."""
         if not self._accepting:
             raise UnavailableError("the engine is not accepting events (starting or stopping)")
-        await self.router.route(event)
+        return self.router.route(event)
 
     async def record_rejected(self, *, sender: Address, receiver: Address, reason: str,
                               event_id: str = "") -> None:

@@ -108,47 +108,47 @@ class Router:
         return None if route is None else self.adapters.get(route.platform)
 
     async def route(self, event: Event) -> None:
-        """Route one inbound event. Returns once it is in a mailbox or refused."""
+        """Route one inbound event. Returns once it is in a mailbox or refused.
+
+        One coroutine (no inner helper): it runs once per inbound event."""
         started = time.perf_counter()
         try:
-            await self._route(event)
+            source, destination = event.source, event.destination
+            if source == destination and isinstance(event, _ABOUT_ONESELF):
+                # A broadcast: the contact actor fans it out to everyone subscribed.
+                await self.actors.ref(f"{CONTACT_KIND}/{source}").tell(event)
+                return
+            directory = self.directory
+            route = directory.get_domain_route(destination.domain)
+            if route is None:
+                return await self.refuse(event, f"no-route:{destination.domain}")
+            if route.platform not in self.adapters:
+                return await self.refuse(event, f"platform-unavailable:{route.platform}")
+            if route.internal and directory.get_identity(destination) is None:
+                return await self.refuse(event, "unknown-address")
+            decision = self.check_policy(source, destination)
+            if not decision.allowed:
+                return await self.refuse(event, decision.reason)
+            if self.settings.require_accepted_contact and not isinstance(event, _CONTACT_FREE):
+                contact = directory.get_contact(source, destination)
+                if contact is None or contact.state != "accepted":
+                    return await self.refuse(event, "not-a-contact")
+            session_id = event.session_id
+            if not session_id:
+                found = self._session_id(source, destination)
+                session_id = found if found is not None else \
+                    (await self._create_session(event)).session_id
+                event = msgspec.structs.replace(event, session_id=session_id)
+            self.routed += 1
+            ref = self._session_refs.get(session_id)
+            if ref is None:
+                if len(self._session_refs) >= CACHE_LIMIT:
+                    self._session_refs.clear()
+                ref = self.actors.ref(f"{SESSION_KIND}/{session_id}")
+                self._session_refs[session_id] = ref
+            await ref.tell(event)
         finally:
             self.route_latency.observe(time.perf_counter() - started)
-
-    async def _route(self, event: Event) -> None:
-        source, destination = event.source, event.destination
-        if source == destination and isinstance(event, _ABOUT_ONESELF):
-            # A broadcast: the contact actor fans it out to everyone subscribed.
-            await self.actors.ref(f"{CONTACT_KIND}/{source}").tell(event)
-            return
-        directory = self.directory
-        route = directory.get_domain_route(destination.domain)
-        if route is None:
-            return await self.refuse(event, f"no-route:{destination.domain}")
-        if route.platform not in self.adapters:
-            return await self.refuse(event, f"platform-unavailable:{route.platform}")
-        if route.internal and directory.get_identity(destination) is None:
-            return await self.refuse(event, "unknown-address")
-        decision = self.check_policy(source, destination)
-        if not decision.allowed:
-            return await self.refuse(event, decision.reason)
-        if self.settings.require_accepted_contact and not isinstance(event, _CONTACT_FREE):
-            contact = directory.get_contact(source, destination)
-            if contact is None or contact.state != "accepted":
-                return await self.refuse(event, "not-a-contact")
-        session_id = event.session_id
-        if not session_id:
-            found = self._session_id(source, destination)
-            session_id = found if found is not None else \
-                (await self._create_session(event)).session_id
-            event = msgspec.structs.replace(event, session_id=session_id)
-        self.routed += 1
-        ref = self._session_refs.get(session_id)
-        if ref is None:
-            if len(self._session_refs) >= CACHE_LIMIT:
-                self._session_refs.clear()
-            ref = self._session_refs[session_id] = self.actors.ref(f"{SESSION_KIND}/{session_id}")
-        await ref.tell(event)
 
     def check_policy(self, source: Address, destination: Address) -> PolicyDecision:
         """``policy.check``, answered from a per-pair cache while policy data is unchanged."""

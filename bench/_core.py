@@ -60,7 +60,15 @@ from ._load import EventIds
 from ._machine import package_versions
 from ._progress import Progress
 from ._report import Baseline, Report, make_report, ratio
-from ._runner import AsyncioRuntime, TrioRuntime, measure_max, measure_open, run_trial
+from ._runner import (
+    AsyncioRuntime,
+    AsyncRuntime,
+    Pipeline,
+    TrioRuntime,
+    measure_max,
+    measure_open,
+    run_trial,
+)
 from ._table import micros, rate, table, times
 from ._traffic import EXTERNAL_DOMAIN, SOURCE, Traffic
 from ._trials import Run, TrialPlan
@@ -238,35 +246,31 @@ async def _cpu_per_event(runtime: TrioRuntime, engine: EnginePipeline, maximum: 
     return per_event(before, read_cpu(), timeline.completed_count)
 
 
+async def _max_and_loads(runtime: AsyncRuntime, pipeline: Pipeline, config: CoreConfig,
+                         offered: list[float], progress: Progress,
+                         label: str) -> tuple[Run, list[Run]]:
+    """A peer's maximum, then its runs at the engine's offered loads."""
+    ids = EventIds()
+    maximum = await measure_max(runtime, pipeline, config.plan, ids, progress, label)
+    loads = [await measure_open(runtime, pipeline, load, fraction, config.plan, ids, progress,
+                                label)
+             for fraction, load in zip(config.loads, offered, strict=True)]
+    return maximum, loads
+
+
 async def _baseline_side(config: CoreConfig, sessions: int, offered: list[float],
                          progress: Progress, label: str) -> tuple[Run, list[Run]]:
-    ids = EventIds()
-    plan = config.plan
     traffic = Traffic(sessions)
     work = EngineWork(await registered_directory(traffic))
     async with ChannelPipeline.open(BASELINE_NAME, traffic, work=work, nowait=True) as baseline:
-        runtime = TrioRuntime()
-        maximum = await measure_max(runtime, baseline, plan, ids, progress, label)
-        loads = []
-        for fraction, load in zip(config.loads, offered, strict=True):
-            loads.append(await measure_open(runtime, baseline, load, fraction, plan, ids,
-                                            progress, label))
-    return maximum, loads
+        return await _max_and_loads(TrioRuntime(), baseline, config, offered, progress, label)
 
 
 async def _asyncio_side(config: CoreConfig, traffic: Traffic, work: EngineWork,
                         offered: list[float], progress: Progress,
                         label: str) -> tuple[Run, list[Run]]:
-    ids = EventIds()
-    plan = config.plan
     async with AsyncioPipeline.open(traffic, work) as peer:
-        runtime = AsyncioRuntime()
-        maximum = await measure_max(runtime, peer, plan, ids, progress, label)
-        loads = []
-        for fraction, load in zip(config.loads, offered, strict=True):
-            loads.append(await measure_open(runtime, peer, load, fraction, plan, ids,
-                                            progress, label))
-    return maximum, loads
+        return await _max_and_loads(AsyncioRuntime(), peer, config, offered, progress, label)
 
 
 def _scenario(config: CoreConfig, sessions: int, storage: Storage,

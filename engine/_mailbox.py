@@ -19,7 +19,8 @@ the ``WaitTaskRescheduled`` trap) and one bound method as its abort callback
 freed only by a full collection after the actor passivates), nothing is raised
 to find the mailbox empty (:meth:`take` returns :data:`EMPTY`), and putting
 into a mailbox with room is a ``deque.append``.
-Senders that find it full park in a ``ParkingLot`` until the reader makes room.
+Senders that find it full park in a ``ParkingLot`` (created by the first
+one) until the reader makes room.
 """
 
 from __future__ import annotations
@@ -60,7 +61,9 @@ class Mailbox(Generic[T]):
         self._capacity = capacity
         self._closed = False
         self._reader: trio.lowlevel.Task | None = None
-        self._room = trio.lowlevel.ParkingLot()
+        #: where writers wait for room; created by the first writer that has to (most
+        #: mailboxes never fill, and a lot holds an OrderedDict: per actor, that adds up)
+        self._room: trio.lowlevel.ParkingLot | None = None
         #: writers parked in ``_room`` (an int: cheaper to test per take than the lot)
         self._writers_parked = 0
 
@@ -98,9 +101,12 @@ class Mailbox(Generic[T]):
         first; a cancelled wait has queued nothing.
         """
         while not self.put_nowait(item):
+            room = self._room
+            if room is None:
+                room = self._room = trio.lowlevel.ParkingLot()
             self._writers_parked += 1
             try:
-                await self._room.park()
+                await room.park()
             finally:
                 self._writers_parked -= 1
 
@@ -113,7 +119,8 @@ class Mailbox(Generic[T]):
         if reader is not None:
             self._reader = None
             trio.lowlevel.reschedule(reader)
-        self._room.unpark_all()  # parked writers retry and find it closed
+        if self._room is not None:
+            self._room.unpark_all()  # parked writers retry and find it closed
 
     # -- the reader -------------------------------------------------------------
     def take(self) -> T | _Empty:
@@ -123,6 +130,7 @@ class Mailbox(Generic[T]):
             return EMPTY
         item = items.popleft()
         if self._writers_parked:
+            assert self._room is not None  # a writer parked there
             self._room.unpark()
         return item
 

@@ -127,6 +127,8 @@ def test_a_mailbox_is_freed_by_reference_counting_alone() -> None:
     try:
         mailbox: Mailbox[int] = Mailbox(1)
         mailbox.put_nowait(1)
+        assert mailbox._room is None, "no parking lot until a writer has to wait"
+        mailbox._room = trio.lowlevel.ParkingLot()  # as the first waiting writer makes it
         gone = weakref.ref(mailbox._room)
         del mailbox
         assert gone() is None

@@ -384,22 +384,24 @@ class _Shard:
         if self._parked is not None:
             self._standby.append(self._parked)  # the newest parks in front
         self._parked = task
-        await trio.lowlevel.wait_task_rescheduled(self._unpark)
 
-    def _unpark(self, _: object) -> trio.lowlevel.Abort:
-        # Cancelled while parked (the shard is stopping): forget this task.
-        task = trio.lowlevel.current_task()
-        if self._parked is task:
-            self._parked = self._standby.pop() if self._standby else None
-        elif task in self._standby:
-            self._standby.remove(task)
-        return trio.lowlevel.Abort.SUCCEEDED
+        def abort(_: object) -> trio.lowlevel.Abort:
+            # Cancelled while parked (the shard is stopping). This runs in the
+            # cancelling task, so the parked one is named, not looked up.
+            if self._parked is task:
+                self._parked = self._standby.pop() if self._standby else None
+            elif task in self._standby:
+                self._standby.remove(task)
+            return trio.lowlevel.Abort.SUCCEEDED
+
+        await trio.lowlevel.wait_task_rescheduled(abort)
 
     async def _runner(self, woken: bool) -> None:
         self.now = trio.current_time()
         if woken:
             self._waking = False
         self._free += 1
+        free = True  # whether this runner is counted in _free
         ready = self.ready
         turns = 0
         try:
@@ -407,6 +409,7 @@ class _Shard:
                 if not ready or (woken and self._free > 1):
                     # Nothing to do, or another runner is free to do it.
                     self._free -= 1
+                    free = False
                     if self._parked is not None and self.runners > MAX_IDLE_RUNNERS:
                         self.runners -= 1
                         return  # enough runners stay for the next burst
@@ -414,25 +417,29 @@ class _Shard:
                     self.now = trio.current_time()
                     self._waking = False
                     self._free += 1
+                    free = True
                     woken = True
                     continue
                 woken = False
                 act = ready.popleft()
                 act.scheduled = False
                 self._free -= 1
+                free = False
                 if ready and not self._free and not self._waking:
                     self._wake_runner()  # in case this turn blocks: the queue must not wait
                 try:
                     handled = await self._turn(act)
                 finally:
                     self._free += 1
+                    free = True
                 turns += handled
                 if turns >= YIELD_EVERY:
                     turns = 0
                     await trio.lowlevel.checkpoint()
                     self.now = trio.current_time()
         except BaseException:
-            self._free -= 1
+            if free:
+                self._free -= 1
             self.runners -= 1
             raise
 

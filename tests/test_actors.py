@@ -422,3 +422,18 @@ async def test_runners_handle_many_actors_without_a_task_each() -> None:
         root = trio.lowlevel.current_root_task()
         assert root is not None and _count_tasks(root) < 50
         nursery.cancel_scope.cancel()
+
+
+async def test_a_tell_while_the_shards_are_being_cancelled_wakes_no_cancelled_runner() -> None:
+    """Cancelling a shard aborts its parked runners' waits (from the cancelling task);
+    a message arriving before the shard has stopped must not wake one of them again."""
+    system = ActorSystem(shard_count=1, mailbox_capacity=10)
+    w = World(system)
+    system.register(ActorKind("rec", w.activate))
+    async with trio.open_nursery() as nursery:
+        await nursery.start(system.run)
+        await system.ref("rec/a").tell(1)
+        await system.drain()
+        await trio.testing.wait_all_tasks_blocked()  # the shard's runners are parked
+        nursery.cancel_scope.cancel()  # aborts their waits here, in this task
+        system.ref("rec/b").tell_nowait(2)  # the shard has not stopped yet

@@ -384,17 +384,10 @@ class LmdbStore:
 
     def get(self, db: str, key: bytes) -> bytes | None:
         """The value under ``key`` (pending writes first), or ``None``."""
-        try:
-            space = self._spaces[db]
-        except KeyError:
-            raise DirectoryError(f"unknown sub-database {db!r}") from None
-        # `in` before indexing: a pending delete is a present key whose value is None
-        current = space.current
-        if current and key in current:
-            return current[key]
-        in_flight = space.in_flight
-        if in_flight and key in in_flight:
-            return in_flight[key]
+        pending, value = self.get_pending(db, key)
+        if pending:
+            return value
+        space = self._spaces[db]
         # acquire/release rather than ``with``: measurably cheaper on this hot path
         lock = self._read_lock
         lock.acquire()
@@ -419,6 +412,7 @@ class LmdbStore:
         space = self._spaces.get(db)
         if space is None:
             raise DirectoryError(f"unknown sub-database {db!r}")
+        # `in` before indexing: a pending delete is a present key whose value is None
         current = space.current
         if current and key in current:
             return True, current[key]

@@ -198,10 +198,7 @@ class SessionActor:
             await directory.put_session(self._record)
 
     async def _log(self, event: BaseEvent, outcome: Outcome, reason: str) -> None:
-        metadata_log = self._router.metadata_log
-        entry = self._entry(event, outcome, reason)
-        if not metadata_log.record_nowait(entry):
-            await metadata_log.record(entry)
+        await self._router.metadata_log.record(self._entry(event, outcome, reason))
 
     def _entry(self, event: BaseEvent, outcome: Outcome, reason: str) -> MetadataEntry:
         return MetadataEntry(

@@ -728,7 +728,9 @@ class ActorSystem:
     # -- inspection -------------------------------------------------------
     def runner_stats(self, kind: str) -> RunnerStats:
         """How the shards of ``kind`` run their actors now, and since start."""
-        shards = self._shards[kind]
+        shards = self._shards.get(kind)
+        if shards is None:
+            raise LocalError(f"no actor kind {kind!r} is registered")
         return RunnerStats(runners=sum(s.runners for s in shards),
                            handoffs=sum(s.handoffs for s in shards),
                            ready=sum(len(s.ready) for s in shards))

@@ -204,6 +204,11 @@ async def test_unknown_kind_is_a_clear_error(world: World) -> None:
         await world.system.ref("nope/a").tell(1)
 
 
+async def test_runner_stats_of_an_unknown_kind_is_a_clear_error(world: World) -> None:
+    with pytest.raises(LocalError, match="no actor kind 'nope'"):
+        world.system.runner_stats("nope")
+
+
 async def test_refs_fail_clearly_when_the_system_is_not_running() -> None:
     system = ActorSystem()
     system.register(ActorKind("rec", World(system).activate))

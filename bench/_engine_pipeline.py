@@ -43,11 +43,11 @@ from engine import (
     LmdbStore,
     MemoryKV,
     MetadataLog,
+    RoutingSettings,
     SessionRecord,
     SystemClock,
+    tuned_gc,
 )
-from engine._gc import tuned_gc
-from engine._router import RoutingSettings
 from engine.testing import LoopbackAdapter, MemoryDirectory
 
 from ._load import EventIds, Timeline

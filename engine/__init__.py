@@ -9,6 +9,7 @@ from ._actors import ActorCrashedError as ActorCrashedError
 from ._actors import ActorFailedError as ActorFailedError
 from ._actors import ActorKind as ActorKind
 from ._actors import ActorRef as ActorRef
+from ._actors import ActorState as ActorState
 from ._actors import ActorSystem as ActorSystem
 from ._actors import RunnerStats as RunnerStats
 from ._adapter import ALL_CAPABILITIES as ALL_CAPABILITIES
@@ -19,12 +20,15 @@ from ._adapter import DeliveryResult as DeliveryResult
 from ._adapter import EnginePort as EnginePort
 from ._adapter import platform_message_id as platform_message_id
 from ._address import Address as Address
+from ._backoff import Backoff as Backoff
 from ._clock import Clock as Clock
 from ._clock import SystemClock as SystemClock
 from ._config import Config as Config
 from ._config import apply_to_directory as apply_to_directory
 from ._config import load_config as load_config
 from ._degrade import degrade as degrade
+from ._degrade import failure_note as failure_note
+from ._degrade import reaction_note as reaction_note
 from ._directory import ContactRecord as ContactRecord
 from ._directory import Directory as Directory
 from ._directory import DomainAgreement as DomainAgreement
@@ -36,6 +40,9 @@ from ._directory import SessionRecord as SessionRecord
 from ._directory import UserPolicy as UserPolicy
 from ._directory import session_id_for as session_id_for
 from ._directory_lmdb import LmdbDirectory as LmdbDirectory
+from ._emoji import emoji_from_shortcode as emoji_from_shortcode
+from ._emoji import emoji_shortcode as emoji_shortcode
+from ._emoji import single_emoji as single_emoji
 from ._engine import Engine as Engine
 from ._engine import EngineSettings as EngineSettings
 from ._errors import ActorStoppedError as ActorStoppedError
@@ -49,6 +56,7 @@ from ._errors import MailboxFullError as MailboxFullError
 from ._errors import PolicyRefusal as PolicyRefusal
 from ._errors import RemoteError as RemoteError
 from ._errors import UnavailableError as UnavailableError
+from ._events import Availability as Availability
 from ._events import BaseEvent as BaseEvent
 from ._events import ChannelInvite as ChannelInvite
 from ._events import ContactAccept as ContactAccept
@@ -68,6 +76,9 @@ from ._events import Retract as Retract
 from ._events import Typing as Typing
 from ._events import decode_event as decode_event
 from ._events import encode_event as encode_event
+from ._events import new_event_id as new_event_id
+from ._gc import tune_gc as tune_gc
+from ._gc import tuned_gc as tuned_gc
 from ._kv import KeyValueStore as KeyValueStore
 from ._kv import MemoryKV as MemoryKV
 from ._lmdb_store import LmdbStore as LmdbStore
@@ -89,6 +100,13 @@ from ._richtext import Quote as Quote
 from ._richtext import RichText as RichText
 from ._richtext import Text as Text
 from ._richtext import to_plain_text as to_plain_text
+from ._router import CONTACT_KIND as CONTACT_KIND
+from ._router import SESSION_KIND as SESSION_KIND
 from ._router import Router as Router
+from ._router import RoutingSettings as RoutingSettings
+from ._stats import LatencyHistogram as LatencyHistogram
+from ._translation import Ignored as Ignored
+from ._translation import Untranslatable as Untranslatable
+from ._translation import derive_canonical_id as derive_canonical_id
 
 __version__ = "0.1.0"

@@ -97,6 +97,20 @@ class EnginePort(Protocol):
         the adapter must then not acknowledge the event to its platform."""
         ...
 
+    async def offer(self, event: Event) -> None:
+        """Route an inbound event without waiting for mailbox room: what inbound
+        edges use. Raises ``MailboxFullError`` (a retryable ``UnavailableError``)
+        with nothing routed when the conversation is busy; the adapter then gives
+        its platform's "busy" answer (Events API 503, Socket Mode no ack, XMPP
+        ``wait``/``resource-constraint``) so the platform sends it again."""
+        ...
+
+    def refusal(self, event: Event) -> str | None:
+        """Why the router would refuse ``event`` now (e.g. ``unknown-address``,
+        ``not-a-contact``), or ``None``: for adapters that must answer their
+        platform before routing, instead of copying the router's rules."""
+        ...
+
     async def record_rejected(self, *, sender: Address, receiver: Address, reason: str,
                               event_id: str = "") -> None:
         """Log a platform event rejected before it became a canonical event (malformed,

@@ -38,15 +38,25 @@ def _italic_note(event: Event, note: str, reply_to: str | None = None) -> Messag
     return _note(event, RichText(blocks=(paragraph(text(note, "italic")),)), reply_to)
 
 
+def reaction_note(emoji: str, *, added: bool) -> str:
+    """The words for a reaction a destination cannot show as one (every adapter uses these)."""
+    return f"reacted {emoji}" if added else f"removed the reaction {emoji}"
+
+
+def failure_note(reason: str) -> str:
+    """The words telling a sender their message did not arrive (content-free ``reason``)."""
+    return f"your message could not be delivered ({reason})"
+
+
 def degrade(event: Event, capabilities: frozenset[Capability]) -> Event | None:
     """``event`` itself when the destination can express it, else a substitute or ``None``."""
     needed = REQUIRED_CAPABILITY.get(type(event))
     if needed is None or needed in capabilities:
         return event
     if isinstance(event, ReactionAdd):
-        return _italic_note(event, f"reacted {event.emoji}", event.target_id)
+        return _italic_note(event, reaction_note(event.emoji, added=True), event.target_id)
     if isinstance(event, ReactionRemove):
-        return _italic_note(event, f"removed the reaction {event.emoji}", event.target_id)
+        return _italic_note(event, reaction_note(event.emoji, added=False), event.target_id)
     if isinstance(event, Edit):
         body = RichText(blocks=(paragraph(text("(edited) ", "italic")), *event.body.blocks))
         return _note(event, body, event.target_id)
@@ -64,6 +74,6 @@ def degrade(event: Event, capabilities: frozenset[Capability]) -> Event | None:
     if isinstance(event, ContactRemove):
         return _italic_note(event, f"{event.source} removed you as a contact")
     if isinstance(event, DeliveryOutcome) and event.status == "failed":
-        return _italic_note(event, f"your message could not be delivered ({event.reason})",
+        return _italic_note(event, failure_note(event.reason),
                             event.target_event_id)
     return None  # typing, presence, profile, delivered outcomes: nothing worth a note

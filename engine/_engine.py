@@ -29,8 +29,8 @@ from ._errors import LocalError, UnavailableError
 from ._events import Event, failed_outcome, new_event_id
 from ._metadata_log import MetadataEntry, MetadataLog
 from ._policy import FederationPolicy
-from ._router import CONTACT_KIND, SESSION_KIND, Router, RoutingSettings
-from ._session import ContactActor, DeliverySettings, SessionActor
+from ._router import CONTACT_KIND, NOTICE_KIND, SESSION_KIND, Router, RoutingSettings
+from ._session import ContactActor, DeliverySettings, NoticeActor, SessionActor
 
 log = logging.getLogger("interlink.engine")
 
@@ -89,6 +89,7 @@ class Engine:
         for kind, activate, idle in (
             (SESSION_KIND, self._activate_session, self.settings.session_idle_timeout),
             (CONTACT_KIND, self._activate_contact, self.settings.contact_idle_timeout),
+            (NOTICE_KIND, self._activate_notice, self.settings.contact_idle_timeout),
         ):
             self.actors.register(ActorKind(
                 kind, activate, idle_timeout=idle, max_attempts=self.settings.max_attempts,
@@ -114,6 +115,17 @@ class Engine:
             raise UnavailableError("the engine is not accepting events (starting or stopping)")
         return self.router.route(event)
 
+    def offer(self, event: Event) -> Coroutine[Any, Any, None]:
+        """``EnginePort.offer``: like :meth:`submit`, but a full mailbox raises
+        :class:`MailboxFullError` at once (nothing routed) instead of waiting."""
+        if not self._accepting:
+            raise UnavailableError("the engine is not accepting events (starting or stopping)")
+        return self.router.route(event, wait=False)
+
+    def refusal(self, event: Event) -> str | None:
+        """``EnginePort.refusal``: why the router would refuse ``event``, or ``None``."""
+        return self.router.refusal(event)
+
     async def record_rejected(self, *, sender: Address, receiver: Address, reason: str,
                               event_id: str = "") -> None:
         await self.metadata_log.record(MetadataEntry(
@@ -132,6 +144,9 @@ class Engine:
 
     async def _activate_contact(self, actor_id: str) -> Actor:
         return ContactActor(self.router, actor_id.partition("/")[2])
+
+    async def _activate_notice(self, actor_id: str) -> Actor:
+        return NoticeActor(self.router)
 
     async def _undeliverable(self, actor_id: str, message: Any, error: BaseException) -> None:
         """An event whose handler kept crashing: log it and tell its sender."""
@@ -158,7 +173,7 @@ class Engine:
         """
         services = [Service("storage", "metadata-log-writer", self.metadata_log.run)]
         services += [Service(kind, shard.name, shard.run)
-                     for kind in (SESSION_KIND, CONTACT_KIND)
+                     for kind in (SESSION_KIND, CONTACT_KIND, NOTICE_KIND)
                      for shard in self.actors.shards(kind)]
         services.append(Service("engine", "housekeeping", self._housekeeping))
         services += [Service("adapters", adapter.name, functools.partial(adapter.run, self))

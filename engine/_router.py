@@ -21,6 +21,7 @@ from ._address import Address
 from ._clock import Clock
 from ._degrade import degrade
 from ._directory import Directory, SessionRecord, ordered_pair, session_id_for
+from ._errors import InterlinkError
 from ._events import (
     ChannelInvite,
     ContactAccept,
@@ -41,6 +42,8 @@ log = logging.getLogger("interlink.router")
 
 SESSION_KIND = "session"
 CONTACT_KIND = "contact"
+#: one actor per sender that delivers refusal notices to it, off the inbound path
+NOTICE_KIND = "notice"
 
 #: events that flow whatever the contact state (they manage or report it)
 _CONTACT_FREE = (ContactRequest, ContactAccept, ContactRemove, DeliveryOutcome, Error,
@@ -107,48 +110,69 @@ class Router:
         route = self.directory.get_domain_route(domain)
         return None if route is None else self.adapters.get(route.platform)
 
-    async def route(self, event: Event) -> None:
+    async def route(self, event: Event, *, wait: bool = True) -> None:
         """Route one inbound event. Returns once it is in a mailbox or refused.
 
+        ``wait=False`` (what adapters' inbound edges use) never waits for
+        mailbox room: a full mailbox raises :class:`MailboxFullError` with
+        nothing routed, so the adapter can give its platform's "busy" answer.
         One coroutine (no inner helper): it runs once per inbound event."""
         started = time.perf_counter()
         try:
             source, destination = event.source, event.destination
             if source == destination and isinstance(event, _ABOUT_ONESELF):
                 # A broadcast: the contact actor fans it out to everyone subscribed.
-                await self.actors.ref(f"{CONTACT_KIND}/{source}").tell(event)
+                contact = self.actors.ref(f"{CONTACT_KIND}/{source}")
+                if wait:
+                    await contact.tell(event)
+                else:
+                    contact.tell_nowait(event)
                 return
-            directory = self.directory
-            route = directory.get_domain_route(destination.domain)
-            if route is None:
-                return await self.refuse(event, f"no-route:{destination.domain}")
-            if route.platform not in self.adapters:
-                return await self.refuse(event, f"platform-unavailable:{route.platform}")
-            if route.internal and directory.get_identity(destination) is None:
-                return await self.refuse(event, "unknown-address")
-            decision = self.check_policy(source, destination)
-            if not decision.allowed:
-                return await self.refuse(event, decision.reason)
-            if self.settings.require_accepted_contact and not isinstance(event, _CONTACT_FREE):
-                contact = directory.get_contact(source, destination)
-                if contact is None or contact.state != "accepted":
-                    return await self.refuse(event, "not-a-contact")
+            reason = self.refusal(event)
+            if reason is not None:
+                return await self.refuse(event, reason)
             session_id = event.session_id
             if not session_id:
                 found = self._session_id(source, destination)
                 session_id = found if found is not None else \
                     (await self._create_session(event)).session_id
                 event = msgspec.structs.replace(event, session_id=session_id)
-            self.routed += 1
             ref = self._session_refs.get(session_id)
             if ref is None:
                 if len(self._session_refs) >= CACHE_LIMIT:
                     self._session_refs.clear()
                 ref = self.actors.ref(f"{SESSION_KIND}/{session_id}")
                 self._session_refs[session_id] = ref
-            await ref.tell(event)
+            if wait:
+                await ref.tell(event)
+            else:
+                ref.tell_nowait(event)
+            self.routed += 1
         finally:
             self.route_latency.observe(time.perf_counter() - started)
+
+    def refusal(self, event: Event) -> str | None:
+        """Why the router would refuse ``event`` now (content-free), or ``None``.
+
+        Adapters that must answer their platform before routing (an XMPP
+        stanza error) ask this instead of copying the rules."""
+        source, destination = event.source, event.destination
+        directory = self.directory
+        route = directory.get_domain_route(destination.domain)
+        if route is None:
+            return f"no-route:{destination.domain}"
+        if route.platform not in self.adapters:
+            return f"platform-unavailable:{route.platform}"
+        if route.internal and directory.get_identity(destination) is None:
+            return "unknown-address"
+        decision = self.check_policy(source, destination)
+        if not decision.allowed:
+            return decision.reason
+        if self.settings.require_accepted_contact and not isinstance(event, _CONTACT_FREE):
+            contact = directory.get_contact(source, destination)
+            if contact is None or contact.state != "accepted":
+                return "not-a-contact"
+        return None
 
     def check_policy(self, source: Address, destination: Address) -> PolicyDecision:
         """``policy.check``, answered from a per-pair cache while policy data is unchanged."""
@@ -182,7 +206,10 @@ class Router:
         return record
 
     async def refuse(self, event: Event, reason: str) -> None:
-        """Log a refusal and tell the sender, when the event wants an outcome."""
+        """Log a refusal and tell the sender, when the event wants an outcome.
+
+        The notice goes through the sender's notice actor, never inline: an
+        inbound edge must not wait on the sender platform's outbound I/O."""
         self.refused += 1
         await self.metadata_log.record(MetadataEntry(
             timestamp=self.clock.now(), event_id=event.event_id, sender=event.source,
@@ -191,8 +218,16 @@ class Router:
         log.info("event refused", extra={"event_id": event.event_id, "kind": event.log_type,
                                          "reason": reason})
         if event.wants_outcome:
-            await self.notify_sender(failed_outcome(event, reason, timestamp=self.clock.now()),
-                                     None)
+            self.notify_sender_later(failed_outcome(event, reason, timestamp=self.clock.now()))
+
+    def notify_sender_later(self, outcome: DeliveryOutcome) -> None:
+        """Queue ``outcome`` for the sender's notice actor (one per sender, in order)."""
+        try:
+            self.actors.ref(f"{NOTICE_KIND}/{outcome.destination}").tell_nowait(outcome)
+        except InterlinkError as exc:  # a full notice mailbox: a sender flooding refusals
+            log.warning("outcome not delivered", extra={
+                "event_id": outcome.target_event_id, "status": outcome.status,
+                "reason": type(exc).__name__})
 
     async def notify_sender(self, outcome: DeliveryOutcome,
                             session: SessionRecord | None) -> None:

@@ -30,6 +30,7 @@ from ._events import (
     ContactAccept,
     ContactRemove,
     ContactRequest,
+    DeliveryOutcome,
     Edit,
     Event,
     FileShare,
@@ -229,3 +230,18 @@ class ContactActor:
                 continue
             await router.route(msgspec.structs.replace(
                 event, destination=contact.contact, event_id=new_event_id(), session_id=""))
+
+
+class NoticeActor:
+    """Delivers refusal notices to one sender, in order, off every inbound path.
+
+    Why an actor: the notice is the *sender's* platform's outbound I/O; the
+    router hands it here (``tell_nowait``) so an inbound edge answers its
+    platform at once, and a slow sender platform delays only its own notices.
+    """
+
+    def __init__(self, router: Router) -> None:
+        self._router = router
+
+    async def handle(self, outcome: DeliveryOutcome) -> None:
+        await self._router.notify_sender(outcome, None)

@@ -43,17 +43,18 @@ from prometheus_client.registry import Collector
 
 from adapters._asgi import Receive, Scope, Send, answer_lifespan
 from engine import (
+    CONTACT_KIND,
+    SESSION_KIND,
     ActivationStats,
+    ActorState,
     Address,
     Engine,
     InvalidAddressError,
+    LatencyHistogram,
     Message,
     SessionRecord,
+    new_event_id,
 )
-from engine._actors import ActorState
-from engine._events import new_event_id
-from engine._router import CONTACT_KIND, SESSION_KIND
-from engine._stats import LatencyHistogram
 from engine.testing import LoopbackAdapter
 
 log = logging.getLogger("interlink.control")

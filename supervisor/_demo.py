@@ -24,8 +24,7 @@ import trio
 
 from adapters.slack.sandbox import load_seed
 from adapters.xmpp._client import Received, TestClient, open_client
-from engine import Config
-from engine._errors import ConfigError
+from engine import Config, ConfigError
 
 #: written by ``interlink run`` when it starts demo platforms; read by the script
 DEMO_FILE = "demo.json"

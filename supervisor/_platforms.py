@@ -19,14 +19,13 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from adapters.slack.sandbox import RateLimitSettings, Sandbox, SandboxSettings, Seed, load_seed
-from engine import Adapter, Address, Config, DeliveryError
+from engine import Adapter, Address, Config, ConfigError, DeliveryError
 from engine._config import (
     LoopbackAdapterConfig,
     SlackAdapterConfig,
     XmppAdapterConfig,
     read_secret,
 )
-from engine._errors import ConfigError
 from engine.testing import LoopbackAdapter
 
 from ._control import Sayer, SayError

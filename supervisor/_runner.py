@@ -41,6 +41,7 @@ from hypercorn.trio import serve
 
 from engine import (
     METADATA_DBS,
+    Address,
     Clock,
     Config,
     ContactRequest,
@@ -54,10 +55,9 @@ from engine import (
     MetadataLog,
     SystemClock,
     apply_to_directory,
+    tune_gc,
 )
-from engine._address import Address
 from engine._config import LoopbackAdapterConfig
-from engine._gc import tune_gc
 from engine.testing import LoopbackAdapter, MemoryDirectory
 
 from ._control import ControlApp

@@ -68,7 +68,7 @@ from typing import Literal, TypeAlias, get_args
 
 import trio
 
-from engine._errors import LocalError
+from engine import LocalError
 
 log = logging.getLogger("interlink.supervisor")
 

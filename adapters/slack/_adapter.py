@@ -32,6 +32,7 @@ import trio
 
 from engine import (
     Address,
+    Availability,
     Capability,
     ContactAccept,
     ContactRemove,
@@ -53,8 +54,7 @@ from engine import (
     UnavailableError,
     session_id_for,
 )
-from engine._events import Availability
-from engine._richtext import Block, ListBlock, Paragraph, Quote
+from engine.richtext import Block, ListBlock, Paragraph, Quote
 
 from .._bounded import Bounded
 from ._file_links import FileTicket, open_ticket, sign_ticket

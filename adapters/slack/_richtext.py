@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from engine import CodeBlock, Emoji, LineBreak, Link, ListBlock, Mention, Paragraph, Quote, RichText
-from engine._richtext import STYLE_ORDER, Block, Inline, Style, Text, text
+from engine.richtext import STYLE_ORDER, Block, Inline, Style, Text, text
 
 AddressOf = Callable[[str], str | None]
 UserIdOf = Callable[[str], str | None]

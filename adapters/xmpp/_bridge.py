@@ -45,7 +45,7 @@ from typing import Any, Generic, TypeVar, TypeVarTuple, Unpack
 
 import trio
 
-from engine._errors import LocalError, UnavailableError
+from engine import LocalError, UnavailableError
 
 log = logging.getLogger("interlink.xmpp.bridge")
 

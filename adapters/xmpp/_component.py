@@ -66,7 +66,7 @@ import trio
 from slixmpp.componentxmpp import ComponentXMPP
 from slixmpp.xmlstream.tostring import tostring
 
-from engine._errors import ConfigError, LocalError, UnavailableError
+from engine import ConfigError, LocalError, UnavailableError
 
 from ._bridge import AsyncioThread, BridgeClosedError, InboundBridge, close_stream
 

@@ -42,7 +42,7 @@ from typing import IO
 
 import trio
 
-from engine._errors import LocalError
+from engine import LocalError
 
 log = logging.getLogger("interlink.xmpp.prosody")
 

@@ -41,7 +41,7 @@ import re
 from collections.abc import Callable, Iterable
 
 from engine import CodeBlock, Emoji, LineBreak, Link, ListBlock, Mention, Paragraph, Quote, RichText
-from engine._richtext import STYLE_ORDER, Block, Inline, Style, Text, text
+from engine.richtext import STYLE_ORDER, Block, Inline, Style, Text, text
 
 MentionText = Callable[[Mention], str]
 

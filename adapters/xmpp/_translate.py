@@ -46,6 +46,7 @@ import msgspec
 
 from engine import (
     Address,
+    Availability,
     ContactAccept,
     ContactRemove,
     ContactRequest,
@@ -62,9 +63,9 @@ from engine import (
     Retract,
     RichText,
     Typing,
+    new_event_id,
     to_plain_text,
 )
-from engine._events import Availability, new_event_id
 
 from ._jid import AddressMapper, ErrorType, JidError, StanzaCondition, split_jid
 from ._styling import rich_to_styling, styling_to_rich

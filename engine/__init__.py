@@ -19,6 +19,14 @@ from ._adapter import DeliveryError as DeliveryError
 from ._adapter import DeliveryResult as DeliveryResult
 from ._adapter import EnginePort as EnginePort
 from ._adapter import platform_message_id as platform_message_id
+from ._adapter_spec import AdapterConfig as AdapterConfig
+from ._adapter_spec import AdapterSpec as AdapterSpec
+from ._adapter_spec import BuildContext as BuildContext
+from ._adapter_spec import ConfigSection as ConfigSection
+from ._adapter_spec import SecretRef as SecretRef
+from ._adapter_spec import ServiceSpec as ServiceSpec
+from ._adapter_spec import ServiceStart as ServiceStart
+from ._adapter_spec import parse_host_port as parse_host_port
 from ._address import Address as Address
 from ._backoff import Backoff as Backoff
 from ._clock import Clock as Clock

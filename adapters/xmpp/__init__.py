@@ -1,1 +1,11 @@
-"""The XMPP adapter: an XMPP server component (XEP-0114) with a pure stanza translation layer."""
+"""The XMPP adapter: an XMPP server component (XEP-0114) with a pure stanza translation layer.
+
+What other packages may use is re-exported here; modules stay private.
+"""
+
+from ._adapter import XmppAdapter as XmppAdapter
+from ._adapter import XmppSettings as XmppSettings
+from ._jid import AddressingSettings as AddressingSettings
+from ._prosody import ProsodyInstance as ProsodyInstance
+from ._prosody import ProsodySettings as ProsodySettings
+from ._prosody import run_prosody as run_prosody

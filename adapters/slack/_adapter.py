@@ -43,6 +43,7 @@ from engine import (
     EnginePort,
     Event,
     FileShare,
+    Ignored,
     Installation,
     InvalidAddressError,
     Mention,
@@ -52,6 +53,7 @@ from engine import (
     RichText,
     SessionRecord,
     UnavailableError,
+    Untranslatable,
     session_id_for,
 )
 from engine.richtext import Block, ListBlock, Paragraph, Quote
@@ -65,11 +67,9 @@ from ._translate import (
     PLATFORM,
     ApiCall,
     FileUpload,
-    Ignored,
     OutboundContext,
     Revoked,
     Sender,
-    Untranslatable,
     decode_event,
     encode_event,
     message_key,
@@ -163,6 +163,55 @@ def conversation_name(prefix: str, contact: Address) -> str:
     return (prefix + slug)[:_NAME_LIMIT - 4].rstrip("-")
 
 
+class FollowedUsers:
+    """Slack users whose presence is polled, each with the state last told to contacts.
+
+    Bounded, least recently seen dropped first; a dropped user's presence state
+    goes with them (one map, so the two can never drift apart).
+    """
+
+    def __init__(self, limit: int) -> None:
+        self._users: Bounded = Bounded(limit)  # address -> [identity, told state or None]
+
+    def __len__(self) -> int:
+        return len(self._users)
+
+    def __contains__(self, address: object) -> bool:
+        return address in self._users
+
+    def follow(self, identity: PlatformIdentity) -> bool:
+        """Follow (or refresh) ``identity``; True when it was not followed before."""
+        entry = self._users.get(identity.address)
+        self._users.remember(identity.address, [identity, None if entry is None else entry[1]])
+        return entry is None
+
+    def forget(self, address: Address) -> None:
+        self._users.pop(address, None)
+
+    def snapshot(self) -> list[tuple[Address, PlatformIdentity]]:
+        return [(address, entry[0]) for address, entry in self._users.items()]
+
+    def told(self, address: Address) -> Availability | None:
+        """The presence last told for ``address`` (``None``: none, or not followed)."""
+        entry = self._users.get(address)
+        return None if entry is None else entry[1]
+
+    def tell(self, address: Address, state: Availability) -> bool:
+        """Record ``state`` for a followed user; False when it is what was told already
+        (or the user is no longer followed: nothing to tell)."""
+        entry = self._users.get(address)
+        if entry is None or entry[1] == state:
+            return False
+        entry[1] = state
+        return True
+
+    def untell(self, address: Address) -> None:
+        """The last state did not reach the engine: tell it again on the next poll."""
+        entry = self._users.get(address)
+        if entry is not None:
+            entry[1] = None
+
+
 class SlackAdapter:
     """Interlink on Slack: one adapter serves every installed workspace."""
 
@@ -191,8 +240,7 @@ class SlackAdapter:
         #: per team: ids that are Interlink's own (bot user, bot, app)
         self._own: dict[str, frozenset[str]] = {}
         self._profiles: Bounded = Bounded(self.settings.max_profiles)
-        self._followed: Bounded = Bounded(self.settings.max_followed_users)
-        self._presence: dict[Address, str] = {}
+        self._followed = FollowedUsers(self.settings.max_followed_users)
         self._topics: Bounded = Bounded(self.settings.max_profiles)
         self._invited: Bounded = Bounded(self.settings.max_profiles)
         self._conversation_locks: dict[str, trio.Lock] = {}
@@ -764,12 +812,11 @@ class SlackAdapter:
     # -- presence ---------------------------------------------------------------
     def _follow(self, identity: PlatformIdentity) -> None:
         """Follow a Slack user who federates: presence polls, and their profile once."""
-        if identity.address not in self._followed:
+        if self._followed.follow(identity):
             try:
                 self._profile_requests.send_nowait(identity)
             except trio.WouldBlock:
                 self.stats.profiles_skipped += 1  # bounded: a later sighting asks again
-        self._followed.remember(identity.address, identity)
 
     async def _publish_profiles(self) -> None:
         """Read followed users' profiles (users.info) and broadcast them to their contacts."""
@@ -781,7 +828,7 @@ class SlackAdapter:
                 await self.port.submit(profile_event(identity.address, answer.get("user") or {},
                                                      timestamp=self.port.clock.now()))
             except (DeliveryError, SlackApiError, UnavailableError) as exc:
-                self._followed.pop(identity.address, None)  # ask again next time
+                self._followed.forget(identity.address)  # ask again next time
                 log.info("slack profile not read", extra={
                     "team_id": identity.tenant, "user_id": identity.user_id,
                     "error": type(exc).__name__})
@@ -790,7 +837,7 @@ class SlackAdapter:
         """Slack has no presence events for apps: poll the users who federate."""
         while True:
             await trio.sleep(self.settings.presence_interval)
-            for address, identity in list(self._followed.items()):
+            for address, identity in self._followed.snapshot():
                 if not any(c.state == "accepted"
                            for c in self.port.directory.list_contacts(address)):
                     continue
@@ -803,16 +850,15 @@ class SlackAdapter:
                     continue
                 state: Availability = "available" if answer.get("presence") == "active" \
                     else "away"
-                if self._presence.get(address) == state:
+                if not self._followed.tell(address, state):
                     continue
-                self._presence[address] = state
                 self.stats.presence_changes += 1
                 try:
                     await self.port.submit(Presence(
                         source=address, destination=address, availability=state,
                         timestamp=self.port.clock.now()))
                 except UnavailableError:
-                    self._presence.pop(address, None)  # not told: tell again next poll
+                    self._followed.untell(address)  # not told: tell again next poll
 
 
 HELP = ("*Interlink* connects you with people on other chat platforms.\n"

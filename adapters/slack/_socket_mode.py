@@ -52,7 +52,7 @@ from trio_websocket import (
     wrap_client_stream,
 )
 
-from engine import UnavailableError
+from engine import Backoff, UnavailableError
 
 from ._inbound import (
     MIB,
@@ -132,6 +132,8 @@ class SocketModeClient:
         self.backoff_initial = backoff_initial
         self.backoff_max = backoff_max
         self.backoff_jitter = backoff_jitter
+        self._backoff = Backoff(initial=backoff_initial, maximum=backoff_max,
+                                jitter=backoff_jitter, spread="below")
         self.max_message_bytes = max_message_bytes
         self.ack_budget = ack_budget
         self.connect_timeout = connect_timeout
@@ -165,8 +167,7 @@ class SocketModeClient:
 
     def backoff_delay(self, failures: int) -> float:
         """Seconds to wait after ``failures`` consecutive failures (1 = the first)."""
-        base = min(self.backoff_max, self.backoff_initial * 2.0 ** (failures - 1))
-        return base * (1.0 - self.backoff_jitter * self._rng.random())
+        return self._backoff.delay(failures, self._rng)
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
                   ) -> None:

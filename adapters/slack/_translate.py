@@ -13,11 +13,9 @@ from its team, channel and ts, so a redelivered event maps to the same id.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Mapping
 from typing import Any, Literal, Protocol
 
-import emoji as emoji_names
 import msgspec
 
 from engine import (
@@ -30,6 +28,7 @@ from engine import (
     Error,
     Event,
     FileShare,
+    Ignored,
     Message,
     Presence,
     Profile,
@@ -38,6 +37,11 @@ from engine import (
     Retract,
     RichText,
     SessionRecord,
+    Untranslatable,
+    derive_canonical_id,
+    emoji_from_shortcode,
+    emoji_shortcode,
+    failure_note,
     to_plain_text,
 )
 
@@ -91,9 +95,8 @@ def split_message_key(key: str) -> tuple[str, str]:
 
 
 def canonical_id_for(team_id: str, channel_id: str, ts: str) -> str:
-    """A stable canonical id for a message that starts on Slack."""
-    digest = hashlib.blake2b(f"{team_id}\n{channel_id}\n{ts}".encode(), digest_size=16)
-    return "sl-" + digest.hexdigest()
+    """A stable canonical id for a message that starts on Slack: its team, channel and ts."""
+    return derive_canonical_id("sl", team_id, channel_id, ts)
 
 
 # -------------------------------------------------------------------- emoji
@@ -105,7 +108,7 @@ _TONE_NAMES = {v: k for k, v in _SKIN_TONES.items()}
 def emoji_from_slack(name: str) -> str:
     """A Slack reaction name as Unicode where known, else ``:name:`` (custom emoji)."""
     base, _, tone = name.partition("::")
-    found = emoji_names.emojize(f":{base}:", language="alias")
+    found = emoji_from_shortcode(base)
     if found == f":{base}:":
         return f":{name}:"
     return found + _SKIN_TONES.get(tone, "")
@@ -117,20 +120,11 @@ def slack_emoji_name(value: str) -> str:
         return value[1:-1]
     tone = next((t for t in value if t in _TONE_NAMES), "")
     base = value.replace(tone, "") if tone else value
-    name = emoji_names.demojize(base, language="alias")
-    if not (name.startswith(":") and name.endswith(":")) or name.count(":") != 2:
-        name = emoji_names.demojize(base.replace("\ufe0f", ""), language="alias")
-    name = name.strip(":") if name.count(":") == 2 else "grey_question"
+    name = emoji_shortcode(base) or "grey_question"
     return f"{name}::{_TONE_NAMES[tone]}" if tone else name
 
 
 # ------------------------------------------------------------------ inbound
-
-class Ignored(msgspec.Struct, frozen=True):
-    """An event Interlink does not translate; ``reason`` is short and content-free."""
-
-    reason: str
-
 
 class Revoked(msgspec.Struct, frozen=True):
     """Slack revoked the installation's tokens (``tokens_revoked`` / ``app_uninstalled``)."""
@@ -394,14 +388,6 @@ class OutboundContext(msgspec.Struct, frozen=True, kw_only=True):
 Outbound = list[ApiCall | FileUpload]
 
 
-class Untranslatable(Exception):
-    """A canonical event that cannot be shown in Slack; the reason is content-free."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
-
-
 def encode_event(event: Event, context: OutboundContext) -> Outbound:
     """The Web API calls that show ``event`` in ``context.channel``."""
     channel = context.channel
@@ -488,7 +474,8 @@ def notice_text(event: Event, name: str) -> str:
     if isinstance(event, DeliveryOutcome):
         if event.status == "delivered":
             return f"Delivered to {event.source}."
-        return f":warning: Not delivered to {event.source}: {describe_reason(event.reason)}."
+        return (f":warning: Not delivered to {event.source} — {failure_note(event.reason)}"
+                + (f": {explained}." if (explained := explain_reason(event.reason)) else "."))
     if isinstance(event, Error):
         return f":warning: {describe_reason(event.code)}" + (
             f": {event.reason}" if event.reason else "")
@@ -509,8 +496,12 @@ _REASONS = {
 }
 
 
+def explain_reason(reason: str) -> str:
+    """A short human explanation of an outcome reason, or ``""`` when there is none."""
+    return _REASONS.get(reason) or _REASONS.get(reason.partition(":")[0]) or ""
+
+
 def describe_reason(reason: str) -> str:
-    """A short human explanation of an outcome reason (the code stays visible)."""
-    head = reason.partition(":")[0]
-    explained = _REASONS.get(reason) or _REASONS.get(head)
+    """The explanation of an outcome reason with the code kept visible."""
+    explained = explain_reason(reason)
     return f"{explained} ({reason})" if explained else reason

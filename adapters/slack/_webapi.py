@@ -53,7 +53,7 @@ import httpx
 import msgspec
 import trio
 
-from engine import RemoteError
+from engine import Backoff, RemoteError
 
 log = logging.getLogger("interlink.slack.webapi")
 
@@ -187,7 +187,7 @@ class WebApiSettings(msgspec.Struct, frozen=True, kw_only=True):
     #: ... at most this many attempts in all (429s are bounded apart, below)
     max_attempts: int = 5
     #: backoff before retry n is min(max_backoff, initial_backoff * 2**(n-1)), jittered
-    #: into its upper half
+    #: into its upper half (``engine.Backoff`` with jitter 0.5, spread "below")
     initial_backoff: float = 0.25
     max_backoff: float = 4.0
     #: seconds one call may wait in all for its turns and for Retry-After penalties
@@ -442,6 +442,9 @@ class SlackWebClient:
             timeout=httpx.Timeout(self.settings.timeout), follow_redirects=False)
         self.pacer = Pacer(max_buckets=self.settings.max_buckets)
         self._random = random.Random()
+        self._backoff_policy = Backoff(
+            initial=self.settings.initial_backoff, maximum=self.settings.max_backoff,
+            jitter=0.5, spread="below")
         self._calls = 0
         self._ratelimited = 0
         self._retries = 0
@@ -547,9 +550,7 @@ class SlackWebClient:
                 await trio.sleep(backoff)
 
     def _backoff(self, attempts: int) -> float:
-        s = self.settings
-        ceiling = min(s.max_backoff, s.initial_backoff * 2 ** (attempts - 1))
-        return self._random.uniform(ceiling / 2, ceiling)
+        return self._backoff_policy.delay(attempts, self._random)
 
     async def _post(self, method: str, token: str, args: dict[str, Any]) -> dict[str, Any]:
         """One attempt: an ok answer, or _RateLimited, or SlackApiError."""

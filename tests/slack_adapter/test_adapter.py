@@ -15,7 +15,7 @@ import httpx
 import pytest
 import trio
 
-from adapters.slack._adapter import SlackAdapter, SlackInstallationConfig
+from adapters.slack._adapter import FollowedUsers, SlackAdapter, SlackInstallationConfig
 from adapters.slack._translate import message_key
 from adapters.slack._webapi import SlackWebClient, WebApiSettings
 from adapters.slack.sandbox import RateLimitSettings, Sandbox
@@ -574,3 +574,23 @@ async def conformance_harness() -> AsyncIterator[ConformanceHarness]:
 
 async def test_the_adapter_passes_the_conformance_suite() -> None:
     await check_adapter_conformance(conformance_harness)
+
+
+def test_presence_state_goes_with_a_followed_user_when_evicted() -> None:
+    followed = FollowedUsers(2)
+    john, paul = (PlatformIdentity(address=a, platform="slack", tenant=TEAM, user_id=u)
+                  for a, u in ((JOHN_ADDRESS, "U1"), (PAUL_ADDRESS, "U2")))
+    assert followed.follow(john) and followed.follow(paul)
+    assert followed.tell(JOHN_ADDRESS, "available") and followed.tell(PAUL_ADDRESS, "away")
+    assert not followed.tell(JOHN_ADDRESS, "available")  # unchanged: nothing to tell
+    ringo = PlatformIdentity(address=Address.parse("ringo@acme.test"), platform="slack",
+                             tenant=TEAM, user_id="U3")
+    assert followed.follow(ringo)  # john, least recently seen, is dropped with his state
+    assert JOHN_ADDRESS not in followed and len(followed) == 2
+    assert followed.told(JOHN_ADDRESS) is None
+    assert not followed.tell(JOHN_ADDRESS, "away")  # not followed: nothing kept for him
+    assert followed.told(PAUL_ADDRESS) == "away"
+    assert not followed.follow(paul)  # seen again: still followed, state kept
+    assert followed.told(PAUL_ADDRESS) == "away"
+    assert followed.follow(john)  # followed afresh: told again at the next poll
+    assert followed.told(JOHN_ADDRESS) is None and len(followed) == 2

@@ -15,11 +15,9 @@ from adapters.slack._richtext import normalise
 from adapters.slack._translate import (
     ApiCall,
     FileUpload,
-    Ignored,
     OutboundContext,
     Revoked,
     Sender,
-    Untranslatable,
     canonical_id_for,
     decode_event,
     emoji_from_slack,
@@ -32,6 +30,7 @@ from engine import (
     DeliveryOutcome,
     Edit,
     FileShare,
+    Ignored,
     Message,
     Presence,
     Profile,
@@ -40,6 +39,7 @@ from engine import (
     Retract,
     RichText,
     SessionRecord,
+    Untranslatable,
     session_id_for,
 )
 from engine._richtext import CodeBlock, Emoji, Link, Mention, Paragraph, Quote, text

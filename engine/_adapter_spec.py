@@ -13,6 +13,7 @@ at import time, and the engine names no platform.
 from __future__ import annotations
 
 import os
+import secrets
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,7 +27,7 @@ from ._errors import ConfigError
 
 __all__ = [
     "AdapterConfig", "AdapterSpec", "BuildContext", "ConfigSection", "SecretRef", "ServiceSpec",
-    "ServiceStart", "parse_host_port",
+    "ServiceStart", "kept_secret", "parse_host_port", "write_private_file",
 ]
 
 
@@ -69,6 +70,8 @@ class BuildContext:
 
     base_dir: Path
     adapters: Sequence[AdapterConfig] = ()
+    #: the embedded services' config sections, by section name
+    sections: Mapping[str, Any] = field(default_factory=dict)
     #: handles published by started embedded services, by their section name
     services: Mapping[str, Any] = field(default_factory=dict)
 
@@ -94,6 +97,25 @@ class BuildContext:
         return ""
 
 
+def write_private_file(path: Path, value: str) -> None:
+    """Write ``value`` (a secret) to ``path`` readable by its owner only (mode 0600)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "w") as handle:
+        handle.write(value + "\n")
+
+
+def kept_secret(path: Path, *, length: int = 32) -> str:
+    """A random secret kept in ``path`` (mode 0600), created on first use (demo services)."""
+    if path.exists():
+        value = path.read_text(encoding="utf-8").strip()
+        if value:
+            return value
+    value = secrets.token_urlsafe(length)[:length]
+    write_private_file(path, value)
+    return value
+
+
 C = TypeVar("C", bound=AdapterConfig)
 S = TypeVar("S", bound=ConfigSection)
 
@@ -113,6 +135,9 @@ class AdapterSpec(Generic[C]):
     #: raise :class:`ConfigError` naming ``where`` (``$.adapters[i]...``) for what types
     #: cannot say; runs when the config is loaded
     check: Callable[[C, str, BuildContext], None] = _no_check
+    #: library loggers that may quote content or secrets, with the level below which
+    #: ``interlink run`` drops them (e.g. an HTTP client logging URLs)
+    quiet_loggers: Mapping[str, int] = field(default_factory=dict)
 
 
 class ServiceStart(Protocol):

@@ -9,13 +9,13 @@ from.
 
 from __future__ import annotations
 
-import os
 import tomllib
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypeVar
 
 import msgspec
 
+from ._adapter_spec import BuildContext, ConfigSection
 from ._address import Address
 from ._directory import (
     ContactRecord,
@@ -30,9 +30,7 @@ from ._errors import ConfigError, InvalidAddressError
 from ._router import RoutingSettings
 from ._session import DeliverySettings
 
-
-class _Section(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    pass
+_Section = ConfigSection
 
 
 class EngineSection(_Section, frozen=True, kw_only=True):
@@ -108,110 +106,6 @@ class ContactEntry(_Section, frozen=True, kw_only=True):
     state: Literal["pending", "accepted"] = "accepted"
 
 
-class SeedEvent(_Section, frozen=True, kw_only=True):
-    """An event a loopback adapter submits once the engine has started (demos)."""
-
-    kind: Literal["message", "contact_request"] = "message"
-    source: str
-    destination: str
-    text: str = ""
-
-
-class LoopbackAdapterConfig(_Section, frozen=True, kw_only=True, tag="loopback", tag_field="type"):
-    name: str = "loopback"
-    echo_users: list[str] = []
-    known_users: list[str] | None = None
-    send_on_start: list[SeedEvent] = []
-    #: fault injection: the first N deliveries to each address crash the session
-    crash_deliveries: dict[str, int] = {}
-
-
-class SecretRef(_Section, frozen=True, kw_only=True):
-    """Where a secret is read from: an environment variable, else a file (first line)."""
-
-    env: str = ""
-    file: str = ""
-
-
-class SlackInstallationEntry(_Section, frozen=True, kw_only=True):
-    """A workspace installed by configuration (OAuth installs are stored at run time)."""
-
-    team_id: str
-    bot_token: SecretRef
-
-
-class SlackAdapterConfig(_Section, frozen=True, kw_only=True, tag="slack", tag_field="type"):
-    name: str = "slack"
-    #: Slack's Web API, or the local sandbox's (``http://127.0.0.1:3000/api/``)
-    api_url: str = "https://slack.com/api/"
-    #: "socket": Socket Mode over a websocket; "http": Slack POSTs events to ``listen``
-    mode: Literal["socket", "http"] = "socket"
-    #: HOST:PORT for the events endpoint, slash commands and the OAuth install flow
-    listen: str = ""
-    signing_secret: SecretRef = SecretRef(env="SLACK_SIGNING_SECRET")
-    app_token: SecretRef = SecretRef(env="SLACK_APP_TOKEN")
-    client_id: str = ""
-    client_secret: SecretRef = SecretRef(env="SLACK_CLIENT_SECRET")
-    authorize_url: str = "https://slack.com/oauth/v2/authorize"
-    redirect_uri: str = ""
-    installations: list[SlackInstallationEntry] = []
-    #: URL where contacts on other platforms reach ``listen`` (links to Slack files)
-    public_url: str = ""
-    file_link_key: SecretRef = SecretRef(env="SLACK_FILE_LINK_KEY")
-    conversation_prefix: str = "ext-"
-    presence_interval: float = 60.0
-    #: chat.postMessage pacing per conversation (Slack allows about 1 per second)
-    post_message_per_second: float = 1.0
-
-
-class XmppAdapterConfig(_Section, frozen=True, kw_only=True, tag="xmpp", tag_field="type"):
-    """An XMPP server component (XEP-0114) on any XMPP server."""
-
-    name: str = "xmpp"
-    #: "domain": the component serves the organisation's own domain (john@acme.com);
-    #: "hub": one domain serves everyone with escaped JIDs (john\\40acme.com@hub.example.net)
-    mode: Literal["domain", "hub"] = "domain"
-    component_domain: str
-    #: HOST:PORT of the server's component listener; empty: the embedded Prosody
-    server: str = ""
-    secret: SecretRef = SecretRef(env="XMPP_COMPONENT_SECRET")
-    #: message bodies above this many bytes are refused (not-acceptable)
-    max_body_bytes: int = 64 * 1024
-    #: stanzas waiting while disconnected, and how long they may wait
-    queue_limit: int = 10_000
-    queue_deadline: float = 30.0
-
-
-AdapterConfig = LoopbackAdapterConfig | SlackAdapterConfig | XmppAdapterConfig
-
-
-class ProsodySection(_Section, frozen=True, kw_only=True):
-    """A local Prosody started with the engine (demos and tests, never production).
-
-    Every XMPP adapter with an empty ``server`` becomes one of its components.
-    """
-
-    enabled: bool = False
-    state_dir: str = "state/prosody"
-    host: str = "widget.localhost"
-    #: 0: a free port, picked at start and printed
-    c2s_port: int = 0
-    component_port: int = 0
-    #: demo accounts on ``host``; passwords are generated once, kept in ``state_dir``
-    users: list[str] = []
-
-
-class SandboxSection(_Section, frozen=True, kw_only=True):
-    """A local Slack-compatible server started with the engine (demos, never production)."""
-
-    enabled: bool = False
-    seed: str = "sandbox-seed.toml"
-    listen: str = "127.0.0.1:3000"
-    #: where the sandbox writes its apps' credentials for the adapter to read
-    secrets_dir: str = "state/sandbox"
-    rate_limits: bool = True
-
-
 class ControlSection(_Section, frozen=True, kw_only=True):
     """The operator control API (HTTP + JSON, loopback only)."""
 
@@ -227,7 +121,11 @@ class ControlSection(_Section, frozen=True, kw_only=True):
         return host.strip("[]"), int(port)
 
 
-class Config(_Section, frozen=True, kw_only=True):
+class EngineConfig(_Section, frozen=True, kw_only=True):
+    """The engine's own sections. ``interlink run`` extends it with ``adapters``
+    (the union of the adapter packages' config Structs) and their embedded
+    services' sections; the engine itself names no platform."""
+
     engine: EngineSection = EngineSection()
     directory: StorageSection = StorageSection()
     metadata: MetadataSection = MetadataSection()
@@ -240,9 +138,6 @@ class Config(_Section, frozen=True, kw_only=True):
     users: list[UserEntry] = []
     identities: list[IdentityEntry] = []
     contacts: list[ContactEntry] = []
-    adapters: list[AdapterConfig] = []
-    sandbox: SandboxSection = SandboxSection()
-    prosody: ProsodySection = ProsodySection()
     #: where the file was read from; relative paths are resolved against it
     base_dir: str = "."
 
@@ -252,6 +147,11 @@ class Config(_Section, frozen=True, kw_only=True):
     def path(self, relative: str) -> Path:
         """A path from the config, resolved against the config file's directory."""
         return (Path(self.base_dir) / relative).resolve()
+
+    def context(self) -> BuildContext:
+        """What adapter factories and checks get: paths and secrets relative to this file."""
+        return BuildContext(base_dir=Path(self.base_dir).resolve(),
+                            adapters=tuple(getattr(self, "adapters", ())))
 
     def control_token_file(self) -> Path:
         if self.control.token_file:
@@ -271,8 +171,12 @@ class Config(_Section, frozen=True, kw_only=True):
         )
 
 
-def load_config(path: str | Path) -> Config:
-    """Read and validate a config file; raise :class:`ConfigError` saying what is wrong."""
+ConfigT = TypeVar("ConfigT", bound="EngineConfig")
+
+
+def load_config_file(path: str | Path, config_type: type[ConfigT]) -> ConfigT:
+    """Read and validate a config file into ``config_type`` (:class:`EngineConfig` or
+    a subclass adding adapters); raise :class:`ConfigError` saying what is wrong, where."""
     path = Path(path)
     try:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
@@ -286,7 +190,7 @@ def load_config(path: str | Path) -> Config:
         raise ConfigError(f"{path}: `base_dir` is set by Interlink, not in the file")
     raw["base_dir"] = str(path.resolve().parent)
     try:
-        config = msgspec.convert(raw, Config)
+        config = msgspec.convert(raw, config_type)
     except msgspec.ValidationError as exc:
         raise ConfigError(f"{path}: {exc}") from None
     _check(config, path)
@@ -300,7 +204,7 @@ def _address(text: str, where: str, path: Path) -> Address:
         raise ConfigError(f"{path}: {exc} - at `{where}`") from None
 
 
-def _check(config: Config, path: Path) -> None:
+def _check(config: EngineConfig, path: Path) -> None:
     for i, user in enumerate(config.users):
         _address(user.address, f"$.users[{i}].address", path)
     for i, identity in enumerate(config.identities):
@@ -308,29 +212,11 @@ def _check(config: Config, path: Path) -> None:
     for i, contact in enumerate(config.contacts):
         _address(contact.a, f"$.contacts[{i}].a", path)
         _address(contact.b, f"$.contacts[{i}].b", path)
-    names = [a.name for a in config.adapters]
-    for i, adapter in enumerate(config.adapters):
+    names = [a.name for a in getattr(config, "adapters", ())]
+    for i, adapter in enumerate(getattr(config, "adapters", ())):
         if names.count(adapter.name) > 1:
             raise ConfigError(f"{path}: adapter name {adapter.name!r} is used twice - at "
                               f"`$.adapters[{i}].name`")
-        if isinstance(adapter, SlackAdapterConfig):
-            _check_slack(adapter, f"$.adapters[{i}]", path)
-            continue
-        if isinstance(adapter, XmppAdapterConfig):
-            where = f"$.adapters[{i}]"
-            if adapter.server:
-                _host_port(adapter.server, f"{where}.server", path)
-            elif not config.prosody.enabled:
-                raise ConfigError(f"{path}: name the XMPP server's component listener "
-                                  f"(HOST:PORT), or enable [prosody] - at `{where}.server`")
-            continue
-        for j, text in enumerate(adapter.echo_users):
-            _address(text, f"$.adapters[{i}].echo_users[{j}]", path)
-        for text in adapter.crash_deliveries:
-            _address(text, f"$.adapters[{i}].crash_deliveries", path)
-        for j, seed in enumerate(adapter.send_on_start):
-            _address(seed.source, f"$.adapters[{i}].send_on_start[{j}].source", path)
-            _address(seed.destination, f"$.adapters[{i}].send_on_start[{j}].destination", path)
     try:
         host, port = config.control.host_port()
     except ValueError:
@@ -341,7 +227,7 @@ def _check(config: Config, path: Path) -> None:
     if not 0 <= port <= 65535:
         raise ConfigError(f"{path}: port out of range - at `$.control.listen`")
     for i, domain in enumerate(config.domains):
-        if domain.platform not in names:
+        if hasattr(config, "adapters") and domain.platform not in names:
             raise ConfigError(f"{path}: domain {domain.domain!r} names platform "
                               f"{domain.platform!r}, but no adapter has that name (adapters: "
                               f"{names}) - at `$.domains[{i}].platform`")
@@ -352,50 +238,7 @@ def _check(config: Config, path: Path) -> None:
             raise ConfigError(f"{path}: must be at least 1 - at `$.engine.{field}`")
 
 
-def _host_port(value: str, where: str, path: Path) -> tuple[str, int]:
-    host, _, port = value.rpartition(":")
-    if not host or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise ConfigError(f"{path}: expected HOST:PORT, got {value!r} - at `{where}`")
-    return host.strip("[]"), int(port)
-
-
-def _check_slack(adapter: SlackAdapterConfig, where: str, path: Path) -> None:
-    if adapter.mode == "http" and not adapter.listen:
-        raise ConfigError(f"{path}: HTTP mode needs `listen` (HOST:PORT Slack posts events "
-                          f"to) - at `{where}.listen`")
-    if adapter.listen:
-        _host_port(adapter.listen, f"{where}.listen", path)
-    if adapter.public_url and not adapter.listen:
-        raise ConfigError(f"{path}: `public_url` needs `listen` (the listener it points at) - "
-                          f"at `{where}.public_url`")
-    if not adapter.api_url.endswith("/"):
-        raise ConfigError(f"{path}: the API URL must end with '/' - at `{where}.api_url`")
-    for k, installation in enumerate(adapter.installations):
-        if not installation.bot_token.env and not installation.bot_token.file:
-            raise ConfigError(f"{path}: name an `env` or `file` holding the bot token - at "
-                              f"`{where}.installations[{k}].bot_token`")
-
-
-def read_secret(ref: SecretRef, config: Config, what: str) -> str:
-    """The secret ``ref`` names ("" when it names nothing that exists).
-
-    The environment wins over the file, so operators can override a file.
-    """
-    if ref.env and os.environ.get(ref.env, "").strip():
-        return os.environ[ref.env].strip()
-    if ref.file:
-        file = config.path(ref.file)
-        try:
-            return file.read_text(encoding="utf-8").strip().splitlines()[0].strip()
-        except FileNotFoundError:
-            return ""
-        except (OSError, UnicodeDecodeError, IndexError) as exc:
-            raise ConfigError(f"cannot read the {what} from {file}: "
-                              f"{type(exc).__name__}") from None
-    return ""
-
-
-async def apply_to_directory(config: Config, directory: Directory, *, now: float) -> None:
+async def apply_to_directory(config: EngineConfig, directory: Directory, *, now: float) -> None:
     """Store the configured routes, agreements, users, identities and contacts.
 
     Configuration is the source of truth for what it names; records it does

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from collections.abc import Mapping
 from typing import TextIO
 
 _STANDARD = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime"}
@@ -39,25 +40,24 @@ class TextFormatter(logging.Formatter):
         return f"{level:7} {record.name}: {record.getMessage()} {extras}".rstrip()
 
 
-def configure_logging(level: str = "info", fmt: str = "json", stream: TextIO | None = None) -> None:
-    """Send every ``interlink.*`` log to ``stream`` (stderr) in the chosen format."""
+def configure_logging(level: str = "info", fmt: str = "json", stream: TextIO | None = None,
+                      *, quiet: Mapping[str, int] | None = None) -> None:
+    """Send every ``interlink.*`` log to ``stream`` (stderr) in the chosen format.
+
+    ``quiet``: library loggers (by name) that may quote content or secrets, with the
+    level below which they are dropped; each adapter spec names its own libraries."""
     handler = logging.StreamHandler(stream or sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
     root = logging.getLogger("interlink")
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
     root.propagate = False
-    quiet_libraries()
+    quiet_libraries(quiet or {})
 
 
-#: libraries whose logs may quote content (slixmpp prints stanzas, even raw data in
-#: errors; httpx prints URLs with file names): kept out of Interlink's output
-_CONTENT_LOGGERS = {"slixmpp": logging.CRITICAL + 1, "httpx": logging.WARNING,
-                    "httpcore": logging.WARNING}
-
-
-def quiet_libraries() -> None:
-    for name, level in _CONTENT_LOGGERS.items():
+def quiet_libraries(loggers: Mapping[str, int]) -> None:
+    """Keep ``loggers`` out of Interlink's output below their given level."""
+    for name, level in loggers.items():
         library = logging.getLogger(name)
         library.setLevel(level)
         library.propagate = False

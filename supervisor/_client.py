@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 import msgspec
 
-from engine import Config, load_config
+from ._config import Config, load_config
 
 DEFAULT_URL = "http://127.0.0.1:8700"
 

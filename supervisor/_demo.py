@@ -24,7 +24,9 @@ import trio
 
 from adapters.slack.sandbox import load_seed
 from adapters.xmpp._client import Received, TestClient, open_client
-from engine import Config, ConfigError
+from engine import ConfigError
+
+from ._config import Config
 
 #: written by ``interlink run`` when it starts demo platforms; read by the script
 DEMO_FILE = "demo.json"

@@ -43,7 +43,6 @@ from engine import (
     METADATA_DBS,
     Address,
     Clock,
-    Config,
     ContactRequest,
     Directory,
     Engine,
@@ -57,20 +56,12 @@ from engine import (
     apply_to_directory,
     tune_gc,
 )
-from engine._config import LoopbackAdapterConfig
-from engine.testing import LoopbackAdapter, MemoryDirectory
+from engine.testing import LoopbackAdapter, LoopbackAdapterConfig, MemoryDirectory
 
+from ._config import Config, build_adapters
 from ._control import ControlApp
 from ._demo import write_demo_info
-from ._platforms import (
-    Embedded,
-    build_adapters,
-    demo_banner,
-    demo_details,
-    prosody_child,
-    sandbox_child,
-    sandbox_sayers,
-)
+from ._platforms import demo_banner, demo_details, sandbox_sayers, service_children
 from ._supervisor import ChildSpec, Supervisor
 
 log = logging.getLogger("interlink.run")
@@ -236,22 +227,21 @@ async def run_engine(config: Config, *, clock: Clock | None = None, config_path:
                      task_status: trio.TaskStatus[Runtime] = trio.TASK_STATUS_IGNORED) -> None:
     """Run the engine described by ``config`` until SIGINT/SIGTERM, then stop gracefully."""
     clock = clock or SystemClock()
-    embedded = Embedded()
+    services: dict[str, Any] = {}  # handles of embedded services, filled as they start
     async with open_storage(config) as (directory, store):
         await apply_to_directory(config, directory, now=clock.now())
         metadata_log = MetadataLog(store, directory, clock,
                                    retention_days=config.metadata.retention_days,
                                    rollup_retention_days=config.metadata.rollup_retention_days)
         engine = Engine(directory=directory, metadata_log=metadata_log,
-                        adapters=build_adapters(config, embedded), clock=clock,
+                        adapters=build_adapters(config, services), clock=clock,
                         settings=config.engine_settings())
         stopping = trio.Event()
         root_holder: list[Supervisor] = []
         bound: list[str] = []
         control = _control_child(engine, config, root_holder, stopping, bound) \
             if config.control.enabled else None
-        platforms = [c for c in (sandbox_child(config), prosody_child(config, embedded))
-                     if c is not None]
+        platforms = service_children(config, services)
         root = build_tree(engine, directory, store, control, platforms)
         root_holder.append(root)
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
@@ -262,7 +252,7 @@ async def run_engine(config: Config, *, clock: Clock | None = None, config_path:
                 log.info("ready", extra={"data_dir": str(config.data_dir()),
                                          "control": bound})
                 await _send_seed_events(config, engine, clock)
-                details = demo_details(config, embedded)
+                details = demo_details(config, services)
                 if details is not None:
                     write_demo_info(config, details)
                     print(demo_banner(details, config_path), flush=True)

@@ -8,7 +8,7 @@ import sys
 from collections.abc import Callable, Sequence
 from importlib.metadata import PackageNotFoundError, version
 
-from engine import ConfigError, InterlinkError, configure_logging, load_config
+from engine import ConfigError, InterlinkError, configure_logging
 
 from ._client import (
     ClientError,
@@ -18,6 +18,7 @@ from ._client import (
     run_sessions,
     run_tree,
 )
+from ._config import load_config, quiet_loggers
 
 
 def _version() -> str:
@@ -136,7 +137,7 @@ def _run(args: argparse.Namespace) -> int:
     from ._runner import run_engine
 
     config = load_config(args.config)
-    configure_logging(config.logging.level, config.logging.format)
+    configure_logging(config.logging.level, config.logging.format, quiet=quiet_loggers())
     trio.run(functools.partial(run_engine, config, config_path=args.config))
     return 0
 

@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from engine import Address, ConfigError, apply_to_directory, load_config
+from engine import Address, ConfigError, apply_to_directory
 from engine.testing import MemoryDirectory
+from supervisor import load_config
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 

@@ -9,3 +9,8 @@ from ._jid import AddressingSettings as AddressingSettings
 from ._prosody import ProsodyInstance as ProsodyInstance
 from ._prosody import ProsodySettings as ProsodySettings
 from ._prosody import run_prosody as run_prosody
+from ._spec import PROSODY as PROSODY
+from ._spec import SPEC as SPEC
+from ._spec import ProsodyHandle as ProsodyHandle
+from ._spec import ProsodySection as ProsodySection
+from ._spec import XmppAdapterConfig as XmppAdapterConfig

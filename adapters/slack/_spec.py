@@ -1,0 +1,193 @@
+"""The Slack adapter's plug into ``interlink run``: its config, check and factory,
+and the embedded Slack sandbox (demos) as a service.
+
+Rules:
+
+- Secrets never live in the config: each names an environment variable or a
+  file (:class:`engine.SecretRef`), read when the adapter starts.
+- The sandbox, when enabled, writes its app's credentials as files (mode
+  0600) under ``sandbox.secrets_dir``, where the adapter's ``SecretRef``
+  entries of the demo config point.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Literal
+
+import trio
+
+from engine import (
+    AdapterConfig,
+    AdapterSpec,
+    BuildContext,
+    ConfigError,
+    ConfigSection,
+    SecretRef,
+    ServiceSpec,
+    ServiceStart,
+    parse_host_port,
+    write_private_file,
+)
+
+from ._adapter import SlackAdapter, SlackInstallationConfig, SlackSecrets, SlackSettings
+from ._webapi import SlackWebClient, WebApiSettings
+from .sandbox import RateLimitSettings, Sandbox, SandboxSettings, Seed, load_seed
+
+log = logging.getLogger("interlink.run")
+
+
+class SlackInstallationEntry(ConfigSection, frozen=True, kw_only=True):
+    """A workspace installed by configuration (OAuth installs are stored at run time)."""
+
+    team_id: str
+    bot_token: SecretRef
+
+
+class SlackAdapterConfig(AdapterConfig, frozen=True, kw_only=True, tag="slack",
+                         tag_field="type"):
+    name: str = "slack"
+    #: Slack's Web API, or the local sandbox's (``http://127.0.0.1:3000/api/``)
+    api_url: str = "https://slack.com/api/"
+    #: "socket": Socket Mode over a websocket; "http": Slack POSTs events to ``listen``
+    mode: Literal["socket", "http"] = "socket"
+    #: HOST:PORT for the events endpoint, slash commands and the OAuth install flow
+    listen: str = ""
+    signing_secret: SecretRef = SecretRef(env="SLACK_SIGNING_SECRET")
+    app_token: SecretRef = SecretRef(env="SLACK_APP_TOKEN")
+    client_id: str = ""
+    client_secret: SecretRef = SecretRef(env="SLACK_CLIENT_SECRET")
+    authorize_url: str = "https://slack.com/oauth/v2/authorize"
+    redirect_uri: str = ""
+    installations: list[SlackInstallationEntry] = []
+    #: URL where contacts on other platforms reach ``listen`` (links to Slack files)
+    public_url: str = ""
+    file_link_key: SecretRef = SecretRef(env="SLACK_FILE_LINK_KEY")
+    conversation_prefix: str = "ext-"
+    presence_interval: float = 60.0
+    #: chat.postMessage pacing per conversation (Slack allows about 1 per second)
+    post_message_per_second: float = 1.0
+
+
+class SandboxSection(ConfigSection, frozen=True, kw_only=True):
+    """A local Slack-compatible server started with the engine (demos, never production)."""
+
+    enabled: bool = False
+    seed: str = "sandbox-seed.toml"
+    listen: str = "127.0.0.1:3000"
+    #: where the sandbox writes its apps' credentials for the adapter to read
+    secrets_dir: str = "state/sandbox"
+    rate_limits: bool = True
+
+
+def check_slack_config(entry: SlackAdapterConfig, where: str, context: BuildContext) -> None:
+    if entry.mode == "http" and not entry.listen:
+        raise ConfigError(f"HTTP mode needs `listen` (HOST:PORT Slack posts events to) - at "
+                          f"`{where}.listen`")
+    if entry.listen:
+        parse_host_port(entry.listen, f"{where}.listen")
+    if entry.public_url and not entry.listen:
+        raise ConfigError(f"`public_url` needs `listen` (the listener it points at) - at "
+                          f"`{where}.public_url`")
+    if not entry.api_url.endswith("/"):
+        raise ConfigError(f"the API URL must end with '/' - at `{where}.api_url`")
+    for k, installation in enumerate(entry.installations):
+        if not installation.bot_token.env and not installation.bot_token.file:
+            raise ConfigError(f"name an `env` or `file` holding the bot token - at "
+                              f"`{where}.installations[{k}].bot_token`")
+
+
+def build_slack_adapter(entry: SlackAdapterConfig, context: BuildContext) -> SlackAdapter:
+    """The Slack adapter for a config entry. Secrets are read when the adapter starts."""
+    host, _, port = entry.listen.rpartition(":")
+    settings = SlackSettings(
+        name=entry.name, mode=entry.mode, listen_host=host.strip("[]") or "127.0.0.1",
+        listen_port=int(port) if entry.listen else None, authorize_url=entry.authorize_url,
+        redirect_uri=entry.redirect_uri, conversation_prefix=entry.conversation_prefix,
+        presence_interval=entry.presence_interval, public_url=entry.public_url)
+    web = SlackWebClient(settings=WebApiSettings(
+        base_url=entry.api_url, post_message_per_second=entry.post_message_per_second))
+
+    def read_secrets() -> tuple[SlackSecrets, list[SlackInstallationConfig]]:
+        found = SlackSecrets(
+            signing_secret=context.secret(entry.signing_secret, "signing secret"),
+            app_token=context.secret(entry.app_token, "app-level token"),
+            client_id=entry.client_id,
+            client_secret=context.secret(entry.client_secret, "client secret"),
+            file_link_key=context.secret(entry.file_link_key, "file-link key"))
+        if found.file_link_key and len(found.file_link_key.encode()) < 32:
+            raise ConfigError(f"adapter {entry.name!r}: the file-link key needs at least 32 "
+                              f"bytes")
+        if entry.mode == "http" and not found.signing_secret:
+            raise ConfigError(f"adapter {entry.name!r}: HTTP mode needs the signing secret "
+                              f"({entry.signing_secret.where()})")
+        if entry.mode == "socket" and not found.app_token:
+            raise ConfigError(f"adapter {entry.name!r}: Socket Mode needs an app-level token "
+                              f"({entry.app_token.where()})")
+        installations = []
+        for item in entry.installations:
+            token = context.secret(item.bot_token, "bot token")
+            if not token:
+                raise ConfigError(f"adapter {entry.name!r}: no bot token for team "
+                                  f"{item.team_id} ({item.bot_token.where()})")
+            installations.append(SlackInstallationConfig(team_id=item.team_id, bot_token=token))
+        return found, installations
+
+    return SlackAdapter(settings=settings, web=web, secrets_source=read_secrets, owns_web=True)
+
+
+class SandboxHandle:
+    """What a started sandbox publishes: its base URL and seed."""
+
+    def __init__(self, url: str, seed: Seed) -> None:
+        self.url = url
+        self.seed = seed
+
+
+def start_sandbox(section: SandboxSection, context: BuildContext,
+                  publish: Callable[[Any], None]) -> ServiceStart | None:
+    """The embedded Slack sandbox, when the config enables it (demos only)."""
+    if not section.enabled:
+        return None
+    seed = load_seed(context.path(section.seed))
+    host, port = parse_host_port(section.listen, "$.sandbox.listen")
+    secrets_dir = context.path(section.secrets_dir)
+
+    async def run_sandbox(*, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+                          ) -> None:
+        sandbox = Sandbox(seed, settings=SandboxSettings(
+            rate_limits=RateLimitSettings(enabled=section.rate_limits)))
+        async with trio.open_nursery() as nursery:
+            url = await nursery.start(lambda task_status: sandbox.serve(
+                host=host, port=port, task_status=task_status))
+            write_sandbox_secrets(seed, secrets_dir)
+            publish(SandboxHandle(url, seed))
+            log.info("slack sandbox started", extra={"url": url,
+                                                     "secrets_dir": str(secrets_dir)})
+            task_status.started()
+
+    return run_sandbox
+
+
+def write_sandbox_secrets(seed: Seed, directory: Path) -> None:
+    """Each app's credentials as files: ``app_token``, ``signing_secret``,
+    ``client_secret`` and ``bot_token.<TEAM>`` (one app per sandbox here)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    for workspace in seed.workspace:
+        for app in workspace.app:
+            values = {"app_token": app.app_token, "signing_secret": app.signing_secret,
+                      "client_secret": app.client_secret,
+                      f"bot_token.{workspace.id}": app.bot_token}
+            for name, value in values.items():
+                if value:
+                    write_private_file(directory / name, value)
+
+
+SPEC = AdapterSpec(config_type=SlackAdapterConfig, build=build_slack_adapter,
+                   check=check_slack_config,
+                   # httpx logs request URLs (file names, channel ids): warnings only
+                   quiet_loggers={"httpx": logging.WARNING, "httpcore": logging.WARNING})
+SANDBOX = ServiceSpec(section="sandbox", config_type=SandboxSection, start=start_sandbox,
+                      shutdown=3.0)

@@ -31,6 +31,7 @@ from ._adapter_spec import parse_host_port as parse_host_port
 from ._adapter_spec import write_private_file as write_private_file
 from ._address import Address as Address
 from ._backoff import Backoff as Backoff
+from ._bounded import Bounded as Bounded
 from ._clock import Clock as Clock
 from ._clock import SystemClock as SystemClock
 from ._config import EngineConfig as EngineConfig

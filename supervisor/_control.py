@@ -41,7 +41,6 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
-from adapters._asgi import Receive, Scope, Send, answer_lifespan
 from engine import (
     CONTACT_KIND,
     SESSION_KIND,
@@ -55,6 +54,7 @@ from engine import (
     SessionRecord,
     new_event_id,
 )
+from engine.asgi import Receive, Scope, Send, answer_lifespan
 from engine.testing import LoopbackAdapter
 
 log = logging.getLogger("interlink.control")

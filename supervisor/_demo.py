@@ -23,7 +23,7 @@ import httpx
 import trio
 
 from adapters.slack.sandbox import load_seed
-from adapters.xmpp._client import Received, TestClient, open_client
+from adapters.xmpp import Received, TestClient, open_client
 from engine import ConfigError
 
 from ._config import Config

@@ -121,7 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _delegated(command: str) -> Callable[[Sequence[str]], int] | None:
     """Commands with their own argument parsers, run with the rest of the line."""
     if command == "slack-sandbox":
-        from adapters.slack.sandbox._cli import main as sandbox_main
+        from adapters.slack.sandbox import main as sandbox_main
 
         return sandbox_main
     if command == "bench":

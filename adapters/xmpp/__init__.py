@@ -5,6 +5,9 @@ What other packages may use is re-exported here; modules stay private.
 
 from ._adapter import XmppAdapter as XmppAdapter
 from ._adapter import XmppSettings as XmppSettings
+from ._client import Received as Received
+from ._client import TestClient as TestClient
+from ._client import open_client as open_client
 from ._jid import AddressingSettings as AddressingSettings
 from ._prosody import ProsodyInstance as ProsodyInstance
 from ._prosody import ProsodySettings as ProsodySettings

@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import logging
 import math
-import random
 import zlib
 from collections import Counter, deque
 from collections.abc import Awaitable, Callable
@@ -48,6 +47,7 @@ from typing import Any, Generic, Literal, NamedTuple, Protocol, TypeVar
 
 import trio
 
+from ._backoff import Backoff
 from ._errors import (
     ActorStoppedError,
     AskTimeoutError,
@@ -100,7 +100,7 @@ class ActorFailedError(LocalError):
 class ActorKind:
     """How actors of one kind are activated, restarted, passivated and answered on failure."""
 
-    __slots__ = ("activate", "backoff_initial", "backoff_max", "idle_timeout", "max_attempts",
+    __slots__ = ("activate", "backoff", "idle_timeout", "max_attempts",
                  "max_restarts", "name", "on_passivate", "on_undeliverable", "restart_window")
 
     def __init__(
@@ -127,8 +127,8 @@ class ActorKind:
         self.max_attempts = max_attempts
         self.max_restarts = max_restarts
         self.restart_window = restart_window
-        self.backoff_initial = backoff_initial
-        self.backoff_max = backoff_max
+        #: the delay before each crash retry of one message
+        self.backoff = Backoff(initial=backoff_initial, maximum=backoff_max)
         self.on_undeliverable = on_undeliverable
         self.on_passivate = on_passivate
 
@@ -516,7 +516,6 @@ class _Shard:
         payload = ask.message if ask is not None else message
         kind = act.kind
         error: BaseException | None = None
-        backoff = kind.backoff_initial
         first_attempt = 0
         if first_error is not None:
             error = first_error
@@ -527,8 +526,7 @@ class _Shard:
                 error = error or ActorFailedError(f"{actor_id} is failed: {act.last_error}")
                 break
             if attempt:
-                await trio.sleep(backoff * random.uniform(0.8, 1.2))
-                backoff = min(backoff * 2, kind.backoff_max)
+                await trio.sleep(kind.backoff.delay(attempt))
             try:
                 if act.actor is None:
                     act.actor = await kind.activate(actor_id)

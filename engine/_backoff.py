@@ -56,9 +56,9 @@ class Backoff:
         base = self.base(attempt)
         if base == 0.0:
             return 0.0
-        draw = (rng or _SHARED_RANDOM).random()
+        rng = rng or _SHARED_RANDOM
         if self.spread == "both":
-            factor = 1.0 + self.jitter * (2.0 * draw - 1.0)
+            factor = rng.uniform(1.0 - self.jitter, 1.0 + self.jitter)
         else:
-            factor = 1.0 - self.jitter * draw
+            factor = 1.0 - self.jitter * rng.random()
         return min(self.maximum, max(0.0, base * factor))

@@ -14,14 +14,15 @@ remembers the latest and fans them out to every accepted contact.
 
 from __future__ import annotations
 
+import itertools
 import logging
-import random
 import time
 
 import msgspec
 import trio
 
 from ._adapter import Adapter, DeliveryError, DeliveryResult
+from ._backoff import Backoff
 from ._degrade import degrade
 from ._directory import ContactRecord, MessageIdRecord, SessionRecord
 from ._errors import LocalError
@@ -166,23 +167,24 @@ class SessionActor:
         """Retry a transient failure with backoff within the retry window; later events
         of the session wait meanwhile, so order is kept."""
         settings = self._settings
-        backoff = settings.initial_backoff
+        policy = Backoff(initial=settings.initial_backoff, maximum=settings.max_backoff)
         deadline = trio.current_time() + settings.retry_window
         error = first
-        while True:
-            if trio.current_time() + backoff > deadline:
-                raise _Failed(error.reason) from error
+        for attempt in itertools.count(1):
+            if trio.current_time() + policy.base(attempt) > deadline:
+                break
+            delay = policy.delay(attempt)
             log.info("delivery will retry", extra={
                 "session_id": self._record.session_id, "event_id": event.event_id,
-                "reason": error.reason, "backoff_s": round(backoff, 3)})
-            await trio.sleep(backoff * random.uniform(0.8, 1.2))
-            backoff = min(backoff * 2, settings.max_backoff)
+                "reason": error.reason, "backoff_s": round(delay, 3)})
+            await trio.sleep(delay)
             try:
                 return await adapter.deliver(event, self._record)
             except DeliveryError as exc:
                 if not exc.retryable:
                     raise _Failed(exc.reason) from exc
                 error = exc
+        raise _Failed(error.reason) from error
 
     async def _remember(self, adapter: Adapter, event: Event, result: DeliveryResult) -> None:
         directory = self._router.directory

@@ -68,6 +68,7 @@ from typing import Literal, TypeAlias, get_args
 
 import trio
 
+from engine import Backoff as RetryBackoff
 from engine import LocalError
 
 log = logging.getLogger("interlink.supervisor")
@@ -127,8 +128,9 @@ class ChildSpec:
 
 
 @dataclass(frozen=True, slots=True)
-class Backoff:
-    """Exponential restart delay with jitter, so crash loops do not spin.
+class Backoff(RetryBackoff):
+    """Exponential restart delay with jitter, so crash loops do not spin: the
+    engine's one backoff policy, counted from restart 0 of a crash loop.
 
     The delay before restart number ``n`` (from 0) of a crash loop is
     ``initial * multiplier**n`` capped at ``maximum``, times a uniform factor
@@ -136,34 +138,16 @@ class Backoff:
     counter resets when the child ran ``reset_after`` seconds before failing.
     """
 
-    initial: float = 0.1
-    maximum: float = 5.0
-    multiplier: float = 2.0
-    jitter: float = 0.2
     reset_after: float = 10.0
 
     def __post_init__(self) -> None:
-        if not 0 <= self.initial <= self.maximum:
-            raise LocalError("backoff needs 0 <= initial <= maximum")
-        if not self.multiplier >= 1:
-            raise LocalError("backoff multiplier must be >= 1")
-        if not 0 <= self.jitter <= 1:
-            raise LocalError("backoff jitter is a fraction between 0 and 1")
+        RetryBackoff.__post_init__(self)
         if not self.reset_after >= 0:
             raise LocalError("backoff reset_after must be >= 0")
 
     def base(self, attempt: int) -> float:
-        """The delay of restart ``attempt`` before jitter."""
-        try:
-            raw = self.initial * self.multiplier ** attempt
-        except OverflowError:
-            return self.maximum
-        return min(raw, self.maximum)
-
-    def delay(self, attempt: int, rng: random.Random) -> float:
-        """The jittered delay of restart ``attempt``, drawn from ``rng``."""
-        factor = 1.0 + rng.uniform(-self.jitter, self.jitter)
-        return min(self.maximum, max(0.0, self.base(attempt) * factor))
+        """The delay of restart ``attempt`` (from 0) before jitter."""
+        return RetryBackoff.base(self, attempt + 1)
 
 
 @dataclass(frozen=True, slots=True)

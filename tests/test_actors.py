@@ -284,13 +284,29 @@ async def test_a_failed_actor_stays_visible_and_is_never_passivated(
 async def test_one_bad_actor_does_not_affect_its_neighbours(
     fragile: World, autojump_clock: trio.testing.MockClock
 ) -> None:
-    for _ in range(3):
-        await fragile.system.ref("rec/bad").tell("crash")
-    for i in range(20):
-        await fragile.system.ref(f"rec/good-{i}").tell(i)
-    with trio.fail_after(30):
-        await fragile.system.drain()
+    # The bad actor's crash retries wait ~1 s each (backoff_initial); its
+    # neighbours, half of them on its shard, must not wait behind it. Under
+    # the autojump clock time moves only when every task waits, so a good
+    # message handled behind a backoff would be handled at >= 0.8 s.
+    start = trio.current_time()
+    handled_at: dict[Any, float] = {}
+
+    async def watch() -> None:
+        while len(handled_at) < 20:
+            for _, m in fragile.handled:
+                handled_at.setdefault(m, trio.current_time() - start)
+            await trio.sleep(0.01)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(watch)
+        for _ in range(3):
+            await fragile.system.ref("rec/bad").tell("crash")
+        for i in range(20):
+            await fragile.system.ref(f"rec/good-{i}").tell(i)
+        with trio.fail_after(30):
+            await fragile.system.drain()
     assert sorted(m for _, m in fragile.handled) == list(range(20))
+    assert max(handled_at.values()) < 0.5, "a neighbour waited behind the crashing actor"
 
 
 async def test_operator_stop_and_start(world: World) -> None:

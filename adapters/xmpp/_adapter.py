@@ -37,6 +37,7 @@ from engine import (
     EnginePort,
     Event,
     FileShare,
+    Ignored,
     Message,
     Presence,
     Profile,
@@ -44,6 +45,7 @@ from engine import (
     ReactionRemove,
     SessionRecord,
     UnavailableError,
+    Untranslatable,
 )
 
 from .._bounded import Bounded
@@ -73,6 +75,9 @@ class XmppSettings(msgspec.Struct, frozen=True, kw_only=True):
     max_resync_sessions: int = 10_000
     #: remembered presences, profiles and reaction sets (least recent dropped first)
     max_remembered: int = 50_000
+    #: the XEP-0100 gateway type the component announces in disco#info; empty: the
+    #: platform the directory routes the component's domain to (``"interlink"`` if none)
+    gateway_type: str = ""
 
 
 class XmppStats(msgspec.Struct, kw_only=True):
@@ -166,7 +171,7 @@ class XmppAdapter:
             self._profiles.remember(event.source, event)
         try:
             stanzas = translate.encode_event(event, mapper=self.mapper, ids=self._ids())
-        except translate.Untranslatable as exc:
+        except Untranslatable as exc:
             raise DeliveryError(exc.reason) from None
         except JidError as exc:
             raise DeliveryError(f"jid:{exc.condition}") from None
@@ -209,7 +214,8 @@ class XmppAdapter:
         answer = translate.answer_directly(stanza, mapper=self.mapper,
                                            presence_of=self._presence.get,
                                            profile_of=self._profiles.get,
-                                           is_contact=self._is_contact)
+                                           is_contact=self._is_contact,
+                                           gateway_type=self._gateway_type())
         if answer is not None:
             self.stats.answered += 1
             await self._send_quietly(answer)
@@ -220,7 +226,7 @@ class XmppAdapter:
         if isinstance(decoded, translate.StanzaError):
             await self._reject(stanza, decoded)
             return
-        if isinstance(decoded, translate.Ignored | translate.Query):
+        if isinstance(decoded, Ignored | translate.Query):
             self.stats.ignored += 1  # queries were answered above; nothing else to do
             return
         for event in decoded:
@@ -324,6 +330,16 @@ class XmppAdapter:
         updated = current | {event.emoji} if isinstance(event, ReactionAdd) \
             else current - {event.emoji}
         self._reactions.remember(key, frozenset(updated))
+
+    def _gateway_type(self) -> str:
+        """What the component is a gateway to: a setting, else the platform that serves
+        the component's own domain (the users it shows on XMPP live there)."""
+        if self.settings.gateway_type:
+            return self.settings.gateway_type
+        route = self.port.directory.get_domain_route(self.mapper.component_domain)
+        if route is None or route.platform == self.name:
+            return "interlink"
+        return route.platform
 
     def _is_contact(self, local: Address, remote: Address) -> bool:
         record = self.port.directory.get_contact(local, remote)

@@ -11,11 +11,11 @@ Rules of this module:
   ``task_status.started()`` after the first handshake; if none succeeds
   within ``start_timeout`` it raises :class:`ComponentUnavailable` (a start
   failure for the supervisor). A lost connection is retried at once, then
-  with exponential backoff and jitter (:class:`ReconnectPolicy`); the attempt
-  count resets after each handshake. A handshake refused with
-  ``not-authorized`` (wrong secret) or ``host-unknown`` (domain not
-  configured on the server) raises :class:`ComponentRefused`: retrying
-  cannot help.
+  with exponential backoff and jitter (the engine's :class:`~engine.Backoff`,
+  :data:`RECONNECT_BACKOFF` unless given); the attempt count resets after
+  each handshake. A handshake refused with ``not-authorized`` (wrong secret)
+  or ``host-unknown`` (domain not configured on the server) raises
+  :class:`ComponentRefused`: retrying cannot help.
 - After every handshake, the first included, ``on_connected()`` runs in a
   task of its own (the adapter probes the presence of active contacts
   there). It is cancelled if the connection is lost before it returns; if it
@@ -66,7 +66,7 @@ import trio
 from slixmpp.componentxmpp import ComponentXMPP
 from slixmpp.xmlstream.tostring import tostring
 
-from engine import ConfigError, LocalError, UnavailableError
+from engine import Backoff, ConfigError, LocalError, UnavailableError
 
 from ._bridge import AsyncioThread, BridgeClosedError, InboundBridge, close_stream
 
@@ -108,31 +108,8 @@ class InvalidStanza(LocalError):
     """An outbound stanza the server would refuse or kill the stream for; nothing was sent."""
 
 
-@dataclass(frozen=True, slots=True)
-class ReconnectPolicy:
-    """Delay before reconnect attempt ``n`` (from 0): 0 for the first one, then
-    ``initial * multiplier**(n-1)`` capped at ``maximum``, times a uniform
-    factor in ``[1 - jitter, 1 + jitter]``."""
-
-    initial: float = 0.2
-    maximum: float = 5.0
-    multiplier: float = 2.0
-    jitter: float = 0.2
-
-    def __post_init__(self) -> None:
-        if not 0 < self.initial <= self.maximum:
-            raise LocalError("reconnect policy needs 0 < initial <= maximum")
-        if self.multiplier < 1 or not 0 <= self.jitter <= 1:
-            raise LocalError("reconnect policy needs multiplier >= 1 and 0 <= jitter <= 1")
-
-    def delay(self, attempt: int, rng: random.Random) -> float:
-        if attempt <= 0:
-            return 0.0
-        try:
-            base = min(self.maximum, self.initial * self.multiplier ** (attempt - 1))
-        except OverflowError:
-            base = self.maximum
-        return min(self.maximum, max(0.0, base * (1 + rng.uniform(-self.jitter, self.jitter))))
+#: reconnect delays: the first attempt at once, then 0.2 s doubling up to 5 s, +-20 %
+RECONNECT_BACKOFF = Backoff(initial=0.2, maximum=5.0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -371,7 +348,7 @@ class ComponentConnection:
         port: int,
         *,
         on_connected: Callable[[], Awaitable[None]] | None = None,
-        reconnect: ReconnectPolicy | None = None,
+        reconnect: Backoff | None = None,
         rng: random.Random | None = None,
         connect_timeout: float = 10.0,
         start_timeout: float = 60.0,
@@ -403,7 +380,7 @@ class ComponentConnection:
         self.port = port
         self.name = name or f"xmpp-component {domain}"
         self._on_connected = on_connected
-        self._reconnect = reconnect or ReconnectPolicy()
+        self._reconnect = reconnect or RECONNECT_BACKOFF
         self._rng = rng or random.Random()
         self._connect_timeout = connect_timeout
         self._start_timeout = start_timeout

@@ -41,7 +41,6 @@ from collections.abc import Callable, Iterable
 from typing import Literal, Protocol
 from xml.etree.ElementTree import Element, SubElement
 
-import emoji as emoji_names
 import msgspec
 
 from engine import (
@@ -55,6 +54,7 @@ from engine import (
     Error,
     Event,
     FileShare,
+    Ignored,
     Message,
     Presence,
     Profile,
@@ -63,7 +63,12 @@ from engine import (
     Retract,
     RichText,
     Typing,
+    Untranslatable,
+    derive_canonical_id,
+    failure_note,
     new_event_id,
+    reaction_note,
+    single_emoji,
     to_plain_text,
 )
 
@@ -164,18 +169,12 @@ def message_id_for(canonical_id: str) -> str:
 
 
 def canonical_id_for(sender: Address, xmpp_id: str) -> str:
-    """A stable canonical id for a message that starts on XMPP."""
-    digest = hashlib.blake2b(f"{sender}\n{xmpp_id}".encode(), digest_size=16)
-    return "xm-" + digest.hexdigest()
+    """A stable canonical id for a message that starts on XMPP: its coordinates are the
+    sender and the id the sender gave it."""
+    return derive_canonical_id("xm", str(sender), xmpp_id)
 
 
 # ------------------------------------------------------------------- results
-
-class Ignored(msgspec.Struct, frozen=True):
-    """A stanza Interlink does not translate; ``reason`` is short and content-free."""
-
-    reason: str
-
 
 class StanzaError(msgspec.Struct, frozen=True):
     """Answer the stanza with this error (:func:`error_reply`); nothing is routed."""
@@ -572,14 +571,6 @@ def profile_from_vcard(vcard: Element, address: Address, *, timestamp: float = 0
 
 # ------------------------------------------------------------------ outbound
 
-class Untranslatable(Exception):
-    """A canonical event that cannot be shown on XMPP; the reason is content-free."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
-
-
 def _stanza(name: str, from_jid: str, to_jid: str, **attrs: str) -> Element:
     elem = Element(q(STANZA_NS, name), {"from": from_jid, "to": to_jid})
     for key, value in attrs.items():
@@ -683,26 +674,19 @@ def encode_event(event: Event, *, mapper: AddressMapper, ids: MessageIdLookup,
     raise Untranslatable(f"unsupported:{type(event).__name__}")
 
 
-def reaction_emoji(value: str) -> str | None:
-    """A canonical reaction as the single emoji XEP-0444 allows, or ``None``."""
-    if value.startswith(":") and value.endswith(":") and len(value) > 2:
-        value = emoji_names.emojize(value, language="alias")
-    return value if emoji_names.purely_emoji(value) else None
-
-
 def _encode_reaction(event: ReactionAdd | ReactionRemove, mapper: AddressMapper,
                      ids: MessageIdLookup) -> list[Element]:
     target = _xmpp_id(ids, event.target_id)
-    value = reaction_emoji(event.emoji)
+    value = single_emoji(event.emoji)
     if value is None:
         # Not an emoji XMPP clients accept (a custom Slack emoji): say it in words.
         elem = _chat(event, mapper, message_id_for(event.event_id))
-        verb = "reacted" if isinstance(event, ReactionAdd) else "removed the reaction"
-        _add(elem, STANZA_NS, "body", f"_{verb} {event.emoji}_")
+        note = reaction_note(event.emoji, added=isinstance(event, ReactionAdd))
+        _add(elem, STANZA_NS, "body", f"_{note}_")
         _add(elem, NS_REPLY, "reply", id=target)
         return [elem]
-    current = {v for v in (reaction_emoji(r) for r in ids.reactions(event.target_id,
-                                                                     event.source)) if v}
+    current = {v for v in (single_emoji(r) for r in ids.reactions(event.target_id,
+                                                                   event.source)) if v}
     if isinstance(event, ReactionAdd):
         current.add(value)
     else:
@@ -770,7 +754,8 @@ def _encode_outcome(event: DeliveryOutcome, mapper: AddressMapper,
         _add(error, NS_STANZAS, "text", reason)
         stanzas.append(bounce)
     notice = _chat(event, mapper, message_id_for(event.event_id))
-    _add(notice, STANZA_NS, "body", f"⚠ Your message could not be delivered ({reason}).")
+    words = failure_note(reason)
+    _add(notice, STANZA_NS, "body", f"⚠ {words[:1].upper()}{words[1:]}.")
     if target:
         _add(notice, NS_REPLY, "reply", id=target)
     stanzas.append(notice)
@@ -851,9 +836,13 @@ def iq_result(request: Element) -> Element:
     return reply
 
 
-def disco_info_result(request: Element, *, component: bool, gateway_type: str = "slack",
+def disco_info_result(request: Element, *, component: bool, gateway_type: str,
                       name: str = "Interlink") -> Element:
-    """The XEP-0030 disco#info answer for the component itself or one of its users."""
+    """The XEP-0030 disco#info answer for the component itself or one of its users.
+
+    ``gateway_type`` is the XEP-0100 identity type of the component: the
+    platform its users live on, as the I/O layer learns it (never named here).
+    """
     reply = iq_result(request)
     asked = request.find(q(NS_DISCO_INFO, "query"))
     query = _add(reply, NS_DISCO_INFO, "query")
@@ -922,7 +911,8 @@ def query_of(elem: Element, *, mapper: AddressMapper) -> Query | StanzaError | N
 
 
 def answer_directly(elem: Element, *, mapper: AddressMapper, presence_of: PresenceOf,
-                    profile_of: ProfileOf, is_contact: IsContact) -> list[Element] | None:
+                    profile_of: ProfileOf, is_contact: IsContact,
+                    gateway_type: str) -> list[Element] | None:
     """The answer to a query the adapter handles itself (disco, vCard, ping, probe), or
     ``None`` when ``elem`` is not one (decode it with :func:`decode_stanza`).
 
@@ -938,7 +928,7 @@ def answer_directly(elem: Element, *, mapper: AddressMapper, presence_of: Presen
     target, requester = query.target, query.requester
     shared = target is not None and requester is not None and is_contact(target, requester)
     if query.kind == "disco-info":
-        return [disco_info_result(elem, component=target is None)]
+        return [disco_info_result(elem, component=target is None, gateway_type=gateway_type)]
     if query.kind == "disco-items":
         return [disco_items_result(elem)]
     if query.kind == "ping":

@@ -22,7 +22,6 @@ from adapters.slack._webapi import SlackWebClient, WebApiSettings
 from adapters.slack.sandbox import RateLimitSettings, Sandbox
 from adapters.xmpp._adapter import XmppAdapter, XmppSettings
 from adapters.xmpp._client import Received, TestClient, open_client
-from adapters.xmpp._component import ReconnectPolicy
 from adapters.xmpp._jid import AddressingSettings
 from adapters.xmpp._prosody import ProsodyInstance, ProsodySettings, run_prosody
 from engine import (
@@ -271,5 +270,3 @@ def child(stanza: Element, ns: str, tag: str) -> Element | None:
 def is_receipt(event: object) -> bool:
     return isinstance(event, DeliveryOutcome) and event.status == "delivered"
 
-
-ReconnectPolicy  # noqa: B018 - re-exported for tests that tune reconnects

@@ -15,8 +15,9 @@ from pathlib import Path
 import pytest
 import trio
 
-from adapters.xmpp._component import ComponentConnection, ReconnectPolicy
+from adapters.xmpp._component import ComponentConnection
 from adapters.xmpp._prosody import INSTALL_HINT, ProsodyInstance, ProsodySettings, run_prosody
+from engine import Backoff
 
 HOST = "widget.localhost"
 COMPONENT = "slack.widget.localhost"
@@ -26,7 +27,7 @@ PETER_PASSWORD = "peter-password"
 JOHN = f"john@{COMPONENT}"
 
 #: fast reconnects for tests (production defaults back off up to 5 s)
-FAST_RECONNECT = ReconnectPolicy(initial=0.05, maximum=0.25, jitter=0.2)
+FAST_RECONNECT = Backoff(initial=0.05, maximum=0.25, jitter=0.2)
 
 
 def require_prosody() -> None:

@@ -19,6 +19,7 @@ from adapters.xmpp._styling import normalise, rich_to_styling, styling_to_rich
 from adapters.xmpp._translate import (
     CONVERSATION_EVENTS,
     NS_CLIENT,
+    NS_DISCO_INFO,
     Decoded,
     Ignored,
     Query,
@@ -546,7 +547,8 @@ JOHNS_PROFILE = Profile(source=JOHN, destination=JOHN, name="John Acme", email="
 
 
 def test_disco_and_vcard_goldens() -> None:
-    assert_stanzas([disco_info_result(_request(DISCO_INFO), component=True)],
+    assert_stanzas([disco_info_result(_request(DISCO_INFO), component=True,
+                                     gateway_type="slack")],
                    "out_disco_info.xml")
     assert_stanzas([vcard_result(JOHNS_PROFILE, _request(VCARD_GET))], "out_vcard.xml")
     items = disco_items_result(_request(DISCO_INFO), [("room@acme.localhost", "Room")])
@@ -559,11 +561,14 @@ def test_answer_directly() -> None:
                                presence_of=lambda a: Presence(source=a, destination=a,
                                                               availability="away"),
                                profile_of=lambda a: JOHNS_PROFILE,
-                               is_contact=lambda local, remote: contact)
+                               is_contact=lambda local, remote: contact,
+                               gateway_type="sip")
 
     assert answer(_message()) is None
     [info] = answer(DISCO_INFO) or []
     assert info.get("type") == "result"
+    identity = info.find(f"{q(NS_DISCO_INFO, 'query')}/{q(NS_DISCO_INFO, 'identity')}")
+    assert identity is not None and identity.get("type") == "sip"  # as the caller says
     assert_stanzas(answer(VCARD_GET) or [], "out_vcard.xml")
     [anonymous] = answer(VCARD_GET, contact=False) or []
     vcard = anonymous.find(q("vcard-temp", "vCard"))

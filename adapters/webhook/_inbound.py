@@ -1,0 +1,299 @@
+"""The partner's requests to Interlink: the ASGI app behind ``POST {path}``.
+
+What happens to a request, in order (the first rule that applies decides);
+"recorded" means an ``error`` entry through ``EnginePort.record_rejected``::
+
+    GET /healthz                                                200  {"status": "ok"}
+    any other path / method                                     404 / 405
+    more than max_in_flight requests being handled              503  Retry-After
+    Content-Length above max_body_bytes, or the body grows past 413  recorded
+    body not received within request_timeout                   408
+    webhook-id / -timestamp / -signature missing or malformed   401  recorded
+    timestamp more than 5 minutes from this server's clock      401  recorded
+    no v1 signature matches the inbound secret(s)               401  recorded
+    webhook-id accepted before (within 10 minutes)              200  "duplicate", nothing routed
+    webhook-id being handled by another request                 wait for it, then as above
+    not JSON, not the schema, bad address, empty message        400  recorded
+    "from" in a domain this adapter does not serve              403  recorded (sender-not-served)
+    the router would refuse: no route / unknown address         404  recorded
+    the router would refuse: policy (agreement, user, contact)  403  recorded
+    the conversation's mailbox is full, or the engine stops     503  Retry-After, nothing routed
+    the engine took the event                                   202  "accepted", Interlink's id
+
+A replay of an accepted ``webhook-id`` is answered 200, not an error: the
+Standard Webhooks sender retries until it hears 2xx, so a retry whose first
+attempt's answer was lost must succeed without routing the event twice.
+Every refusal has a JSON body ``{"error": code, "message": text}``; the
+message names fields, never values. Nothing is routed before the signature
+is verified, and 2xx means the engine has the event.
+
+Logs carry webhook ids, codes, statuses and event kinds, never bodies or secrets.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import msgspec
+import trio
+
+from engine import Address, EnginePort, Event, UnavailableError
+
+from ._decode import IdResolver, PayloadError, decode_body, parties, to_event
+from ._dedupe import Claim, WebhookIdDeduplicator
+from ._server import Receive, Scope, Send, answer_lifespan
+from ._signature import SignatureError, verify
+
+log = logging.getLogger("interlink.webhook.inbound")
+
+#: who the error entry of a request names when the request does not say (or cannot be trusted)
+UNKNOWN = Address(user="unknown", domain="invalid")
+#: router refusal reasons answered 404 (the address is not there); every other reason is 403
+_NOT_FOUND_PREFIXES = ("no-route", "unknown-address", "platform-unavailable")
+
+
+class Intake(Protocol):
+    """What the endpoint needs of the adapter."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def engine(self) -> EnginePort:
+        """The engine (raises while the adapter is not running)."""
+        ...
+
+    def serves(self, address: Address) -> bool:
+        """Whether ``address``'s domain is routed to this adapter (the partner's users)."""
+        ...
+
+
+@dataclass
+class InboundStats:
+    received: int = 0
+    accepted: int = 0
+    duplicates: int = 0
+    busy: int = 0
+    rejected_signature: int = 0
+    malformed: int = 0
+    oversized: int = 0
+    refused: int = 0
+
+
+class _Reject(Exception):
+    def __init__(self, status: int, code: str, message: str, *,
+                 parties: tuple[Address, Address] = (UNKNOWN, UNKNOWN),
+                 record: bool = True, retry_after: int | None = None) -> None:
+        super().__init__(code)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.parties = parties
+        self.record = record
+        self.retry_after = retry_after
+
+
+class _ClientGone(Exception):
+    """The client hung up before its body arrived: nothing to answer."""
+
+
+_json = msgspec.json.Encoder()
+
+
+class WebhookEndpoint:
+    """The ASGI 3 app taking the partner's signed requests (rules in the module docstring)."""
+
+    def __init__(self, intake: Intake, *, keys: tuple[bytes, ...], path: str,
+                 dedupe: WebhookIdDeduplicator, wall_clock: Callable[[], float],
+                 max_body_bytes: int, request_timeout: float, max_in_flight: int,
+                 busy_retry_after: int) -> None:
+        self._intake = intake
+        self._keys = keys
+        self.path = path
+        self.dedupe = dedupe
+        self._wall_clock = wall_clock
+        self.max_body_bytes = max_body_bytes
+        self.request_timeout = request_timeout
+        self.busy_retry_after = busy_retry_after
+        self._limiter = trio.CapacityLimiter(max_in_flight)
+        self.stats = InboundStats()
+
+    def statistics(self) -> InboundStats:
+        return dataclasses.replace(self.stats)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await answer_lifespan(receive, send)
+            return
+        if scope["type"] != "http":
+            return
+        path, method = scope.get("path", ""), scope.get("method", "")
+        headers: list[tuple[bytes, bytes]] = []
+        try:
+            if path == "/healthz":
+                if method not in ("GET", "HEAD"):
+                    raise _Reject(405, "method-not-allowed", "use GET", record=False)
+                status, answer = 200, {"status": "ok"}
+            elif path != self.path:
+                raise _Reject(404, "not-found", f"POST webhooks to {self.path}", record=False)
+            elif method != "POST":
+                raise _Reject(405, "method-not-allowed", "use POST", record=False)
+            else:
+                try:
+                    self._limiter.acquire_nowait()
+                except trio.WouldBlock:
+                    self.stats.busy += 1
+                    raise _Reject(503, "busy", "too many requests in flight; retry later",
+                                  record=False, retry_after=self.busy_retry_after) from None
+                try:
+                    status, answer = await self._post(scope, receive)
+                finally:
+                    self._limiter.release()
+        except _ClientGone:
+            log.info("webhook request abandoned by the client")
+            return
+        except _Reject as reject:
+            status, answer = reject.status, {"error": reject.code, "message": reject.message}
+            if reject.retry_after is not None:
+                headers.append((b"retry-after", str(reject.retry_after).encode()))
+            if reject.record:
+                sender, receiver = reject.parties
+                await self._intake.engine.record_rejected(
+                    sender=sender, receiver=receiver, reason=f"webhook:{reject.code}")
+            log.info("webhook request refused", extra={"status": status,
+                                                       "error": reject.code})
+        await _respond(send, status, _json.encode(answer), headers)
+
+    async def _post(self, scope: Scope, receive: Receive) -> tuple[int, dict[str, Any]]:
+        headers = _headers(scope)
+        body = await self._read_body(headers, receive)
+        try:
+            webhook_id = verify(self._keys, headers, body, now=self._wall_clock())
+        except SignatureError as exc:
+            self.stats.rejected_signature += 1
+            raise _Reject(401, exc.code, exc.message) from None
+        self.stats.received += 1
+        while True:
+            try:
+                claim = self.dedupe.claim(webhook_id)
+            except UnavailableError:
+                self.stats.busy += 1
+                raise _Reject(503, "busy", "too many webhooks in flight; retry later",
+                              record=False, retry_after=self.busy_retry_after) from None
+            if claim is Claim.DONE:
+                self.stats.duplicates += 1
+                log.info("webhook replay answered as a duplicate",
+                         extra={"webhook_id": webhook_id})
+                return 200, {"status": "duplicate", "webhook_id": webhook_id}
+            if claim is Claim.NEW:
+                break
+            await self.dedupe.wait_settled(webhook_id)
+        accepted = False
+        try:
+            event = self._event(body, webhook_id)
+            await self._offer(event)
+            accepted = True
+        finally:
+            if accepted:
+                self.dedupe.done(webhook_id)
+            else:
+                self.dedupe.release(webhook_id)
+        self.stats.accepted += 1
+        log.info("webhook accepted", extra={"webhook_id": webhook_id, "kind": event.log_type,
+                                            "event_id": event.event_id})
+        return 202, {"status": "accepted", "id": event.event_id, "webhook_id": webhook_id}
+
+    def _event(self, body: bytes, webhook_id: str) -> Event:
+        intake = self._intake
+        port = intake.engine
+        found: tuple[Address, Address] = (UNKNOWN, UNKNOWN)
+        try:
+            payload = decode_body(body)
+            found = parties(payload)
+            directory = port.directory
+            ids = IdResolver(
+                adapter_name=intake.name,
+                from_partner_id=lambda ref: directory.find_canonical_id(intake.name, ref),
+                is_canonical=lambda ref: directory.get_message_ids(ref) is not None)
+            event = to_event(payload, adapter_name=intake.name, webhook_id=webhook_id,
+                             now=port.clock.now(), ids=ids)
+        except PayloadError as exc:
+            self.stats.malformed += 1
+            raise _Reject(400, exc.code, exc.message, parties=found) from None
+        if not intake.serves(event.source):
+            self.stats.refused += 1
+            raise _Reject(403, "sender-not-served",
+                          f"this endpoint does not speak for {event.source.domain} - at "
+                          "`$.data.from`", parties=found)
+        reason = port.refusal(event)
+        if reason is not None:
+            self.stats.refused += 1
+            status = 404 if reason.startswith(_NOT_FOUND_PREFIXES) else 403
+            raise _Reject(status, reason, _REFUSAL_TEXT.get(status, ""), parties=found)
+        return event
+
+    async def _offer(self, event: Event) -> None:
+        try:
+            await self._intake.engine.offer(event)
+        except UnavailableError as exc:  # MailboxFullError too: nothing routed
+            self.stats.busy += 1
+            log.warning("webhook not taken: engine busy", extra={
+                "event_id": event.event_id, "error": type(exc).__name__})
+            raise _Reject(503, "busy", "the conversation is busy; retry later", record=False,
+                          retry_after=self.busy_retry_after) from None
+
+    async def _read_body(self, headers: Mapping[str, str], receive: Receive) -> bytes:
+        """The body, at most ``max_body_bytes``; past that 413 once a bounded rest is read
+        (so the client can read the answer), or at once for a longer one."""
+        limit = self.max_body_bytes
+        declared = headers.get("content-length", "")
+        too_large = _Reject(413, "request-too-large",
+                            f"the body exceeds {limit} bytes")
+        if declared.isdigit() and int(declared) > 2 * limit:
+            self.stats.oversized += 1
+            raise too_large
+        chunks: list[bytes] = []
+        size = 0
+        with trio.move_on_after(self.request_timeout):
+            while True:
+                message = await receive()
+                if message["type"] != "http.request":
+                    raise _ClientGone
+                chunk: bytes = message.get("body", b"")
+                size += len(chunk)
+                if size <= limit:
+                    chunks.append(chunk)
+                elif size > 2 * limit:
+                    break
+                if not message.get("more_body", False):
+                    break
+            if size > limit:
+                self.stats.oversized += 1
+                raise too_large
+            return b"".join(chunks)
+        raise _Reject(408, "request-timeout", "the body did not arrive in time", record=False)
+
+
+_REFUSAL_TEXT = {
+    404: "no such user here, or no platform serves that domain",
+    403: "federation policy does not allow this (domain agreement, user policy, or "
+         "not a contact yet)",
+}
+
+
+def _headers(scope: Scope) -> dict[str, str]:
+    return {bytes(k).decode("latin-1").lower(): bytes(v).decode("latin-1")
+            for k, v in scope.get("headers", [])}
+
+
+async def _respond(send: Send, status: int, body: bytes,
+                   extra: list[tuple[bytes, bytes]]) -> None:
+    headers = [(b"content-type", b"application/json"),
+               (b"content-length", str(len(body)).encode()),
+               (b"cache-control", b"no-store"), *extra]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})

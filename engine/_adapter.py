@@ -3,7 +3,7 @@
 An adapter is a pure translation layer plus a thin I/O layer. The core sees
 only this interface:
 
-- ``name``: the platform key used in domain routes (``slack``, ``xmpp``...).
+- ``name``: the platform key used in domain routes (``chat``, ``mail``...).
 - ``capabilities``: what the platform can express, declared up front. The
   core degrades events a destination cannot express (a reaction becomes a
   short text note); it never probes by catching ``NotImplementedError``.
@@ -101,8 +101,8 @@ class EnginePort(Protocol):
         """Route an inbound event without waiting for mailbox room: what inbound
         edges use. Raises ``MailboxFullError`` (a retryable ``UnavailableError``)
         with nothing routed when the conversation is busy; the adapter then gives
-        its platform's "busy" answer (Events API 503, Socket Mode no ack, XMPP
-        ``wait``/``resource-constraint``) so the platform sends it again."""
+        its platform's "busy" answer (an HTTP 503, an unacknowledged envelope, a
+        stanza error of type ``wait``) so the platform sends it again."""
         ...
 
     def refusal(self, event: Event) -> str | None:

@@ -4,8 +4,8 @@ Each adapter package exports one :class:`AdapterSpec`: the config Struct of
 its ``[[adapters]]`` entries (tagged by ``type``), a check for what the
 Struct's types cannot say, and a factory from that config to an adapter.
 A package may also export :class:`ServiceSpec` values: local platform
-servers ``interlink run`` can start beside the engine for demos (the Slack
-sandbox, a Prosody). ``supervisor`` assembles the configuration union and
+servers ``interlink run`` can start beside the engine for demos (a local
+chat server to talk to). ``supervisor`` assembles the configuration union and
 the factories from an explicit list of specs: no registry, nothing happens
 at import time, and the engine names no platform.
 """
@@ -150,7 +150,7 @@ class ServiceStart(Protocol):
 class ServiceSpec(Generic[S]):
     """A local platform server ``interlink run`` may start beside the engine (demos)."""
 
-    #: its top-level config section, e.g. ``prosody``
+    #: its top-level config section, e.g. ``chat_server``
     section: str
     #: the section's Struct; its defaults must leave the service off
     config_type: type[S]

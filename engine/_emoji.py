@@ -1,7 +1,7 @@
 """Emoji in canonical events: Unicode where one exists, else ``:shortcode:``.
 
-Platforms name reactions differently (Slack: ``thumbsup``, ``+1::skin-tone-2``;
-XMPP XEP-0444: exactly one Unicode emoji); each adapter maps its own syntax
+Platforms name reactions differently (short names like ``thumbsup`` with
+their own skin-tone syntax, or exactly one Unicode emoji); each adapter maps its own syntax
 to these two functions instead of calling the emoji library itself.
 """
 

@@ -11,7 +11,7 @@ Common fields (on :class:`BaseEvent`):
     destination   who it is for
     session_id    the chat session; empty until the router resolves it
     platform_ids  the platform's own ids for this event, by platform name
-                  (``{"slack": "C024BE91L/1700000000.000100"}``)
+                  (``{"chat": "C024BE91L/1700000000.000100"}``)
     timestamp     seconds since the Unix epoch (UTC), from the injected clock
 """
 

@@ -1,7 +1,7 @@
 """The neutral rich-text tree every adapter converts to and from.
 
 Blocks hold inlines; inlines carry styles. The tree is deliberately small:
-what Slack, XMPP (XEP-0393), Teams and HTML can all express, nothing more.
+what the chat platforms we federate and HTML can all express, nothing more.
 
     RichText(blocks=[Paragraph | CodeBlock | Quote | ListBlock])
     Paragraph(inlines=[Text | Link | Mention | Emoji | LineBreak])

@@ -154,7 +154,7 @@ class Router:
     def refusal(self, event: Event) -> str | None:
         """Why the router would refuse ``event`` now (content-free), or ``None``.
 
-        Adapters that must answer their platform before routing (an XMPP
+        Adapters that must answer their platform before routing (a
         stanza error) ask this instead of copying the rules."""
         source, destination = event.source, event.destination
         directory = self.directory

@@ -40,7 +40,7 @@ class Untranslatable(LocalError):
 
 def derive_canonical_id(prefix: str, *coordinates: str) -> str:
     """A stable canonical id: ``prefix-`` and a 128-bit digest of the platform's
-    coordinates for the message (e.g. team, channel and ts on Slack)."""
+    coordinates for the message (e.g. workspace, channel and timestamp)."""
     if not prefix or not coordinates:
         raise LocalError("a canonical id needs a prefix and at least one coordinate")
     digest = hashlib.blake2b("\n".join(coordinates).encode(), digest_size=16)

@@ -9,12 +9,13 @@ The tree (``interlink tree`` shows it live)::
     │   └── metadata-log-writer    batches metadata entries into the store
     ├── sessions                   one_for_one: session-shard-0 … N-1
     ├── contacts                   one_for_one: contact-shard-0 … N-1
+    ├── notices                    one_for_one: notice-shard-0 … N-1 (refusal notices)
     ├── housekeeping               prunes the message-id map
     ├── platforms                  local platform servers for demos (the Slack sandbox)
     ├── adapters                   one_for_one: one subtree per adapter connection
     └── control-api                HTTP + JSON on loopback
 
-Session and contact actors are not children of their own: each shard
+Session, contact and notice actors are not children of their own: each shard
 supervises its activations with a restart budget *per actor* (see
 ``engine._actors``), so a few failing sessions among 100k cannot exhaust a
 shared budget. The router has no task of its own: it runs inline in the
@@ -148,6 +149,7 @@ def build_tree(engine: Engine, directory: Directory, store: KeyValueStore,
         _subtree("storage", storage_children),
         _subtree("sessions", specs("session"), **shard_restarts),
         _subtree("contacts", specs("contact"), **shard_restarts),
+        _subtree("notices", specs("notice"), **shard_restarts),
         *specs("engine"),
         *([_subtree("platforms", platforms)] if platforms else []),
         _subtree("adapters", [_subtree(s.name, [ChildSpec(id="connection", start=s.start)])

@@ -33,8 +33,10 @@ from __future__ import annotations
 
 import email.utils
 import logging
-from collections.abc import Callable
+from collections.abc import AsyncGenerator, Callable
+from contextlib import aclosing
 from dataclasses import dataclass, field
+from typing import cast
 
 import httpx
 import trio
@@ -181,9 +183,11 @@ def _permanent_reason(status: int) -> str:
 async def _read_bounded(response: httpx.Response) -> bytes:
     chunks: list[bytes] = []
     size = 0
-    async for chunk in response.aiter_bytes():
-        chunks.append(chunk[:MAX_ANSWER_BYTES - size])
-        size += len(chunk)
-        if size >= MAX_ANSWER_BYTES:
-            break
+    # aiter_bytes is an async generator: close it when stopping early
+    async with aclosing(cast(AsyncGenerator[bytes, None], response.aiter_bytes())) as body:
+        async for chunk in body:
+            chunks.append(chunk[:MAX_ANSWER_BYTES - size])
+            size += len(chunk)
+            if size >= MAX_ANSWER_BYTES:
+                break
     return b"".join(chunks)

@@ -35,10 +35,12 @@ from engine import (
     Adapter,
     Address,
     ContactRecord,
+    DeliveryOutcome,
     DomainAgreement,
     DomainRoute,
     Engine,
     EngineSettings,
+    Event,
     MemoryKV,
     MetadataEntry,
     MetadataLog,
@@ -204,6 +206,13 @@ class WebhookWorld:
         self.directory = directory
         self.partner = partner
         self.client = client
+
+    async def acme_gets(self) -> Event:
+        """The next event the acme side receives, delivery receipts left out."""
+        while True:
+            event: Event = await self.acme.next_delivered()
+            if not (isinstance(event, DeliveryOutcome) and event.status == "delivered"):
+                return event
 
     async def errors(self) -> list[MetadataEntry]:
         """The metadata log's refused ``error`` entries so far."""

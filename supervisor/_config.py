@@ -15,6 +15,8 @@ from typing import Any
 
 from adapters.slack import SANDBOX, SandboxSection, SlackAdapterConfig
 from adapters.slack import SPEC as SLACK_SPEC
+from adapters.webhook import SPEC as WEBHOOK_SPEC
+from adapters.webhook import WebhookAdapterConfig
 from adapters.xmpp import PROSODY, ProsodySection, XmppAdapterConfig
 from adapters.xmpp import SPEC as XMPP_SPEC
 from engine import (
@@ -29,11 +31,13 @@ from engine import (
 from engine.testing import LOOPBACK_SPEC, LoopbackAdapterConfig
 
 #: every adapter ``interlink run`` can build, by config Struct
-ADAPTER_SPECS: tuple[AdapterSpec[Any], ...] = (LOOPBACK_SPEC, SLACK_SPEC, XMPP_SPEC)
+ADAPTER_SPECS: tuple[AdapterSpec[Any], ...] = (LOOPBACK_SPEC, SLACK_SPEC, XMPP_SPEC,
+                                               WEBHOOK_SPEC)
 #: every embedded platform server it can start (demos), in start order
 SERVICE_SPECS: tuple[ServiceSpec[Any], ...] = (SANDBOX, PROSODY)
 
-AdapterEntry = LoopbackAdapterConfig | SlackAdapterConfig | XmppAdapterConfig
+AdapterEntry = (LoopbackAdapterConfig | SlackAdapterConfig | XmppAdapterConfig
+                | WebhookAdapterConfig)
 
 
 class Config(EngineConfig, frozen=True, kw_only=True):

@@ -4,11 +4,15 @@ Translation is pure (:mod:`._translate`); the connection (:mod:`._component`)
 owns reconnects and the bounded queue of stanzas sent while disconnected.
 This module wires both to the engine:
 
-- **Inbound**: each stanza -> ``decode_stanza`` -> ``port.submit``. What
-  cannot be translated (malformed, unknown JIDs, users who have not federated,
-  oversized bodies) is answered with an XMPP error stanza, never routed, and
-  logged in the metadata log as an error. Service discovery and vCard requests
-  are answered here.
+- **Inbound**: each stanza -> ``decode_stanza`` -> ``port.offer``, which never
+  waits for mailbox room. What cannot be translated (malformed, unknown JIDs,
+  oversized bodies) and what the router would refuse (``port.refusal``: unknown
+  users, strangers, federation policy) is answered with an XMPP error stanza,
+  never routed, and logged in the metadata log as an error. A stanza whose
+  conversation is busy (a full mailbox) is answered ``wait``/
+  ``resource-constraint``: nothing routed, the sender sends it again, and the
+  next stanza (another conversation's) is handled at once. Service discovery
+  and vCard requests are answered here.
 - **Outbound**: ``encode_event`` -> ``connection.send``; a full queue or a
   deadline while the server is away is a retryable ``DeliveryError``.
 - **Resync**: after every (re)connect, the presence of active contacts is
@@ -38,6 +42,7 @@ from engine import (
     Event,
     FileShare,
     Ignored,
+    MailboxFullError,
     Message,
     Presence,
     Profile,
@@ -84,6 +89,8 @@ class XmppStats(msgspec.Struct, kw_only=True):
     stanzas_in: int = 0
     events_submitted: int = 0
     rejected: int = 0
+    #: stanzas answered "wait, resource-constraint": their conversation's mailbox was full
+    busy: int = 0
     ignored: int = 0
     answered: int = 0
     deliveries: int = 0
@@ -229,24 +236,31 @@ class XmppAdapter:
         if isinstance(decoded, Ignored | translate.Query):
             self.stats.ignored += 1  # queries were answered above; nothing else to do
             return
+        port = self.port
         for event in decoded:
-            if isinstance(event, Message) and translate.receipt_requested(stanza):
-                self._receipts.remember(event.event_id, True)
-            refusal = self._refusal(event)
-            if refusal is not None:
-                await self._reject(stanza, refusal)
-                return
+            if translate.answers_refusals(stanza):
+                reason = port.refusal(event)  # the router's rules, asked (never copied)
+                if reason is not None:
+                    await self._reject(stanza, translate.refusal_error(reason))
+                    return
             if isinstance(event, Presence) and event.availability != "offline":
                 await self._fetch_profile(stanza, event.destination, event.source)
-            self._track_reaction(event)
+            if isinstance(event, Message) and translate.receipt_requested(stanza):
+                self._receipts.remember(event.event_id, True)
             try:
-                await self.port.submit(event)
+                await port.offer(event)
+            except MailboxFullError:
+                # the conversation is busy: nothing routed, the sender is told to send
+                # it again (no acks on a component stream); other conversations go on
+                self.stats.busy += 1
+                log.info("xmpp stanza answered busy", extra={"kind": event.log_type})
+                await self._answer(stanza, translate.BUSY)
+                return
             except UnavailableError:
-                # no acks on a component stream: tell the sender to try again later
-                await self._reject(stanza, translate.StanzaError(
-                    condition="service-unavailable", type="wait", text="restarting"))
+                await self._reject(stanza, translate.RESTARTING)
                 return
             self.stats.events_submitted += 1
+            self._track_reaction(event)
             xmpp_id = event.platform_ids.get(self.name) if isinstance(
                 event, Message | FileShare) else None
             if xmpp_id:
@@ -307,20 +321,6 @@ class XmppAdapter:
             return False
         return self._is_contact(local, remote)
 
-    def _refusal(self, event: Event) -> translate.StanzaError | None:
-        """Bad addressing the XMPP sender should hear about at once (nothing routed)."""
-        directory = self.port.directory
-        if directory.get_identity(event.destination) is None and \
-                directory.get_domain_route(event.destination.domain) is not None and \
-                directory.get_domain_route(event.destination.domain).internal:  # type: ignore[union-attr]
-            return translate.StanzaError(condition="item-not-found", type="cancel",
-                                         text="no such user")
-        if isinstance(event, translate.CONVERSATION_EVENTS) and not self._is_contact(
-                event.destination, event.source):
-            return translate.StanzaError(condition="subscription-required", type="auth",
-                                         text="add this contact first")
-        return None
-
     def _track_reaction(self, event: Event) -> None:
         """XEP-0444 sends a reactor's whole set each time: keep each set current."""
         if not isinstance(event, ReactionAdd | ReactionRemove):
@@ -346,13 +346,17 @@ class XmppAdapter:
         return record is not None and record.state == "accepted"
 
     async def _reject(self, stanza: Element, error: translate.StanzaError) -> None:
+        """Answer ``stanza`` with ``error`` and log it as rejected (nothing routed)."""
         self.stats.rejected += 1
-        reply = translate.error_reply(stanza, error.condition, error.type, error.text)
-        if reply is not None:
-            await self._send_quietly(reply)
+        await self._answer(stanza, error)
         sender, receiver = self._parties(stanza)
         await self.port.record_rejected(sender=sender, receiver=receiver,
                                         reason=f"xmpp:{error.condition}")
+
+    async def _answer(self, stanza: Element, error: translate.StanzaError) -> None:
+        reply = translate.error_reply_for(stanza, error)
+        if reply is not None:
+            await self._send_quietly(reply)
 
     def _parties(self, stanza: Element) -> tuple[Address, Address]:
         unknown = Address(user="unknown", domain="invalid")

@@ -212,6 +212,42 @@ def _jid_error(exc: JidError) -> StanzaError:
     return _error(exc.condition, exc.reason)
 
 
+#: the stanza error answering each reason the router gives for a refusal
+_REFUSALS: dict[str, StanzaError] = {
+    "unknown-address": StanzaError("item-not-found", "cancel", "no such user"),
+    "not-a-contact": StanzaError("subscription-required", "auth", "add this contact first"),
+    "no-route": StanzaError("service-unavailable", "cancel", "no platform serves this domain"),
+    "platform-unavailable": StanzaError("service-unavailable", "cancel",
+                                        "the platform is not connected"),
+}
+_POLICY_REFUSAL = StanzaError("not-allowed", "cancel", "not allowed by federation policy")
+#: the answer to a stanza whose conversation is busy: the sender should send it again
+BUSY = StanzaError("resource-constraint", "wait", "busy, try again")
+#: the answer to a stanza that arrives while the engine starts or stops
+RESTARTING = StanzaError("service-unavailable", "wait", "restarting")
+
+
+def refusal_error(reason: str) -> StanzaError:
+    """The stanza error for a refusal ``reason`` of the engine's router (``unknown-address``,
+    ``not-a-contact``, ``no-route:<domain>``, ``platform-unavailable:<p>``; anything else
+    is a federation policy's reason). The text is fixed: no address, no content."""
+    return _REFUSALS.get(reason.partition(":")[0], _POLICY_REFUSAL)
+
+
+def answers_refusals(elem: Element) -> bool:
+    """Whether the sender of ``elem`` hears, as a stanza error, that it was refused.
+
+    Messages and subscription requests do. Availability presence does not: RFC 6121
+    has a server drop one it will not deliver, without an error (the router still
+    logs the refusal). Errors and iq results are never answered (:func:`error_reply`).
+    """
+    _, name = _ns_name(elem.tag)
+    kind = elem.get("type", "")
+    if name == "message":
+        return kind != "error"
+    return name == "presence" and kind in _SUBSCRIPTIONS
+
+
 # ------------------------------------------------------------------- helpers
 
 def _ns_name(tag: str) -> tuple[str, str]:
@@ -760,11 +796,6 @@ def _encode_outcome(event: DeliveryOutcome, mapper: AddressMapper,
         _add(notice, NS_REPLY, "reply", id=target)
     stanzas.append(notice)
     return stanzas
-
-
-#: events that need an accepted contact between the two addresses
-CONVERSATION_EVENTS: tuple[type[Event], ...] = (
-    Message, Edit, Retract, ReactionAdd, ReactionRemove, Typing, FileShare)
 
 
 def subscribe_back(event: ContactAccept, *, mapper: AddressMapper) -> list[Element]:

@@ -17,15 +17,17 @@ from hypothesis import strategies as st
 from adapters.xmpp._jid import AddressingSettings, AddressMapper
 from adapters.xmpp._styling import normalise, rich_to_styling, styling_to_rich
 from adapters.xmpp._translate import (
-    CONVERSATION_EVENTS,
+    BUSY,
     NS_CLIENT,
     NS_DISCO_INFO,
+    NS_STANZAS,
     Decoded,
     Ignored,
     Query,
     StanzaError,
     Untranslatable,
     answer_directly,
+    answers_refusals,
     avatar_hash,
     canonical_id_for,
     decode_stanza,
@@ -33,10 +35,12 @@ from adapters.xmpp._translate import (
     disco_items_result,
     encode_event,
     error_reply,
+    error_reply_for,
     message_id_for,
     message_id_of,
     q,
     receipt_requested,
+    refusal_error,
     resync_presence,
     subscribe_back,
     vcard_result,
@@ -585,11 +589,6 @@ def test_answer_directly() -> None:
     assert error.get("type") == "error"
 
 
-def test_conversation_events() -> None:
-    assert Message in CONVERSATION_EVENTS
-    assert Presence not in CONVERSATION_EVENTS
-
-
 # -------------------------------------------- property: Message round trip
 
 def _mirror(elem: Element) -> Element:
@@ -636,3 +635,39 @@ def test_message_to_stanza_to_message_is_stable(blocks: list[Any]) -> None:
     assert isinstance(twice, Message)
     assert twice.body == once.body
     assert (once.source, once.destination) == (PETER, JOHN)
+
+
+# ------------------------------------------------- refusals and busy answers
+
+@pytest.mark.parametrize(("reason", "condition", "error_type"), [
+    ("unknown-address", "item-not-found", "cancel"),
+    ("not-a-contact", "subscription-required", "auth"),
+    ("no-route:x.test", "service-unavailable", "cancel"),
+    ("platform-unavailable:sip", "service-unavailable", "cancel"),
+    ("no-agreement", "not-allowed", "cancel"),
+    ("user-denied:john@acme.localhost", "not-allowed", "cancel"),
+])
+def test_router_refusals_become_stanza_errors(reason: str, condition: str,
+                                              error_type: str) -> None:
+    error = refusal_error(reason)
+    assert (error.condition, error.type) == (condition, error_type)
+    assert "@" not in error.text  # fixed words: no address, no content
+    reply = error_reply_for(golden("in_message.xml"), error)
+    assert reply is not None and reply.find(f".//{q(NS_STANZAS, condition)}") is not None
+
+
+@pytest.mark.parametrize(("xml", "answered"), [
+    ('<message xmlns="jabber:client" type="chat"/>', True),
+    ('<message xmlns="jabber:client" type="error"/>', False),
+    ('<presence xmlns="jabber:client" type="subscribe"/>', True),
+    ('<presence xmlns="jabber:client" type="unsubscribed"/>', True),
+    ('<presence xmlns="jabber:client"/>', False),
+    ('<presence xmlns="jabber:client" type="unavailable"/>', False),
+    ('<iq xmlns="jabber:client" type="result"/>', False),
+])
+def test_which_stanzas_hear_of_a_refusal(xml: str, answered: bool) -> None:
+    assert answers_refusals(fromstring(xml)) is answered
+
+
+def test_the_busy_answer_asks_to_wait() -> None:
+    assert (BUSY.condition, BUSY.type) == ("resource-constraint", "wait")

@@ -6,8 +6,10 @@ Translation lives in :mod:`._translate` (pure); the Web API client in
 :mod:`._socket_mode`. This module wires them to the engine:
 
 - **Inbound**: a verified, de-duplicated Events API body -> ``decode_event``
-  -> ``port.submit``. ``UnavailableError`` from the engine propagates so the
-  event is not acknowledged and Slack redelivers it.
+  -> ``port.offer``, which never waits for mailbox room. ``UnavailableError``
+  from the engine (``MailboxFullError`` when the conversation is busy)
+  propagates so the event is not acknowledged (HTTP 503, no Socket Mode ack)
+  and Slack redelivers it; nothing is lost and no inbound task waits.
 - **Outbound**: a canonical event for a Slack user -> the session's private
   conversation (created on first use: ``#ext-<contact>``, the bot and the
   user) -> ``encode_event`` -> Web API calls under the contact's name.
@@ -46,6 +48,7 @@ from engine import (
     Ignored,
     Installation,
     InvalidAddressError,
+    MailboxFullError,
     Mention,
     PlatformIdentity,
     Presence,
@@ -244,6 +247,9 @@ class SlackAdapter:
         self._topics: Bounded = Bounded(self.settings.max_profiles)
         self._invited: Bounded = Bounded(self.settings.max_profiles)
         self._conversation_locks: dict[str, trio.Lock] = {}
+        #: Slack event id -> how many of its canonical events were routed before a busy
+        #: answer (bounded: Slack's redeliveries come within minutes)
+        self._partly_routed: Bounded = Bounded(10_000)
         self.listen_port: int | None = None
         self.ready = trio.Event()
         self._run_files: httpx.AsyncClient | None = None
@@ -702,12 +708,23 @@ class SlackAdapter:
         if isinstance(decoded, Ignored):
             self._ignore(decoded.reason)
             return
-        for decoded_event in decoded:
+        # One Slack event may give several (a message with files); those routed before a
+        # busy answer are not routed again when Slack sends the event again.
+        event_id = str(body.get("event_id", ""))
+        routed = self._partly_routed.pop(event_id, 0)
+        for index, decoded_event in enumerate(decoded):
+            if index < routed:
+                continue
             event = self._link_file(decoded_event, team_id)
             identity = self.port.directory.get_identity(event.source)
             if identity is not None:
                 self._follow(identity)
-            await self.port.submit(event)
+            try:
+                await self.port.offer(event)  # never waits for mailbox room
+            except UnavailableError:
+                if index and event_id:
+                    self._partly_routed.remember(event_id, index)
+                raise  # not acked: Slack sends it again (HTTP 503, no Socket Mode ack)
             self.stats.events_submitted += 1
 
     def _ignore(self, reason: str) -> None:
@@ -749,7 +766,10 @@ class SlackAdapter:
                         if verb == "remove" else
                         ContactAccept(source=me, destination=contact, timestamp=now))
         try:
-            await self.port.submit(event)
+            await self.port.offer(event)  # never waits for mailbox room
+        except MailboxFullError:
+            return _ephemeral("Interlink is busy with your conversations; please try again "
+                              "in a moment.")
         except UnavailableError:
             return _ephemeral("Interlink is restarting; please try again in a moment.")
         return _ephemeral({

@@ -17,13 +17,24 @@ sends the envelope again. The rules this client keeps::
     disconnect warning / refresh_requested   open a new URL, reconnect at once
     disconnect too_many_websockets           reconnect after a backoff
     disconnect link_disabled                 stop: LinkDisabledError
+    events_api, behind a not-acked event of its lane   not acked, handler not called
     connection lost / refused / timed out    reconnect after a backoff: initial * 2^(n-1),
                                at most backoff_max, minus up to backoff_jitter of it at
                                random; n counts failures since the last hello, and after
                                max_failures of them run() raises UnavailableError
 
-Envelopes are handled one after the other, in the order they arrive (a Slack
-edit must not overtake its message). An envelope whose ack could not be sent
+Envelopes are handled concurrently across conversations and one after the
+other, in arrival order, within one (a Slack edit must not overtake its
+message): each goes to the lane of its conversation key
+(:func:`conversation_key`: the team and channel of a message or reaction, the
+user of a ``user_change``, the channel of a slash command; an envelope without
+one gets a lane of its own). At most ``max_lanes`` lanes exist and each holds at
+most ``lane_capacity`` envelopes; past either, the reader waits (bounded, and
+every envelope keeps its own ack budget from its arrival). Once an event in a
+lane is not acked (the conversation's mailbox is full, the budget ran out), the
+events queued behind it in that lane are not acked either, so Slack redelivers
+them after it instead of them overtaking it. A lane ends when it is empty.
+An envelope whose ack could not be sent
 (the connection dropped) is redelivered by Slack and then acked from the
 de-duplicator without calling the handler again; one not handled before the
 drop is handled on redelivery. ``open_url`` may raise
@@ -40,6 +51,7 @@ import random
 import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 from urllib.parse import SplitResult, urlsplit
 
@@ -117,7 +129,8 @@ class SocketModeClient:
                  max_message_bytes: int = MIB, ack_budget: float = 2.5,
                  connect_timeout: float = 10.0, close_timeout: float = 2.0,
                  max_failures: int | None = 60, ssl_context: ssl.SSLContext | None = None,
-                 rng: random.Random | None = None) -> None:
+                 rng: random.Random | None = None, max_lanes: int = 64,
+                 lane_capacity: int = 64) -> None:
         if not 0 < backoff_initial <= backoff_max:
             raise ValueError("need 0 < backoff_initial <= backoff_max")
         if not 0 <= backoff_jitter <= 1:
@@ -126,6 +139,10 @@ class SocketModeClient:
             raise ValueError("ack_budget must be below Slack's 3 s deadline")
         if max_failures is not None and max_failures < 1:
             raise ValueError("max_failures must be at least 1 (or None)")
+        if max_lanes < 1 or lane_capacity < 1:
+            raise ValueError("max_lanes and lane_capacity must be at least 1")
+        self.max_lanes = max_lanes
+        self.lane_capacity = lane_capacity
         self._open_url = open_url
         self.handler = handler
         self.dedupe = dedupe
@@ -324,6 +341,17 @@ class SocketModeClient:
                  extra={"num_connections": hello.get("num_connections")})
         on_hello()
         self._set_connected(True)
+        try:
+            async with trio.open_nursery() as nursery:
+                return await self._read(ws, nursery)  # the lanes finish first
+        except BaseExceptionGroup as group:
+            if len(group.exceptions) == 1:  # e.g. ConnectionClosed from the reader
+                raise group.exceptions[0] from None
+            raise
+
+    async def _read(self, ws: WebSocketConnection, nursery: trio.Nursery) -> str:
+        """Read envelopes into their lanes until ``disconnect`` (its reason)."""
+        lanes = ConversationLanes(nursery, max_lanes=self.max_lanes, capacity=self.lane_capacity)
         while True:
             frame = self._decode(await ws.get_message())
             if frame is None:
@@ -331,8 +359,11 @@ class SocketModeClient:
             kind = frame.get("type")
             if kind == "disconnect":
                 return str(frame.get("reason") or "unknown")
-            if isinstance(frame.get("envelope_id"), str):
-                await self._envelope(ws, frame)
+            envelope_id = frame.get("envelope_id")
+            if isinstance(envelope_id, str):
+                deadline = trio.current_time() + self.ack_budget
+                key = conversation_key(frame) or f"envelope:{envelope_id}"
+                await lanes.put(key, partial(self._envelope, ws, frame, deadline))
             else:
                 self.stats.unknown += 1
                 log.info("socket mode frame ignored", extra={"frame_type": str(kind)[:64]})
@@ -348,8 +379,12 @@ class SocketModeClient:
             return None
         return frame
 
-    async def _envelope(self, ws: WebSocketConnection, envelope: dict[str, Any]) -> None:
-        deadline = trio.current_time() + self.ack_budget
+    async def _envelope(self, ws: WebSocketConnection, envelope: dict[str, Any],
+                        deadline: float, behind_refused: bool) -> bool:
+        """Handle one envelope by ``deadline``; False when it was not acked.
+
+        ``behind_refused``: an earlier event of its lane was not acked, so an event
+        is not acked either (Slack redelivers it after that one)."""
         envelope_id: str = envelope["envelope_id"]
         kind = envelope.get("type")
         payload = envelope.get("payload")
@@ -361,20 +396,24 @@ class SocketModeClient:
                 self.stats.malformed += 1
                 log.info("socket mode events_api without payload; acked", extra=extra)
                 await self._ack(ws, envelope_id)
-                return
+                return True
+            if behind_refused:
+                self.stats.unavailable += 1
+                log.info("socket mode envelope not acked: behind one not acked", extra=extra)
+                return False
             outcome = await dispatch_event(payload, handler=self.handler, dedupe=self.dedupe,
                                            stats=self.stats, deadline=deadline)
-            if outcome.ack:
-                await self._ack(ws, envelope_id)
-            else:
-                log.info("socket mode envelope not acked", extra=extra)
             if outcome is EventOutcome.MALFORMED:
                 log.info("socket mode event malformed; acked", extra=extra)
+            if not outcome.ack:
+                log.info("socket mode envelope not acked", extra=extra)
+                return False
+            await self._ack(ws, envelope_id)
         elif kind == "slash_commands":
             if not isinstance(payload, dict) or not payload.get("command"):
                 self.stats.malformed += 1
                 await self._ack(ws, envelope_id)
-                return
+                return True
             form = {str(k): str(v) for k, v in payload.items()}
             answer = await dispatch_command(form, handler=self.handler, stats=self.stats,
                                             deadline=deadline)
@@ -388,6 +427,7 @@ class SocketModeClient:
             self.stats.unknown += 1
             log.info("socket mode envelope type ignored", extra=extra)
             await self._ack(ws, envelope_id)
+        return True
 
     async def _ack(self, ws: WebSocketConnection, envelope_id: str,
                    payload: dict[str, Any] | None = None) -> None:
@@ -402,3 +442,81 @@ class SocketModeClient:
                      extra={"envelope_id": envelope_id[:64]})
             return
         self.stats.acks += 1
+
+
+def conversation_key(envelope: dict[str, Any]) -> str | None:
+    """The conversation an envelope belongs to, for its lane; ``None``: none in particular.
+
+    A message, edit, delete or reaction: ``team/channel``; ``user_change``:
+    ``team/user``; a slash command: ``team/channel``.
+    """
+    payload = envelope.get("payload")
+    if not isinstance(payload, dict):
+        return None
+    if envelope.get("type") == "slash_commands":
+        channel = payload.get("channel_id")
+        return f"{payload.get('team_id')}/{channel}" if isinstance(channel, str) else None
+    event = payload.get("event")
+    if not isinstance(event, dict):
+        return None
+    team = payload.get("team_id")
+    for holder in (event, event.get("item")):
+        if isinstance(holder, dict) and isinstance(holder.get("channel"), str):
+            return f"{team}/{holder['channel']}"
+    user = event.get("user")
+    if isinstance(user, dict) and isinstance(user.get("id"), str):
+        return f"{team}/{user['id']}"
+    return None
+
+
+#: one envelope's work: given whether an earlier one of its lane was refused, whether
+#: this one was taken (acked)
+LaneJob = Callable[[bool], Awaitable[bool]]
+
+
+class ConversationLanes:
+    """Jobs run concurrently across keys, one at a time and in order within a key.
+
+    At most ``max_lanes`` keys have a lane at once, and a lane holds at most
+    ``capacity`` waiting jobs; :meth:`put` waits while either is full. A lane
+    task lives in ``nursery`` and ends when its lane is empty. After a job
+    returns False (refused), the jobs queued behind it in the lane are told so.
+    """
+
+    def __init__(self, nursery: trio.Nursery, *, max_lanes: int, capacity: int) -> None:
+        self._nursery = nursery
+        self._capacity = capacity
+        self._slots = trio.Semaphore(max_lanes)
+        self._lanes: dict[str, trio.MemorySendChannel[LaneJob]] = {}
+
+    def __len__(self) -> int:
+        return len(self._lanes)
+
+    async def put(self, key: str, job: LaneJob) -> None:
+        lane = self._lanes.get(key)
+        if lane is None:
+            await self._slots.acquire()
+            lane = self._lanes.get(key)  # opened by another put while this one waited
+            if lane is None:
+                lane, jobs = trio.open_memory_channel[LaneJob](self._capacity)
+                self._lanes[key] = lane
+                self._nursery.start_soon(self._run, key, jobs)
+            else:
+                self._slots.release()
+        try:
+            lane.send_nowait(job)
+        except trio.WouldBlock:
+            await lane.send(job)  # the lane is busy, so it stays open until this is in
+
+    async def _run(self, key: str, jobs: trio.MemoryReceiveChannel[LaneJob]) -> None:
+        refused = False
+        try:
+            while True:
+                try:
+                    job = jobs.receive_nowait()
+                except trio.WouldBlock:
+                    return
+                refused = not await job(refused) or refused
+        finally:
+            del self._lanes[key]  # no checkpoint since the lane was seen empty
+            self._slots.release()

@@ -29,15 +29,18 @@ from engine import (
     Address,
     ContactRecord,
     DeliveryOutcome,
+    DeliveryResult,
     DomainAgreement,
     DomainRoute,
     Engine,
     EngineSettings,
     Event,
     MemoryKV,
+    Message,
     MetadataLog,
     PlatformIdentity,
     Profile,
+    SessionRecord,
     SystemClock,
 )
 from engine.testing import LoopbackAdapter, MemoryDirectory
@@ -60,9 +63,40 @@ def free_port() -> int:
         return port
 
 
+class GatedLoopback(LoopbackAdapter):
+    """The loopback platform, whose deliveries of messages to chosen addresses can be
+    held: the session delivering one is stuck, and its mailbox fills up behind it."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        self._gates: dict[Address, trio.Event] = {}
+        self.held = 0
+        self._changed = trio.Event()
+
+    def hold(self, address: Address) -> None:
+        self._gates[address] = trio.Event()
+
+    def release(self, address: Address) -> None:
+        self._gates.pop(address).set()
+
+    async def wait_held(self, count: int = 1) -> None:
+        """Until ``count`` deliveries in all have been held."""
+        while self.held < count:
+            await self._changed.wait()
+
+    async def deliver(self, event: Event, session: SessionRecord | None) -> DeliveryResult:
+        gate = self._gates.get(event.destination)
+        if gate is not None and isinstance(event, Message):
+            self.held += 1
+            self._changed.set()
+            self._changed = trio.Event()
+            await gate.wait()
+        return await super().deliver(event, session)
+
+
 class SlackFederation:
     def __init__(self, sandbox: Sandbox, engine: Engine, slack: SlackAdapter,
-                 widget: LoopbackAdapter, directory: MemoryDirectory,
+                 widget: GatedLoopback, directory: MemoryDirectory,
                  http: httpx.AsyncClient) -> None:
         self.sandbox = sandbox
         self.engine = engine
@@ -137,7 +171,8 @@ async def slack_federation(
     rate_limits: RateLimitSettings | None = None, pacing: float = 200.0,
     presence_interval: float = 3600.0, seed_extra: str = "", deadline: float = TEST_DEADLINE,
     installations: tuple[SlackInstallationConfig, ...] = (), listen: bool = False,
-    pacing_burst: int = 3,
+    pacing_burst: int = 3, mailbox_capacity: int = 1000, ack_timeout: float = 3.0,
+    retry_scale: float = 0.001,
 ) -> AsyncIterator[SlackFederation]:
     """Everything running; ``mode`` is ``socket`` or ``http`` (events to the adapter).
     ``listen``: serve the adapter's HTTP routes in Socket Mode too (file links)."""
@@ -148,7 +183,8 @@ async def slack_federation(
     limits = rate_limits or RateLimitSettings(post_message_per_second=500.0,
                                               post_message_burst=50,
                                               per_minute=(600.0, 6000.0, 6000.0, 6000.0, 6000.0))
-    settings = msgspec.structs.replace(fast_settings(ack_timeout=3.0), rate_limits=limits)
+    settings = msgspec.structs.replace(
+        fast_settings(ack_timeout=ack_timeout, retry_scale=retry_scale), rate_limits=limits)
     async with running(seed, settings=settings, deadline=deadline) as sandbox, \
             httpx.AsyncClient(trust_env=False) as http:
         directory = MemoryDirectory()
@@ -181,11 +217,12 @@ async def slack_federation(
             secrets=SECRETS, web=web,
             installations=[SlackInstallationConfig(team_id=TEAM, bot_token="xoxb-interlink"),
                            *installations])
-        widget = LoopbackAdapter("widget")
+        widget = GatedLoopback("widget")
         clock = SystemClock()  # signatures are checked against real time
         engine = Engine(directory=directory, adapters=[slack, widget], clock=clock,
                         metadata_log=MetadataLog(MemoryKV(METADATA_DBS), directory, clock),
-                        settings=EngineSettings(shard_count=2))
+                        settings=EngineSettings(shard_count=2,
+                                                mailbox_capacity=mailbox_capacity))
         with trio.fail_after(deadline):
             async with trio.open_nursery() as nursery:
                 await nursery.start(engine.run)

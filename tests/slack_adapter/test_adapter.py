@@ -594,3 +594,59 @@ def test_presence_state_goes_with_a_followed_user_when_evicted() -> None:
     assert followed.told(PAUL_ADDRESS) == "away"
     assert followed.follow(john)  # followed afresh: told again at the next poll
     assert followed.told(JOHN_ADDRESS) is None and len(followed) == 2
+
+
+async def _next_record(fed: SlackFederation, seen: set[str], *, ok: bool) -> str:
+    """The id of the next message event the sandbox delivered (``ok``: acked) that
+    is not in ``seen``; it is added."""
+    record = await fed.sandbox.wait_for_delivery(
+        lambda r: r.event_type == "message" and r.ok is ok and r.id not in seen)
+    seen.add(record.id)
+    return record.id
+
+
+@BOTH_MODES
+async def test_a_full_mailbox_gets_slacks_busy_answer_and_the_retry_gets_through(
+        mode: str) -> None:
+    """Peter's conversation is stuck (his platform holds a delivery) and its mailbox of
+    one is full: John's next message there is refused as busy (HTTP 503 / no Socket
+    Mode ack) and arrives once Slack's retry comes; John's conversation with Paul is
+    not delayed meanwhile."""
+    async with slack_federation(mode=mode, mailbox_capacity=1, ack_timeout=1.0,
+                                retry_scale=0.005) as fed:
+        to_peter = await open_conversation(fed)
+        to_paul = await open_conversation(fed, PAUL_ADDRESS)
+        await fed.quiesce()
+        fed.widget.delivered_nowait()
+        seen = {r.id for r in fed.sandbox.deliveries.records}
+        fed.widget.hold(PETER_ADDRESS)
+        await fed.act("xoxp-john", "chat.postMessage", channel=to_peter, text="one")
+        await fed.widget.wait_held()  # Peter's session is stuck delivering "one"
+        await _next_record(fed, seen, ok=True)
+        await fed.act("xoxp-john", "chat.postMessage", channel=to_peter, text="two")
+        await _next_record(fed, seen, ok=True)  # "two" waits in the mailbox: now full
+        await fed.act("xoxp-john", "chat.postMessage", channel=to_peter, text="three")
+        refused = await _next_record(fed, seen, ok=False)
+        refusal = next(r for r in fed.sandbox.deliveries.records if r.id == refused)
+        assert refusal.attempt == 0
+        if mode == "http":
+            assert refusal.status == 503
+        else:
+            assert refusal.reason == "timeout"  # never acked
+
+        await fed.act("xoxp-john", "chat.postMessage", channel=to_paul, text="hi paul")
+        to_paul_event = await fed.next_event()
+        assert isinstance(to_paul_event, Message) and to_paul_event.text == "hi paul"
+        assert to_paul_event.destination == PAUL_ADDRESS
+
+        fed.widget.release(PETER_ADDRESS)
+        texts = []
+        while len(texts) < 3:
+            event = await fed.next_event()
+            assert isinstance(event, Message) and event.destination == PETER_ADDRESS
+            texts.append(event.text)
+        assert texts == ["one", "two", "three"]
+        await fed.sandbox.wait_for_delivery(lambda r: r.id == refused and r.ok)
+        await fed.quiesce()
+        assert fed.pending_events() == []  # nothing twice
+        assert fed.slack.stats.events_submitted >= 4

@@ -25,7 +25,15 @@ from adapters.slack._socket_mode import LinkDisabledError, SocketModeClient
 from adapters.slack.sandbox import Sandbox, SandboxSettings
 from adapters.slack.sandbox._ratelimit import RateLimitSettings
 from engine import UnavailableError
-from tests.slack_sandbox._kit import APP, GENERAL, JOHN, fast_settings, make_seed, running
+from tests.slack_sandbox._kit import (
+    APP,
+    GENERAL,
+    JOHN,
+    SECRET,
+    fast_settings,
+    make_seed,
+    running,
+)
 
 from .test_inbound_http import HELP, RecordingHandler, post_message
 
@@ -205,6 +213,32 @@ async def test_too_many_websockets_backs_off_until_a_slot_frees(http: httpx.Asyn
             [body] = await handler.wait_taken(1)
             assert body["event"]["text"] == "to the second"
             nursery.cancel_scope.cancel()
+
+
+async def test_one_stuck_conversation_does_not_delay_another(http: httpx.AsyncClient) -> None:
+    """Envelopes of different conversations are handled concurrently; within one, in order."""
+    release = trio.Event()
+
+    async def stall_general(body: dict[str, Any], seen: int) -> None:
+        if body["event"]["channel"] == GENERAL:
+            await release.wait()
+
+    handler = RecordingHandler(stall_general)
+    async with running(make_seed(), settings=settings(ack_timeout=2.0)) as sandbox:
+        client = make_client(opener(http, sandbox), handler)
+        async with connected(client):
+            await post_message(http, sandbox, "stuck", channel=GENERAL)
+            await handler.wait_calls(1)  # general's lane is inside the handler
+            await post_message(http, sandbox, "queued", channel=GENERAL)
+            await post_message(http, sandbox, "elsewhere", channel=SECRET)
+            [body] = await handler.wait_taken(1)
+            assert body["event"]["text"] == "elsewhere"
+            assert len(handler.calls) == 2  # "queued" waits behind "stuck" in its lane
+            release.set()
+            taken = await handler.wait_taken(3)
+            assert [b["event"]["text"] for b in taken] == ["elsewhere", "stuck", "queued"]
+            await wait_acked(sandbox, handler.taken_ids())
+            assert [r.attempt for r in sandbox.deliveries.records] == [0, 0, 0]
 
 
 async def test_backoff_grows_is_capped_and_gives_up(autojump_clock: trio.testing.MockClock

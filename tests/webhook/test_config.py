@@ -98,7 +98,7 @@ async def test_the_factory_builds_an_adapter_that_reads_its_secrets_when_it_star
     assert adapter.name == "partner-a"
     assert {"edits", "retractions", "reactions", "contacts", "outcomes"} <= \
         adapter.capabilities
-    with pytest.raises(ConfigError, match="in.secret"):
+    with pytest.raises(ConfigError, match=r"in\.secret"):
         await adapter.run(None)  # type: ignore[arg-type]
 
 

@@ -22,8 +22,9 @@ import trio
 from adapters._asgi import Receive, Scope, Send
 from engine import Installation
 
+from ._errors import SlackApiError
 from ._file_links import FileLinkError
-from ._webapi import Download, SlackApiError
+from ._files import Download
 
 #: seconds an install link (its ``state``) stays valid
 STATE_LIFETIME = 600.0

@@ -16,13 +16,9 @@ import httpx
 import msgspec
 import trio
 
-from adapters.slack._adapter import (
-    SlackAdapter,
-    SlackInstallationConfig,
-    SlackSecrets,
-    SlackSettings,
-)
-from adapters.slack._webapi import SlackWebClient, WebApiSettings
+from adapters.slack._adapter import SlackAdapter
+from adapters.slack._client import SlackWebClient, WebApiSettings
+from adapters.slack._installations import SlackInstallationConfig, SlackSecrets, SlackSettings
 from adapters.slack.sandbox import RateLimitSettings, Sandbox
 from engine import (
     METADATA_DBS,

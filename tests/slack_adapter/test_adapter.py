@@ -15,9 +15,11 @@ import httpx
 import pytest
 import trio
 
-from adapters.slack._adapter import FollowedUsers, SlackAdapter, SlackInstallationConfig
+from adapters.slack._adapter import SlackAdapter
+from adapters.slack._client import SlackWebClient, WebApiSettings
+from adapters.slack._installations import SlackInstallationConfig
+from adapters.slack._presence import FollowedUsers
 from adapters.slack._translate import message_key
-from adapters.slack._webapi import SlackWebClient, WebApiSettings
 from adapters.slack.sandbox import RateLimitSettings, Sandbox
 from engine import (
     Address,

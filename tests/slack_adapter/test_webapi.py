@@ -16,17 +16,9 @@ import pytest
 import trio
 import trio.testing
 
-from adapters.slack._webapi import (
-    METHOD_TIERS,
-    Budget,
-    Pacer,
-    SlackApiError,
-    SlackWebClient,
-    TokenBucket,
-    WebApiSettings,
-    is_transient,
-    translate_httpx_error,
-)
+from adapters.slack._client import METHOD_TIERS, SlackWebClient, WebApiSettings
+from adapters.slack._errors import SlackApiError, is_transient, translate_httpx_error
+from adapters.slack._pacing import Budget, Pacer, TokenBucket
 from adapters.slack.sandbox import RateLimitSettings, Sandbox, SandboxSettings
 
 from ..slack_sandbox._kit import BOT, GENERAL, JOHN, MARY, SECRET, make_seed, running

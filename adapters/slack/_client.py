@@ -1,0 +1,402 @@
+"""The Slack Web API client: every outbound call the Slack adapter makes.
+
+Pacing lives in :mod:`._pacing`, errors in :mod:`._errors`, uploads and
+downloads in :mod:`._files` (mixed into :class:`SlackWebClient`).
+
+One call goes::
+
+    SlackWebClient.call(method, token=, team_id=, args=)
+      -> its lane (FIFO per key) -> pacing (local token buckets, 429 penalties)
+      -> POST base_url + method (JSON for chat.*, a form otherwise, as slack-sdk does)
+      -> ok: the JSON answer
+         429 / "ratelimited": penalise the key for Retry-After, take a turn again
+         transient failure: back off (exponential, jittered) and try again
+         anything else: SlackApiError
+
+The rules, in the order they apply:
+
+1. *Keys.* A call's key is ``(team, method)``; for ``chat.postMessage`` it is
+   ``(team, method, channel)``. Waiting is per key: there is no global lock, so a
+   caller on another key never waits for this one.
+2. *Lanes.* Callers on one key take their turns in arrival order (a fair
+   ``trio.Lock`` that exists only while someone uses it). ``chat.postMessage``
+   keeps its lane for the whole call, retries included, so posts into one channel
+   leave — and arrive — in the order they were made. Other methods hold their lane
+   only while waiting for a turn.
+3. *Budgets.* Before each attempt a call takes one token from each of its
+   buckets, all at once, when all have one: ``(team, method)`` sized by the
+   method's tier (``chat.postMessage``: the workspace-wide budget), plus, for
+   ``chat.postMessage``, ``(team, channel)`` at 1 per second with a burst of 3.
+   Budgets sit a little under Slack's, so a 429 is rare.
+4. *429.* ``Retry-After`` penalises the call's key only, and empties that key's
+   bucket (so the pace after the penalty is ours, not a new burst). The call waits
+   out the penalty in its lane and tries again.
+5. *Bounds.* A call waits at most ``max_rate_limit_wait`` seconds in all for its
+   turns and penalties, and is refused at most ``max_ratelimited`` times; then
+   ``SlackApiError("ratelimited", retryable=True)``. Transient failures get at most
+   ``max_attempts`` attempts, within ``retry_window`` seconds of the first; then the
+   last error is raised (``retryable=True``). Buckets that are full again are
+   forgotten once there are more than ``max_buckets``.
+
+Durations come from trio (``trio.current_time``, ``trio.sleep``), so the pacing
+can be tested on trio's ``MockClock``. Logs carry method names, channel ids,
+error codes, HTTP statuses and seconds — never tokens, arguments or content.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Mapping
+from typing import Any, Self
+from urllib.parse import urlsplit
+
+import httpx
+import msgspec
+import trio
+
+from engine import Backoff
+
+from ._errors import SlackApiError, translate_httpx_error
+from ._files import FileTransfers
+from ._pacing import Budget, Pacer
+
+log = logging.getLogger("interlink.slack.webapi")
+
+POST_MESSAGE = "chat.postMessage"
+
+#: Slack's tier of each method a relay uses (from the method specs). Methods Slack
+#: calls "special" (auth.test, oauth.v2.access) count as tier 4 here; chat.postMessage
+#: has its own budgets (see WebApiSettings) and is not in this table.
+METHOD_TIERS: Mapping[str, int] = {
+    "apps.connections.open": 3,
+    "auth.test": 4,
+    "bots.info": 3,
+    "chat.delete": 3,
+    "chat.postEphemeral": 4,
+    "chat.update": 3,
+    "conversations.create": 2,
+    "conversations.history": 3,
+    "conversations.info": 3,
+    "conversations.invite": 3,
+    "conversations.join": 3,
+    "conversations.kick": 3,
+    "conversations.leave": 3,
+    "conversations.list": 2,
+    "conversations.members": 4,
+    "conversations.open": 3,
+    "conversations.replies": 3,
+    "conversations.setTopic": 2,
+    "files.completeUploadExternal": 4,
+    "files.getUploadURLExternal": 4,
+    "files.info": 4,
+    "oauth.v2.access": 4,
+    "reactions.add": 3,
+    "reactions.remove": 2,
+    "team.info": 3,
+    "users.getPresence": 3,
+    "users.info": 4,
+    "users.list": 2,
+    "users.lookupByEmail": 3,
+    "users.profile.get": 4,
+}
+
+
+class WebApiSettings(msgspec.Struct, frozen=True, kw_only=True):
+    """How the client talks to Slack. Budgets are per workspace (team) and per method."""
+
+    base_url: str = "https://slack.com/api/"
+    #: calls per minute for tiers 1-4 (Slack: 1+, 20+, 50+, 100+), each with a burst of
+    #: a minute's worth
+    tier_per_minute: tuple[float, float, float, float] = (1.0, 18.0, 45.0, 90.0)
+    #: method -> tier (1-4); methods not listed are tier ``default_tier``
+    method_tiers: dict[str, int] = msgspec.field(default_factory=lambda: dict(METHOD_TIERS))
+    default_tier: int = 3
+    #: chat.postMessage per channel: sustained messages per second, and the burst
+    post_message_per_second: float = 1.0
+    post_message_burst: int = 3
+    #: chat.postMessage per workspace, across channels (Slack publishes no number; its
+    #: "several hundred per minute" is taken as 600 and kept under)
+    post_message_workspace_per_minute: float = 500.0
+    post_message_workspace_burst: int = 50
+    #: seconds for one HTTP request and its answer
+    timeout: float = 5.0
+    #: transient failures are retried within this many seconds of the first attempt ...
+    retry_window: float = 10.0
+    #: ... at most this many attempts in all (429s are bounded apart, below)
+    max_attempts: int = 5
+    #: backoff before retry n is min(max_backoff, initial_backoff * 2**(n-1)), jittered
+    #: into its upper half (``engine.Backoff`` with jitter 0.5, spread "below")
+    initial_backoff: float = 0.25
+    max_backoff: float = 4.0
+    #: seconds one call may wait in all for its turns and for Retry-After penalties
+    max_rate_limit_wait: float = 60.0
+    #: 429 answers one call accepts before it gives up
+    max_ratelimited: int = 5
+    #: Retry-After when Slack sends none (or an unreadable one)
+    default_retry_after: float = 1.0
+    #: bytes: a Web API answer, an upload, a url_private download
+    max_response_bytes: int = 16 * 1024 * 1024
+    max_upload_bytes: int = 50 * 1024 * 1024
+    max_download_bytes: int = 50 * 1024 * 1024
+    #: hosts (https only) the bot token may be sent to for url_private downloads,
+    #: besides base_url's own origin
+    download_hosts: tuple[str, ...] = ("files.slack.com",)
+    #: buckets kept before full ones are forgotten
+    max_buckets: int = 10_000
+
+    def tier_of(self, method: str) -> int:
+        return self.method_tiers.get(method, self.default_tier)
+
+
+class WebApiStatistics(msgspec.Struct, frozen=True, kw_only=True):
+    """Counters since the client was made."""
+
+    #: Web API requests sent (every attempt counts)
+    calls: int
+    #: HTTP 429 (or ``ratelimited``) answers received
+    ratelimited: int
+    #: attempts after a call's first, for 429s and transient failures
+    retries: int
+    #: calls that raised SlackApiError
+    errors: int
+    #: seconds callers spent waiting for turns, Retry-After and backoff
+    waited: float
+    #: token buckets held now
+    buckets: int
+
+
+_decoder = msgspec.json.Decoder(dict[str, Any])
+_encoder = msgspec.json.Encoder()
+
+
+class _RateLimited(Exception):
+    """A 429 (or an ok=false "ratelimited"): wait ``retry_after`` on the key and go again."""
+
+    def __init__(self, retry_after: float) -> None:
+        super().__init__("ratelimited")
+        self.retry_after = retry_after
+
+
+class SlackWebClient(FileTransfers):
+    """Slack's Web API over httpx, paced per workspace, method and channel.
+
+    Usable as an async context manager; ``aclose()`` closes the HTTP client if this
+    client made it. An injected ``http`` client stays open (its owner closes it).
+    """
+
+    def __init__(self, *, settings: WebApiSettings | None = None,
+                 http: httpx.AsyncClient | None = None) -> None:
+        self.settings = settings or WebApiSettings()
+        base = self.settings.base_url
+        self._base_url = base if base.endswith("/") else base + "/"
+        origin = urlsplit(self._base_url)
+        self._origin = (origin.scheme, origin.netloc.lower())
+        self._owns_http = http is None
+        self._http = http or httpx.AsyncClient(
+            timeout=httpx.Timeout(self.settings.timeout), follow_redirects=False)
+        self.pacer = Pacer(max_buckets=self.settings.max_buckets)
+        self._random = random.Random()
+        self._backoff_policy = Backoff(
+            initial=self.settings.initial_backoff, maximum=self.settings.max_backoff,
+            jitter=0.5, spread="below")
+        self._calls = 0
+        self._ratelimited = 0
+        self._retries = 0
+        self._errors = 0
+        self._backoff_waited = 0.0
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        if self._owns_http:
+            await self._http.aclose()
+
+    def statistics(self) -> WebApiStatistics:
+        return WebApiStatistics(
+            calls=self._calls, ratelimited=self._ratelimited, retries=self._retries,
+            errors=self._errors, waited=self.pacer.waited + self._backoff_waited,
+            buckets=self.pacer.bucket_count)
+
+    # -- Web API calls --------------------------------------------------------------------
+    async def call(self, method: str, *, token: str, team_id: str,
+                   args: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """Call ``method`` as ``token`` in workspace ``team_id``; Slack's ok answer.
+
+        Raises :class:`SlackApiError` for an error answer, after the retries and
+        waits the settings allow (see the module's rules).
+        """
+        args = dict(args or {})
+        channel = str(args.get("channel") or "") if method == POST_MESSAGE else ""
+        key: tuple[str, ...] = (team_id, method, channel) if method == POST_MESSAGE \
+            else (team_id, method)
+        deadline = trio.current_time() + self.settings.max_rate_limit_wait
+        try:
+            if method == POST_MESSAGE:  # one post per channel in flight: order is kept
+                async with self.pacer.lane(key, deadline=deadline):
+                    return await self._call(method, token, team_id, args, key, deadline,
+                                            hold_lane=True)
+            return await self._call(method, token, team_id, args, key, deadline,
+                                    hold_lane=False)
+        except SlackApiError as exc:
+            self._errors += 1
+            log.debug("slack api error", extra={
+                "method": method, "team_id": team_id, "channel": channel or None,
+                "error": exc.error, "status": exc.status, "retryable": exc.retryable})
+            raise
+
+    def _budgets(self, team_id: str, method: str, channel: str) -> list[Budget]:
+        s = self.settings
+        if method == POST_MESSAGE:
+            return [Budget((team_id, method), s.post_message_workspace_per_minute / 60.0,
+                           float(max(1, s.post_message_workspace_burst))),
+                    Budget((team_id, method, channel), s.post_message_per_second,
+                           float(max(1, s.post_message_burst)))]
+        per_minute = s.tier_per_minute[min(4, max(1, s.tier_of(method))) - 1]
+        return [Budget((team_id, method), per_minute / 60.0, max(1.0, per_minute))]
+
+    async def _call(self, method: str, token: str, team_id: str, args: dict[str, Any],
+                    key: tuple[str, ...], deadline: float, *, hold_lane: bool
+                    ) -> dict[str, Any]:
+        s = self.settings
+        budgets = self._budgets(team_id, method, key[2] if len(key) > 2 else "")
+        failures = 0  # transient ones; 429s are counted apart
+        refusals = 0
+        window_end: float | None = None
+        while True:
+            if hold_lane:
+                await self.pacer.wait_turn(key, budgets, deadline=deadline)
+            else:
+                async with self.pacer.lane(key, deadline=deadline):
+                    await self.pacer.wait_turn(key, budgets, deadline=deadline)
+            if window_end is None:
+                window_end = trio.current_time() + s.retry_window
+            try:
+                return await self._post(method, token, args)
+            except _RateLimited as limited:
+                self._ratelimited += 1
+                refusals += 1
+                wait = limited.retry_after
+                log.info("slack rate limited", extra={
+                    "method": method, "team_id": team_id,
+                    "channel": key[2] if len(key) > 2 else None, "retry_after_s": wait})
+                # the key's own bucket starts again from empty after the penalty
+                self.pacer.penalise(key, wait, drain=budgets[-1:])
+                if refusals > s.max_ratelimited or trio.current_time() + wait > deadline:
+                    raise SlackApiError("ratelimited", method=method, retryable=True,
+                                        retry_after=wait, status=429) from None
+                self._retries += 1
+            except SlackApiError as exc:
+                failures += 1
+                if not exc.retryable or failures >= s.max_attempts:
+                    raise
+                backoff = self._backoff(failures)
+                if trio.current_time() + backoff > window_end:
+                    raise
+                self._retries += 1
+                log.info("slack call will retry", extra={
+                    "method": method, "team_id": team_id, "error": exc.error,
+                    "attempt": failures, "backoff_s": round(backoff, 3)})
+                self._backoff_waited += backoff
+                await trio.sleep(backoff)
+
+    def _backoff(self, attempts: int) -> float:
+        return self._backoff_policy.delay(attempts, self._random)
+
+    async def _post(self, method: str, token: str, args: dict[str, Any]) -> dict[str, Any]:
+        """One attempt: an ok answer, or _RateLimited, or SlackApiError."""
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        content: bytes | None = None
+        data: dict[str, str] | None = None
+        if method.startswith("chat."):
+            headers["Content-Type"] = "application/json; charset=utf-8"
+            content = _encoder.encode({k: v for k, v in args.items() if v is not None})
+        else:
+            data = _form(args)
+        self._calls += 1
+        status, response_headers, body = await self._exchange(
+            method, self._base_url + method, headers=headers, content=content, data=data)
+        if status == 429:
+            raise _RateLimited(self._retry_after(response_headers))
+        answer = _json_object(body)
+        fallback = f"http_{status}" if status != 200 else "invalid_response"
+        if answer is None:  # not Slack's JSON: a proxy, a load balancer, a broken answer
+            raise SlackApiError(fallback, method=method, status=status,
+                                retryable=True if status >= 500 or status == 200 else None)
+        if status == 200 and answer.get("ok") is True:
+            return answer
+        code = answer.get("error")
+        error = code if isinstance(code, str) and code else fallback
+        if error == "ratelimited":
+            raise _RateLimited(self._retry_after(response_headers))
+        needed = answer.get("needed")
+        raise SlackApiError(error, method=method, status=status,
+                            retryable=True if status >= 500 else None,
+                            needed=needed if isinstance(needed, str) else None)
+
+    def _retry_after(self, headers: httpx.Headers) -> float:
+        try:
+            seconds = float(headers.get("retry-after", ""))
+        except ValueError:
+            return self.settings.default_retry_after
+        return seconds if 0 <= seconds < float("inf") else self.settings.default_retry_after
+
+    async def _exchange(self, method: str, url: str, *, headers: dict[str, str],
+                        content: bytes | None = None, data: dict[str, str] | None = None
+                        ) -> tuple[int, httpx.Headers, bytes]:
+        """POST and read the answer, bounded in time and size; transport errors translated."""
+        limit = self.settings.max_response_bytes
+        with trio.move_on_after(self.settings.timeout):
+            try:
+                async with self._http.stream("POST", url, headers=headers, content=content,
+                                             data=data, timeout=self.settings.timeout
+                                             ) as response:
+                    declared = response.headers.get("content-length", "")
+                    if declared.isdigit() and int(declared) > limit:
+                        raise SlackApiError("response_too_large", method=method,
+                                            status=response.status_code, retryable=False)
+                    chunks: list[bytes] = []
+                    size = 0
+                    async for chunk in response.aiter_bytes():
+                        size += len(chunk)
+                        if size > limit:
+                            raise SlackApiError("response_too_large", method=method,
+                                                status=response.status_code, retryable=False)
+                        chunks.append(chunk)
+                    return response.status_code, response.headers, b"".join(chunks)
+            except (httpx.HTTPError, httpx.InvalidURL, httpx.StreamError,
+                    httpx.CookieConflict) as exc:
+                raise translate_httpx_error(exc, method) from None
+        raise SlackApiError("timeout", method=method, retryable=True)
+
+
+def _form(args: Mapping[str, Any]) -> dict[str, str]:
+    """Form fields as slack-sdk sends them: booleans 1/0, lists comma-joined, objects JSON."""
+    form: dict[str, str] = {}
+    for name, value in args.items():
+        if value is None:
+            continue
+        if isinstance(value, bool):
+            form[name] = "1" if value else "0"
+        elif isinstance(value, str):
+            form[name] = value
+        elif isinstance(value, int | float):
+            form[name] = str(value)
+        elif isinstance(value, list | tuple) and all(
+                isinstance(v, str) or (isinstance(v, int) and not isinstance(v, bool))
+                for v in value):
+            form[name] = ",".join(str(v) for v in value)
+        else:
+            form[name] = _encoder.encode(value).decode()
+    return form
+
+
+def _json_object(body: bytes) -> dict[str, Any] | None:
+    try:
+        return _decoder.decode(body)
+    except msgspec.DecodeError:
+        return None

@@ -1,0 +1,203 @@
+"""Pacing of Web API calls: lanes, token buckets and 429 penalties, by key.
+
+Rules (see :mod:`._client` for how a call uses them):
+
+1. *Keys.* A call's key is ``(team, method)``; for ``chat.postMessage`` it is
+   ``(team, method, channel)``. Waiting is per key: there is no global lock.
+2. *Lanes.* Callers on one key take their turns in arrival order (a fair
+   ``trio.Lock`` that exists only while someone uses it).
+3. *Budgets.* A turn takes one token from each of the call's buckets, all at
+   once, when all have one.
+4. *429.* A penalty stops a key for ``Retry-After`` seconds and empties the
+   key's own bucket (the pace after the penalty is ours, not a new burst).
+5. *Bounds.* A turn that would come after the caller's deadline raises
+   ``SlackApiError("ratelimited", retryable=True)`` at once. Buckets that are
+   full again are forgotten once there are more than ``max_buckets``; expired
+   penalties likewise.
+
+Time is trio's (``trio.current_time``), so pacing runs on ``MockClock`` in tests.
+"""
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from typing import NamedTuple
+
+import trio
+
+from ._errors import SlackApiError
+
+_EPSILON = 1e-9
+
+
+class TokenBucket:
+    """``burst`` tokens at most, refilled at ``rate`` per second; time is passed in."""
+
+    __slots__ = ("burst", "rate", "tokens", "updated")
+
+    def __init__(self, rate: float, burst: float, now: float) -> None:
+        if rate <= 0 or burst < 1:
+            raise ValueError("a bucket needs rate > 0 and burst >= 1")
+        self.rate = rate
+        self.burst = burst
+        self.tokens = burst
+        self.updated = now
+
+    def refill(self, now: float) -> None:
+        if now > self.updated:
+            self.tokens = min(self.burst, self.tokens + (now - self.updated) * self.rate)
+            self.updated = now
+
+    def wait(self, now: float) -> float:
+        """Seconds until one token is there (0 if one is there now)."""
+        self.refill(now)
+        missing = 1.0 - self.tokens
+        return 0.0 if missing <= _EPSILON else missing / self.rate
+
+    def take(self, now: float) -> None:
+        self.refill(now)
+        self.tokens -= 1.0
+
+    def drain(self, now: float) -> None:
+        """Slack said stop: no tokens left, refill from now."""
+        self.refill(now)
+        self.tokens = min(self.tokens, 0.0)
+
+    def is_full(self, now: float) -> bool:
+        return self.tokens + max(0.0, now - self.updated) * self.rate >= self.burst - _EPSILON
+
+
+class Budget(NamedTuple):
+    """One bucket a call draws on: its key, and its size."""
+
+    key: tuple[str, ...]
+    per_second: float
+    burst: float
+
+
+class _Lane:
+    __slots__ = ("lock", "users")
+
+    def __init__(self) -> None:
+        self.lock = trio.Lock()  # fair: turns go in arrival order
+        self.users = 0
+
+
+class Pacer:
+    """Lanes, token buckets and 429 penalties, by key; the client's rate limiting.
+
+    Keys are tuples, ``(team, method)`` or ``(team, method, channel)``; their second
+    element names the method in the errors raised.
+    """
+
+    def __init__(self, *, max_buckets: int = 10_000) -> None:
+        self.max_buckets = max_buckets
+        self._buckets: dict[tuple[str, ...], TokenBucket] = {}
+        self._penalties: dict[tuple[str, ...], float] = {}
+        self._lanes: dict[tuple[str, ...], _Lane] = {}
+        self._prune_at = max_buckets
+        self.waited = 0.0
+
+    @property
+    def bucket_count(self) -> int:
+        return len(self._buckets)
+
+    @property
+    def lane_count(self) -> int:
+        return len(self._lanes)
+
+    @asynccontextmanager
+    async def lane(self, key: tuple[str, ...], *, deadline: float) -> AsyncIterator[None]:
+        """Hold ``key``'s lane: callers on one key go one at a time, in arrival order."""
+        lane = self._lanes.get(key)
+        if lane is None:
+            lane = self._lanes[key] = _Lane()
+        lane.users += 1
+        start = trio.current_time()
+        try:
+            with trio.move_on_at(deadline) as scope:
+                await lane.lock.acquire()
+            self.waited += trio.current_time() - start
+            if scope.cancelled_caught:  # cancelled while parked: the lock was not taken
+                raise _too_long(key, 0.0)
+            try:
+                yield
+            finally:
+                lane.lock.release()
+        finally:
+            lane.users -= 1
+            if lane.users == 0:
+                del self._lanes[key]
+
+    async def wait_turn(self, key: tuple[str, ...], budgets: Sequence[Budget], *,
+                        deadline: float) -> float:
+        """Wait out ``key``'s penalty and a token in every budget, then take them.
+
+        Returns the seconds waited. A turn that would come after ``deadline`` raises
+        ``SlackApiError("ratelimited", retryable=True)`` at once, without waiting.
+        """
+        start = trio.current_time()
+        while True:
+            now = trio.current_time()
+            wait = self._penalty_left(key, now)
+            for budget in budgets:
+                wait = max(wait, self._bucket(budget, now).wait(now))
+            if wait <= 0.0:
+                for budget in budgets:
+                    self._bucket(budget, now).take(now)
+                waited = now - start
+                self.waited += waited
+                return waited
+            if now + wait > deadline:
+                self.waited += now - start
+                raise _too_long(key, wait)
+            await trio.sleep(wait)
+
+    def penalise(self, key: tuple[str, ...], seconds: float,
+                 drain: Sequence[Budget] = ()) -> None:
+        """Slack answered 429 on ``key``: nobody on it goes for ``seconds``."""
+        now = trio.current_time()
+        until = now + max(0.0, seconds)
+        self._penalties[key] = max(until, self._penalties.get(key, until))
+        for budget in drain:
+            self._bucket(budget, now).drain(now)
+        if len(self._penalties) > self.max_buckets:
+            for old, ends in list(self._penalties.items()):
+                if ends <= now:
+                    del self._penalties[old]
+
+    def penalty_left(self, key: tuple[str, ...]) -> float:
+        """Seconds until ``key`` may go again after a 429 (0 when it may)."""
+        return self._penalty_left(key, trio.current_time())
+
+    def _penalty_left(self, key: tuple[str, ...], now: float) -> float:
+        ends = self._penalties.get(key)
+        if ends is None:
+            return 0.0
+        if ends <= now:
+            del self._penalties[key]
+            return 0.0
+        return ends - now
+
+    def _bucket(self, budget: Budget, now: float) -> TokenBucket:
+        bucket = self._buckets.get(budget.key)
+        if bucket is None:
+            if len(self._buckets) >= self._prune_at:
+                self._forget_full(now)
+            bucket = self._buckets[budget.key] = TokenBucket(
+                budget.per_second, budget.burst, now)
+        return bucket
+
+    def _forget_full(self, now: float) -> None:
+        """Drop buckets that are full again: a new one would be the same."""
+        for key, bucket in list(self._buckets.items()):
+            if bucket.is_full(now):
+                del self._buckets[key]
+        # prune again only once the survivors have doubled: amortised O(1) per call
+        self._prune_at = max(self.max_buckets, 2 * len(self._buckets))
+
+
+def _too_long(key: tuple[str, ...], wait: float) -> SlackApiError:
+    method = key[1] if len(key) > 1 else ""
+    return SlackApiError("ratelimited", method=method, retryable=True,
+                         retry_after=wait or None)

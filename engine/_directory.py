@@ -19,13 +19,14 @@ Contract shared by both:
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 from typing import Literal, Protocol, runtime_checkable
 
 import msgspec
 
 from ._address import Address
 
-SCHEMA_VERSION = 2  # 2: sessions indexed by platform conversation id
+SCHEMA_VERSION = 3  # 2: sessions indexed by platform conversation id; 3: message state
 
 #: The domain route used when a domain has none of its own (e.g. any XMPP server).
 WILDCARD_DOMAIN = "*"
@@ -88,6 +89,22 @@ class MessageIdRecord(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     canonical_id: str
     session_id: str
     platform_ids: dict[str, str] = msgspec.field(default_factory=dict)
+    created_at: float = 0.0
+
+
+class MessageState(msgspec.Struct, frozen=True, kw_only=True, gc=False):
+    """One adapter's protocol state for one message, beside the message-id map.
+
+    Short strings the adapter's protocol needs after a restart (XMPP: each
+    reactor's XEP-0444 reaction set, whether the sender asked for a receipt);
+    never message content. ``created_at`` is the time of the first write: the
+    state goes with its message's record when that is pruned, or by this time
+    when the message has no record.
+    """
+
+    canonical_id: str
+    platform: str
+    values: dict[str, str] = msgspec.field(default_factory=dict)
     created_at: float = 0.0
 
 
@@ -194,7 +211,17 @@ class Directory(Protocol):
     async def put_message_ids(self, record: MessageIdRecord) -> None:
         """Store or replace; reverse entries follow ``platform_ids``."""
     async def prune_message_ids(self, older_than: float) -> int:
-        """Delete records with ``created_at < older_than``; return how many."""
+        """Delete records with ``created_at < older_than`` and their messages' state; also
+        the state of messages without a record, first written before ``older_than``.
+        Return how many records were deleted."""
+
+    # per-message adapter state (beside the message-id map, pruned with it)
+    def get_message_state(self, canonical_id: str, platform: str) -> dict[str, str]:
+        """``platform``'s state for a message: a new dict, empty when there is none."""
+    async def put_message_state(self, canonical_id: str, platform: str,
+                                changes: Mapping[str, str | None], *, now: float) -> None:
+        """Merge ``changes`` into ``platform``'s state for a message (``None`` deletes a
+        key; a state left empty is deleted). ``now`` dates a state written first."""
 
     # policies
     def get_domain_agreement(self, domain_a: str, domain_b: str) -> DomainAgreement | None:

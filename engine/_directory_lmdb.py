@@ -15,6 +15,7 @@ session_pairs       pack((a.user, a.domain, b.user, b.domain))      session_id
 message_ids         pack(canonical_id)                              MessageIdRecord
 message_index       pack((platform, platform_message_id))           canonical_id
 message_age         time_key(created_at) + canonical_id             canonical_id
+message_state       pack(canonical_id) + pack(platform)             MessageState
 agreements          pack((domain_a, domain_b))                      DomainAgreement
 policies            pack((user, domain))                            UserPolicy
 installations       pack(platform) + pack(tenant)                   Installation
@@ -53,6 +54,7 @@ from ._directory import (
     DomainRoute,
     Installation,
     MessageIdRecord,
+    MessageState,
     PlatformIdentity,
     SessionRecord,
     UserPolicy,
@@ -74,6 +76,7 @@ CONVERSATIONS: Final = "conversations"
 MESSAGE_IDS: Final = "message_ids"
 MESSAGE_INDEX: Final = "message_index"
 MESSAGE_AGE: Final = "message_age"
+MESSAGE_STATE: Final = "message_state"
 AGREEMENTS: Final = "agreements"
 POLICIES: Final = "policies"
 INSTALLATIONS: Final = "installations"
@@ -81,7 +84,8 @@ INSTALLATIONS: Final = "installations"
 #: The sub-databases of a directory store, for migration hooks and tools.
 DIRECTORY_DBS: Final = (
     ROUTES, IDENTITIES, IDENTITY_INDEX, CONTACTS, SESSIONS, SESSION_PAIRS, CONVERSATIONS,
-    MESSAGE_IDS, MESSAGE_INDEX, MESSAGE_AGE, AGREEMENTS, POLICIES, INSTALLATIONS,
+    MESSAGE_IDS, MESSAGE_INDEX, MESSAGE_AGE, MESSAGE_STATE, AGREEMENTS, POLICIES,
+    INSTALLATIONS,
 )
 
 _MAX_KEY: Final = 511  # LMDB's compiled-in limit (mdb_env_get_maxkeysize)
@@ -97,6 +101,7 @@ _DEC_ADDRESS: Final = msgspec.msgpack.Decoder(Address)
 _DEC_CONTACT: Final = msgspec.msgpack.Decoder(ContactRecord)
 _DEC_SESSION: Final = msgspec.msgpack.Decoder(SessionRecord)
 _DEC_MESSAGE_IDS: Final = msgspec.msgpack.Decoder(MessageIdRecord)
+_DEC_MESSAGE_STATE: Final = msgspec.msgpack.Decoder(MessageState)
 _DEC_AGREEMENT: Final = msgspec.msgpack.Decoder(DomainAgreement)
 _DEC_POLICY: Final = msgspec.msgpack.Decoder(UserPolicy)
 _DEC_INSTALLATION: Final = msgspec.msgpack.Decoder(Installation)
@@ -156,8 +161,14 @@ def _time_key(t: float) -> bytes:
     return _UINT64.pack(bits ^ _ALL_BITS if bits & _SIGN else bits | _SIGN)
 
 
-def _age_key(record: MessageIdRecord) -> bytes:
+def _age_key(record: MessageIdRecord | MessageState) -> bytes:
+    """The age index entry of a record or of a message's state (the same index: pruning
+    walks one index for both)."""
     return _fit(_time_key(record.created_at) + record.canonical_id.encode())
+
+
+def _state_key(canonical_id: str, platform: str) -> bytes:
+    return _fit(_pack(canonical_id) + _pack(platform))
 
 
 def _agreement_key(domain_a: str, domain_b: str) -> bytes:
@@ -189,8 +200,14 @@ def _index_conversations(txn: lmdb.Transaction[bytes], handles: StoreHandles) ->
                     db=handles[CONVERSATIONS])
 
 
+def _add_message_state(txn: lmdb.Transaction[bytes], handles: StoreHandles) -> None:
+    """Schema 2 -> 3: the ``message_state`` sub-database, opened (empty) with the store:
+    nothing to move, but a store holding state is one older code must not open."""
+
+
 #: the upgrades from each older schema version (see :class:`LmdbStore`)
-MIGRATIONS: Final[Mapping[int, Migration]] = {2: _index_conversations}
+MIGRATIONS: Final[Mapping[int, Migration]] = {2: _index_conversations,
+                                              3: _add_message_state}
 
 _CACHE_LIMIT = 65_536
 
@@ -568,10 +585,13 @@ class LmdbDirectory:
         store.submit(ops)
 
     async def prune_message_ids(self, older_than: float) -> int:
-        """Delete records with ``created_at < older_than``; return how many.
+        """Delete records with ``created_at < older_than`` and their messages' state; also
+        the state of messages without a record, first written before ``older_than``.
+        Return how many records were deleted.
 
-        Walks the age index only up to ``older_than``; each candidate is checked
-        against its record's exact ``created_at``.
+        Walks the age index (records' and states' entries) only up to
+        ``older_than``; each candidate is checked against its record's exact
+        ``created_at``, or its states' when it has no record.
         """
         store = self._store
         await store.throttle()
@@ -590,7 +610,8 @@ class LmdbDirectory:
                     break
                 record_key = _fit(_pack(canonical_id.decode()))
                 raw = None if canonical_id in pruned_ids else store.get(MESSAGE_IDS, record_key)
-                if raw is None:  # an orphaned age entry: nothing to prune, just tidy up
+                if raw is None:  # no record: old states go by their own age
+                    ops.extend(self._prune_states(canonical_id.decode(), older_than))
                     ops.append((MESSAGE_AGE, age_key, None))
                     continue
                 record = _load(_DEC_MESSAGE_IDS, raw)
@@ -599,6 +620,7 @@ class LmdbDirectory:
                 pruned_ids.add(canonical_id)
                 ops.append((MESSAGE_IDS, record_key, None))
                 ops.append((MESSAGE_AGE, age_key, None))
+                ops.extend(self._prune_states(canonical_id.decode(), None))
                 for platform, platform_id in record.platform_ids.items():
                     ops.extend(self._unindex(
                         MESSAGE_INDEX, _message_index_key(platform, platform_id), canonical_id
@@ -606,6 +628,62 @@ class LmdbDirectory:
             start = page[-1][0] if page else None
         store.submit(ops)
         return len(pruned_ids)
+
+    def _states(self, canonical_id: str) -> list[MessageState]:
+        prefix = _pack(canonical_id)[:_KEEP]
+        found = [_load(_DEC_MESSAGE_STATE, raw)
+                 for _, raw in self._store.scan(MESSAGE_STATE, prefix)]
+        return [state for state in found if state.canonical_id == canonical_id]
+
+    def _prune_states(self, canonical_id: str, older_than: float | None) -> list[Op]:
+        """Ops deleting a message's states (only those first written before ``older_than``,
+        unless ``None``) with their age entries (a state may share its record's entry)."""
+        ops: list[Op] = []
+        for state in self._states(canonical_id):
+            if older_than is None or state.created_at < older_than:
+                ops.append((MESSAGE_STATE, _state_key(canonical_id, state.platform), None))
+                ops.append((MESSAGE_AGE, _age_key(state), None))
+        return ops
+
+    # ------------------------------------------------------ message state
+
+    def get_message_state(self, canonical_id: str, platform: str) -> dict[str, str]:
+        raw = self._store.get(MESSAGE_STATE, _state_key(canonical_id, platform))
+        return {} if raw is None else _load(_DEC_MESSAGE_STATE, raw).values
+
+    async def put_message_state(self, canonical_id: str, platform: str,
+                                changes: Mapping[str, str | None], *, now: float) -> None:
+        """Merge ``changes`` (``None`` deletes a key; a state left empty is deleted).
+
+        Reads the current state after waiting for queue room and queues the new
+        one with no checkpoint in between, so concurrent merges never lose a key.
+        """
+        store = self._store
+        await store.throttle()
+        key = _state_key(canonical_id, platform)
+        raw = store.get(MESSAGE_STATE, key)
+        old = None if raw is None else _load(_DEC_MESSAGE_STATE, raw)
+        values = {} if old is None else dict(old.values)
+        for name, value in changes.items():
+            if value is None:
+                values.pop(name, None)
+            else:
+                values[name] = value
+        if not values:
+            if old is not None:
+                ops: list[Op] = [(MESSAGE_STATE, key, None)]
+                record_raw = store.get(MESSAGE_IDS, _fit(_pack(canonical_id)))
+                record = None if record_raw is None else _load(_DEC_MESSAGE_IDS, record_raw)
+                if record is None or _age_key(record) != _age_key(old):
+                    ops.append((MESSAGE_AGE, _age_key(old), None))  # not the record's too
+                store.submit(ops)
+            return
+        state = MessageState(canonical_id=canonical_id, platform=platform, values=values,
+                             created_at=now if old is None else old.created_at)
+        ops = [(MESSAGE_STATE, key, _pack(state))]
+        if old is None:
+            ops.append((MESSAGE_AGE, _age_key(state), canonical_id.encode()))
+        store.submit(ops)
 
     # -------------------------------------------------------------- policies
 

@@ -334,6 +334,74 @@ async def test_prune_message_ids_by_age(directory: Directory) -> None:
     assert directory.get_message_ids("c5") is None
 
 
+async def test_message_state_merges_and_empties(directory: Directory) -> None:
+    assert directory.get_message_state("c1", "xmpp") == {}
+    await directory.put_message_state("c1", "xmpp", {"receipt": "1", "reactions/a": "x"},
+                                      now=5.0)
+    await directory.put_message_state("c1", "xmpp", {"reactions/a": "y", "gone": None},
+                                      now=6.0)
+    await directory.put_message_state("c1", "slack", {"k": "v"}, now=6.0)
+    state = directory.get_message_state("c1", "xmpp")
+    assert state == {"receipt": "1", "reactions/a": "y"}
+    state["receipt"] = "changed"  # a copy: the stored state is unchanged
+    assert directory.get_message_state("c1", "xmpp")["receipt"] == "1"
+    assert directory.get_message_state("c1", "slack") == {"k": "v"}
+    await directory.put_message_state("c1", "xmpp", {"receipt": None, "reactions/a": None},
+                                      now=7.0)
+    assert directory.get_message_state("c1", "xmpp") == {}
+    assert directory.get_message_state("c2", "xmpp") == {}
+
+
+async def test_message_state_is_pruned_with_its_record_or_by_its_age(
+    directory: Directory,
+) -> None:
+    # "kept": state older than the horizon, record newer: kept with its record
+    # "pruned": record older than the horizon: its state goes with it (whatever its age)
+    # "orphan"/"young": no record: state goes by the time of its first write
+    for canonical_id, created_at in (("kept", 9.0), ("pruned", 1.0)):
+        await directory.put_message_ids(MessageIdRecord(
+            canonical_id=canonical_id, session_id="s1", platform_ids={"xmpp": canonical_id},
+            created_at=created_at))
+    for canonical_id, now in (("kept", 1.0), ("pruned", 9.0), ("orphan", 1.0),
+                              ("young", 9.0)):
+        await directory.put_message_state(canonical_id, "xmpp", {"receipt": "1"}, now=now)
+    await directory.put_message_state("orphan", "xmpp", {"more": "1"}, now=8.0)  # stays 1.0
+    await directory.flush()
+    assert await directory.prune_message_ids(5.0) == 1
+    assert {c: directory.get_message_state(c, "xmpp") != {}
+            for c in ("kept", "pruned", "orphan", "young")} == {
+        "kept": True, "pruned": False, "orphan": False, "young": True}
+    assert await directory.prune_message_ids(float("inf")) == 1
+    assert directory.get_message_state("kept", "xmpp") == {}
+    assert directory.get_message_state("young", "xmpp") == {}
+
+
+async def test_message_state_survives_a_restart(tmp_path: Path) -> None:
+    first = await LmdbDirectory.open(tmp_path / "d")
+    await first.put_message_state("c1", "xmpp", {"reactions/a@x.org": "👍"}, now=1.0)
+    await first.aclose()
+    second = await LmdbDirectory.open(tmp_path / "d")
+    try:
+        assert second.get_message_state("c1", "xmpp") == {"reactions/a@x.org": "👍"}
+    finally:
+        await second.aclose()
+
+
+async def test_schema_2_stores_gain_message_state(tmp_path: Path) -> None:
+    v2 = await LmdbDirectory.open(tmp_path / "d", schema_version=2)
+    await v2.put_message_ids(MessageIdRecord(canonical_id="c1", session_id="s1",
+                                             platform_ids={"xmpp": "x1"}, created_at=1.0))
+    await v2.aclose()
+    current = await LmdbDirectory.open(tmp_path / "d")
+    try:
+        assert current.schema_version == SCHEMA_VERSION == 3
+        assert current.find_canonical_id("xmpp", "x1") == "c1"
+        await current.put_message_state("c1", "xmpp", {"receipt": "1"}, now=2.0)
+        assert current.get_message_state("c1", "xmpp") == {"receipt": "1"}
+    finally:
+        await current.aclose()
+
+
 async def test_prune_leaves_reverse_entries_taken_over_by_newer_records(
     directory: Directory,
 ) -> None:

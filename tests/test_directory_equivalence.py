@@ -45,6 +45,7 @@ SESSION_IDS = ["", "s1", "s2", "s" * 600 + "a", "s" * 600 + "b", "s" * 600]
 CANONICAL_IDS = ["c1", "c2", "c3", "c" * 600]
 MESSAGE_IDS = ["m1", "m2", "m" * 600]
 TIMES = [-1.0, 1.0, 2.0]
+STATE_KEYS = ["receipt", "reactions/a@x.org"]
 
 
 @dataclass(frozen=True)
@@ -104,6 +105,11 @@ steps = st.one_of(
     call("put_session", sessions),
     call("put_message_ids", message_ids),
     call("prune_message_ids", st.sampled_from([*TIMES, 3.0])),
+    st.builds(lambda canonical_id, platform, changes, now: Step(
+        "put_message_state", (canonical_id, platform, changes, now)),
+        st.sampled_from(CANONICAL_IDS), platforms,
+        st.dictionaries(st.sampled_from(STATE_KEYS), st.sampled_from([None, "1", "2"]),
+                        max_size=2), times),
     call("put_domain_agreement", agreements),
     call("put_user_policy", policies),
     call("put_installation", installations),
@@ -117,6 +123,9 @@ async def apply(directory: Directory, step: Step) -> object:
         await trio.lowlevel.checkpoint()
         return None
     method: Any = getattr(directory, step.method)
+    if step.method == "put_message_state":
+        *args, now = step.args
+        return await method(*args, now=now)
     return await method(*step.args)
 
 
@@ -163,6 +172,9 @@ def snapshot(directory: Directory) -> dict[str, object]:
                 directory.list_sessions(after=after, limit=limit))
     for canonical_id in CANONICAL_IDS:
         reads[f"get_message_ids({canonical_id!r})"] = directory.get_message_ids(canonical_id)
+        for platform in PLATFORMS:
+            reads[f"get_message_state({canonical_id!r}, {platform!r})"] = (
+                directory.get_message_state(canonical_id, platform))
     return reads
 
 

@@ -78,7 +78,8 @@ class XmppSettings(msgspec.Struct, frozen=True, kw_only=True):
     queue_deadline: float = 30.0
     #: sessions scanned for contacts to probe after a reconnect
     max_resync_sessions: int = 10_000
-    #: remembered presences, profiles and reaction sets (least recent dropped first)
+    #: remembered presences, profiles and vCard hashes (least recent dropped first); the
+    #: protocol state of messages (reaction sets, receipt requests) is in the directory
     max_remembered: int = 50_000
     #: the XEP-0100 gateway type the component announces in disco#info; empty: the
     #: platform the directory routes the component's domain to (``"interlink"`` if none)
@@ -115,16 +116,9 @@ class XmppAdapter:
         #: latest presence and profile of each platform-side (local) user
         self._presence = Bounded(settings.max_remembered)
         self._profiles = Bounded(settings.max_remembered)
-        self._reactions = Bounded(settings.max_remembered)
-        #: canonical ids of inbound messages whose sender asked for a receipt (XEP-0184)
-        self._receipts = Bounded(settings.max_remembered)
         #: remote contacts whose vCard was asked, with the avatar hash they advertised then
         self._vcard_hashes = Bounded(settings.max_remembered)
         self._vcard_requests = 0
-        #: XMPP id -> canonical id of messages submitted recently: a correction, reply or
-        #: reaction sent right after its message must find it before the engine has
-        #: delivered it and recorded its ids (the session's mailbox keeps them in order)
-        self._submitted = Bounded(settings.max_remembered)
         self.ready = trio.Event()
 
     @property
@@ -198,7 +192,7 @@ class XmppAdapter:
         except InvalidStanza as exc:
             raise DeliveryError(f"invalid-stanza:{type(exc).__name__}") from None
         self.stats.deliveries += 1
-        self._track_reaction(event)
+        await self._track_reaction(event)
         message_id = translate.message_id_of(stanzas)
         return DeliveryResult(platform_message_id=message_id or "")
 
@@ -227,7 +221,8 @@ class XmppAdapter:
             self.stats.answered += 1
             await self._send_quietly(answer)
             return
-        decoded = translate.decode_stanza(stanza, mapper=self.mapper, ids=self._ids(),
+        decoded = translate.decode_stanza(stanza, mapper=self.mapper,
+                                          ids=self._ids(author=self._sender(stanza)),
                                           now=self.port.clock.now(),
                                           max_body_bytes=self.settings.max_body_bytes)
         if isinstance(decoded, translate.StanzaError):
@@ -245,8 +240,7 @@ class XmppAdapter:
                     return
             if isinstance(event, Presence) and event.availability != "offline":
                 await self._fetch_profile(stanza, event.destination, event.source)
-            if isinstance(event, Message) and translate.receipt_requested(stanza):
-                self._receipts.remember(event.event_id, True)
+            await self._remember_inbound(stanza, event)
             try:
                 await port.offer(event)
             except MailboxFullError:
@@ -260,11 +254,7 @@ class XmppAdapter:
                 await self._reject(stanza, translate.RESTARTING)
                 return
             self.stats.events_submitted += 1
-            self._track_reaction(event)
-            xmpp_id = event.platform_ids.get(self.name) if isinstance(
-                event, Message | FileShare) else None
-            if xmpp_id:
-                self._submitted.remember(xmpp_id, event.event_id)
+            await self._track_reaction(event)
 
     def _approve_resubscribe(self, stanza: Element) -> list[Element] | None:
         """A ``subscribe`` from a contact already accepted (clients subscribe back after
@@ -321,15 +311,43 @@ class XmppAdapter:
             return False
         return self._is_contact(local, remote)
 
-    def _track_reaction(self, event: Event) -> None:
-        """XEP-0444 sends a reactor's whole set each time: keep each set current."""
+    async def _remember_inbound(self, stanza: Element, event: Event) -> None:
+        """Before routing a message that starts on XMPP: its XMPP id (a correction, reply
+        or reaction right behind it must find it before the engine has delivered it and
+        recorded its ids; the session's mailbox keeps them in order) and whether its
+        sender asked for a receipt (XEP-0184: sent only then). Written first, so both
+        are known whenever the engine gets to the message; a message answered busy is
+        sent again under the same ids."""
+        if not isinstance(event, Message | FileShare):
+            return
+        changes: dict[str, str | None] = {}
+        xmpp_id = event.platform_ids.get(self.name)
+        if xmpp_id:
+            changes[STATE_XMPP_ID] = xmpp_id
+        if isinstance(event, Message) and translate.receipt_requested(stanza):
+            changes[STATE_RECEIPT] = "requested"
+        if changes:
+            await self.port.directory.put_message_state(
+                event.event_id, self.name, changes, now=self.port.clock.now())
+
+    async def _track_reaction(self, event: Event) -> None:
+        """XEP-0444 sends a reactor's whole set each time: keep each set current, in the
+        directory (a restart must not turn the next reaction into a one-element set)."""
         if not isinstance(event, ReactionAdd | ReactionRemove):
             return
-        key = (event.target_id, event.source)
-        current = self._reactions.get(key, frozenset())
+        current = self._ids().reactions(event.target_id, event.source)
         updated = current | {event.emoji} if isinstance(event, ReactionAdd) \
             else current - {event.emoji}
-        self._reactions.remember(key, frozenset(updated))
+        await self.port.directory.put_message_state(
+            event.target_id, self.name,
+            {reactions_key(event.source): "\n".join(sorted(updated)) or None},
+            now=self.port.clock.now())
+
+    def _sender(self, stanza: Element) -> Address | None:
+        try:
+            return self.mapper.address_of_remote(bare_jid(stanza.get("from", "")))
+        except (JidError, ValueError):
+            return None
 
     def _gateway_type(self) -> str:
         """What the component is a gateway to: a setting, else the platform that serves
@@ -377,8 +395,8 @@ class XmppAdapter:
         except (ComponentUnavailable, InvalidStanza) as exc:
             log.info("xmpp reply not sent", extra={"error": type(exc).__name__})
 
-    def _ids(self) -> translate.MessageIdLookup:
-        return _Ids(self)
+    def _ids(self, *, author: Address | None = None) -> translate.MessageIdLookup:
+        return _Ids(self, author)
 
     # -- resync -------------------------------------------------------------------
     async def _resync(self) -> None:
@@ -415,31 +433,46 @@ class XmppAdapter:
         return route is not None and route.platform == self.name
 
 
-class _Ids:
-    """The message-id map as the translation layer sees it (synchronous reads)."""
+#: per-message state (``Directory.put_message_state`` under the adapter's name) keys:
+#: the XMPP id of a message that started on XMPP, known before the engine records its ids
+STATE_XMPP_ID = "xmpp-id"
+#: its sender asked for a XEP-0184 receipt
+STATE_RECEIPT = "receipt"
 
-    def __init__(self, adapter: XmppAdapter) -> None:
-        self._adapter = adapter
+
+def reactions_key(reactor: Address) -> str:
+    """The state key of ``reactor``'s XEP-0444 reaction set on a message (one emoji a line)."""
+    return f"reactions/{reactor}"
+
+
+class _Ids:
+    """The message-id map and message state as the translation layer sees them
+    (synchronous directory reads). ``author`` is the XMPP sender of the stanza being
+    decoded: a message of theirs not yet recorded is found by the id they gave it."""
+
+    def __init__(self, adapter: XmppAdapter, author: Address | None) -> None:
+        self._name = adapter.name
         self._directory = adapter.port.directory
+        self._author = author
 
     def canonical_id(self, xmpp_id: str) -> str | None:
-        found = self._directory.find_canonical_id(self._adapter.name, xmpp_id)
-        if found is None:
-            submitted = self._adapter._submitted.get(xmpp_id)
-            found = submitted if isinstance(submitted, str) else None
+        found = self._directory.find_canonical_id(self._name, xmpp_id)
+        if found is None and self._author is not None and xmpp_id:
+            candidate = translate.canonical_id_for(self._author, xmpp_id)
+            state = self._directory.get_message_state(candidate, self._name)
+            if state.get(STATE_XMPP_ID) == xmpp_id:
+                found = candidate
         return found
 
     def xmpp_id(self, canonical_id: str) -> str | None:
         record = self._directory.get_message_ids(canonical_id)
-        return None if record is None else record.platform_ids.get(self._adapter.name)
+        return None if record is None else record.platform_ids.get(self._name)
 
     def reactions(self, canonical_id: str, reactor: Address) -> frozenset[str]:
-        found = self._adapter._reactions.get((canonical_id, reactor))
-        return found if isinstance(found, frozenset) else frozenset()
-
-    def set_reactions(self, canonical_id: str, reactor: Address,
-                      emoji: frozenset[str]) -> None:
-        self._adapter._reactions.remember((canonical_id, reactor), emoji)
+        state = self._directory.get_message_state(canonical_id, self._name)
+        stored = state.get(reactions_key(reactor), "")
+        return frozenset(stored.split("\n")) if stored else frozenset()
 
     def receipt_requested(self, canonical_id: str) -> bool:
-        return bool(self._adapter._receipts.get(canonical_id))
+        state = self._directory.get_message_state(canonical_id, self._name)
+        return state.get(STATE_RECEIPT) == "requested"

@@ -417,7 +417,7 @@ def _decode_reactions(reactions: Element, source: Address, destination: Address,
     new: set[str] = set()
     for reaction in reactions.findall(q(NS_REACTIONS, "reaction")):
         value = _text(reaction).strip()
-        if value and len(value) <= MAX_REACTION:
+        if value and len(value) <= MAX_REACTION and "\n" not in value:
             new.add(value)
     before = ids.reactions(target, source)
     events: list[Event] = []

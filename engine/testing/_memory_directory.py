@@ -14,6 +14,7 @@ name it).
 from __future__ import annotations
 
 import bisect
+from collections.abc import Mapping
 
 import msgspec
 import trio
@@ -27,6 +28,7 @@ from .._directory import (
     DomainRoute,
     Installation,
     MessageIdRecord,
+    MessageState,
     PlatformIdentity,
     SessionRecord,
     UserPolicy,
@@ -70,6 +72,8 @@ class MemoryDirectory:
         self._conversations: dict[tuple[str, str], str] = {}
         self._message_ids: dict[str, MessageIdRecord] = {}
         self._message_index: dict[tuple[str, str], str] = {}
+        #: canonical id -> platform -> that platform's state for the message
+        self._message_states: dict[str, dict[str, MessageState]] = {}
         self._agreements: dict[tuple[str, str], DomainAgreement] = {}
         self._policies: dict[Address, UserPolicy] = {}
         self._installations: dict[tuple[str, str], Installation] = {}
@@ -252,16 +256,54 @@ class MemoryDirectory:
             self._message_index[(platform, platform_id)] = canonical_id
 
     async def prune_message_ids(self, older_than: float) -> int:
-        """Delete records with ``created_at < older_than``; return how many."""
+        """Delete records with ``created_at < older_than`` and their messages' state; also
+        the state of messages without a record, first written before ``older_than``.
+        Return how many records were deleted."""
         self._check()
         await trio.lowlevel.checkpoint_if_cancelled()
         doomed = [record for record in self._message_ids.values()
                   if record.created_at < older_than]
         for record in doomed:
             del self._message_ids[record.canonical_id]
+            self._message_states.pop(record.canonical_id, None)
             for platform, platform_id in record.platform_ids.items():
                 self._unindex_message((platform, platform_id), record.canonical_id)
+        for canonical_id, states in list(self._message_states.items()):
+            if canonical_id in self._message_ids:
+                continue
+            for platform, state in list(states.items()):
+                if state.created_at < older_than:
+                    del states[platform]
+            if not states:
+                del self._message_states[canonical_id]
         return len(doomed)
+
+    def get_message_state(self, canonical_id: str, platform: str) -> dict[str, str]:
+        self._check()
+        state = self._message_states.get(canonical_id, {}).get(platform)
+        return {} if state is None else dict(state.values)
+
+    async def put_message_state(self, canonical_id: str, platform: str,
+                                changes: Mapping[str, str | None], *, now: float) -> None:
+        """Merge ``changes`` (``None`` deletes a key; a state left empty is deleted)."""
+        self._check()
+        await trio.lowlevel.checkpoint_if_cancelled()
+        states = self._message_states.setdefault(canonical_id, {})
+        old = states.get(platform)
+        values = {} if old is None else dict(old.values)
+        for key, value in changes.items():
+            if value is None:
+                values.pop(key, None)
+            else:
+                values[key] = value
+        if values:
+            states[platform] = MessageState(
+                canonical_id=canonical_id, platform=platform, values=values,
+                created_at=now if old is None else old.created_at)
+        else:
+            states.pop(platform, None)
+            if not states:
+                del self._message_states[canonical_id]
 
     def _unindex_message(self, key: tuple[str, str], canonical_id: str) -> None:
         if self._message_index.get(key) == canonical_id:

@@ -28,10 +28,12 @@ from engine import (
     METADATA_DBS,
     Address,
     DeliveryOutcome,
+    Directory,
     DomainAgreement,
     DomainRoute,
     Engine,
     EngineSettings,
+    LmdbDirectory,
     MemoryKV,
     MetadataLog,
     PlatformIdentity,
@@ -52,21 +54,81 @@ PETER_PASSWORD = "peter-password"
 
 
 class XmppFederation:
-    def __init__(self, sandbox: Sandbox, prosody: ProsodyInstance, engine: Engine,
-                 slack: SlackAdapter, xmpp: XmppAdapter, directory: MemoryDirectory,
+    def __init__(self, sandbox: Sandbox, prosody: ProsodyInstance, directory: Directory,
                  http: httpx.AsyncClient, peter: TestClient,
-                 nursery: trio.Nursery | None = None) -> None:
+                 directory_path: Path | None = None) -> None:
         self.sandbox = sandbox
         self.prosody = prosody
-        self.engine = engine
-        self.slack = slack
-        self.xmpp = xmpp
         self.directory = directory
         self.http = http
         self.peter = peter
-        self._nursery = nursery
+        self._directory_path = directory_path
+        self._nursery: trio.Nursery | None = None
         self._xmpp_scope: trio.CancelScope | None = None
         self._xmpp_stopped = trio.Event()
+        self._engine_scope: trio.CancelScope | None = None
+        self._engine_stopped = trio.Event()
+        #: where the engine runs (the federation's servers' nursery)
+        self._servers: trio.Nursery | None = None
+        self.engine, self.slack, self.xmpp = self._build()
+
+    def _build(self) -> tuple[Engine, SlackAdapter, XmppAdapter]:
+        """A new engine with new Slack and XMPP adapters, on ``self.directory``."""
+        port = free_port()
+        slack = SlackAdapter(
+            settings=SlackSettings(listen_port=port, public_url=f"http://127.0.0.1:{port}",
+                                   presence_interval=0.2),
+            secrets=SECRETS, web=SlackWebClient(settings=WebApiSettings(
+                base_url=self.sandbox.api_url, post_message_per_second=200.0),
+                http=self.http),
+            installations=[SlackInstallationConfig(team_id=TEAM, bot_token="xoxb-interlink")])
+        prosody = self.prosody
+        xmpp = XmppAdapter(
+            settings=XmppSettings(addressing=AddressingSettings(
+                component_domain="acme.localhost"), queue_deadline=20.0),
+            server=lambda: ("127.0.0.1", prosody.component_port, COMPONENT_SECRET),
+            connection_options={"reconnect": FAST_RECONNECT})
+        clock = SystemClock()
+        engine = Engine(directory=self.directory, adapters=[slack, xmpp], clock=clock,
+                        metadata_log=MetadataLog(MemoryKV(METADATA_DBS), self.directory,
+                                                 clock),
+                        settings=EngineSettings(shard_count=2))
+        return engine, slack, xmpp
+
+    # -- the engine (stopped and started again by tests on an LMDB directory) ----------
+    async def run_engine(self, *, task_status: trio.TaskStatus[None]) -> None:
+        """engine.run, with the XMPP adapter in a cancel scope of its own, so that tests
+        can stop and restart it while everything else runs."""
+        self._engine_stopped = trio.Event()
+        try:
+            with trio.CancelScope() as scope:
+                self._engine_scope = scope
+                async with trio.open_nursery() as nursery:
+                    self._nursery = nursery
+                    for service in self.engine.services():
+                        if service.group == "adapters" and service.name == self.xmpp.name:
+                            continue
+                        await nursery.start(service.start)
+                    await self.start_xmpp()
+                    self.engine.open_for_events()
+                    await self.sandbox.wait_socket_connections(APP)
+                    task_status.started()
+        finally:
+            self._engine_stopped.set()
+
+    async def restart_engine(self) -> None:
+        """Stop the engine as an operator would (drain, flush), reopen its LMDB directory,
+        and start a new engine with new adapters on it: all they know comes from disk."""
+        assert self._directory_path is not None and self._engine_scope is not None
+        assert self._servers is not None
+        await self.quiesce()
+        await self.engine.stop()
+        self._engine_scope.cancel()
+        await self._engine_stopped.wait()
+        await self.directory.aclose()
+        self.directory = await LmdbDirectory.open(self._directory_path)
+        self.engine, self.slack, self.xmpp = self._build()
+        await self._servers.start(self.run_engine)
 
     # -- the XMPP adapter in a scope of its own (stopped and started by tests) ---------
     async def start_xmpp(self) -> None:
@@ -195,15 +257,19 @@ class XmppFederation:
 
 
 @asynccontextmanager
-async def xmpp_federation(tmp_path: Path, *, deadline: float = 20.0,
+async def xmpp_federation(tmp_path: Path, *, deadline: float = 20.0, lmdb: bool = False,
                           ) -> AsyncIterator[XmppFederation]:
-    """The whole federation for one test, which fails (never hangs) after ``deadline``."""
-    async with _running_federation(tmp_path, deadline) as fed:
+    """The whole federation for one test, which fails (never hangs) after ``deadline``.
+
+    ``lmdb``: the directory is an LMDB store under ``tmp_path`` (so that
+    :meth:`XmppFederation.restart_engine` can start a new engine on it), not memory."""
+    async with _running_federation(tmp_path, deadline, lmdb) as fed:
         yield fed
 
 
 @asynccontextmanager
-async def _running_federation(tmp_path: Path, deadline: float) -> AsyncIterator[XmppFederation]:
+async def _running_federation(tmp_path: Path, deadline: float,
+                              lmdb: bool) -> AsyncIterator[XmppFederation]:
     seed = make_seed()
     limits = RateLimitSettings(post_message_per_second=500.0, post_message_burst=50,
                                per_minute=(600.0, 6000.0, 6000.0, 6000.0, 6000.0))
@@ -214,7 +280,9 @@ async def _running_federation(tmp_path: Path, deadline: float) -> AsyncIterator[
     async with running(seed, settings=settings, deadline=deadline) as sandbox, \
             httpx.AsyncClient(trust_env=False) as http, trio.open_nursery() as servers:
         prosody: ProsodyInstance = await servers.start(run_prosody, prosody_settings)
-        directory = MemoryDirectory()
+        directory_path = tmp_path / "directory" if lmdb else None
+        directory: Directory = MemoryDirectory() if directory_path is None else \
+            await LmdbDirectory.open(directory_path, sync=False)
         await directory.put_domain_route(DomainRoute(domain="acme.localhost", platform="slack",
                                                      tenant=TEAM, internal=True))
         await directory.put_domain_route(DomainRoute(domain="widget.localhost",
@@ -223,38 +291,16 @@ async def _running_federation(tmp_path: Path, deadline: float) -> AsyncIterator[
             domain_a="acme.localhost", domain_b="widget.localhost", decision="allow"))
         await directory.put_identity(PlatformIdentity(address=JOHN_ADDRESS, platform="slack",
                                                       tenant=TEAM, user_id=JOHN))
-        port = free_port()
-        slack = SlackAdapter(
-            settings=SlackSettings(listen_port=port, public_url=f"http://127.0.0.1:{port}",
-                                   presence_interval=0.2),
-            secrets=SECRETS, web=SlackWebClient(settings=WebApiSettings(
-                base_url=sandbox.api_url, post_message_per_second=200.0), http=http),
-            installations=[SlackInstallationConfig(team_id=TEAM, bot_token="xoxb-interlink")])
-        xmpp = XmppAdapter(
-            settings=XmppSettings(addressing=AddressingSettings(
-                component_domain="acme.localhost"), queue_deadline=20.0),
-            server=lambda: ("127.0.0.1", prosody.component_port, COMPONENT_SECRET),
-            connection_options={"reconnect": FAST_RECONNECT})
-        clock = SystemClock()
-        engine = Engine(directory=directory, adapters=[slack, xmpp], clock=clock,
-                        metadata_log=MetadataLog(MemoryKV(METADATA_DBS), directory, clock),
-                        settings=EngineSettings(shard_count=2))
-        async with trio.open_nursery() as nursery:
-            # engine.run, with the XMPP adapter in a cancel scope of its own, so that tests
-            # can stop and restart it while everything else runs
-            for service in engine.services():
-                if service.group == "adapters" and service.name == xmpp.name:
-                    continue
-                await nursery.start(service.start)
-            async with open_client(PETER_JID, PETER_PASSWORD, "127.0.0.1",
-                                   prosody.c2s_port) as peter:
-                fed = XmppFederation(sandbox, prosody, engine, slack, xmpp, directory, http,
-                                     peter, nursery)
-                await fed.start_xmpp()
-                engine.open_for_events()
-                await sandbox.wait_socket_connections(APP)
-                yield fed
-            nursery.cancel_scope.cancel()
+        async with open_client(PETER_JID, PETER_PASSWORD, "127.0.0.1",
+                               prosody.c2s_port) as peter:
+            fed = XmppFederation(sandbox, prosody, directory, http, peter, directory_path)
+            fed._servers = servers
+            await servers.start(fed.run_engine)
+            yield fed
+            if fed._engine_scope is not None:
+                fed._engine_scope.cancel()
+            await fed._engine_stopped.wait()
+        await fed.directory.aclose()
         servers.cancel_scope.cancel()
 
 

@@ -205,3 +205,34 @@ async def test_refusals_are_the_routers_answered_as_stanza_errors(
         assert (await peter.next_stanza("any")).id == "last"
         assert engine.router.routed == 0 and xmpp.stats.rejected == 4
         assert platform.delivered == []
+
+
+# --------------------------------------- protocol state in the directory, not RAM
+
+NS_REACTIONS = "urn:xmpp:reactions:0"
+
+
+async def test_a_restart_between_two_reactions_keeps_both_on_xmpp(
+        tmp_path: Path, prosody_installed: None) -> None:
+    async with xmpp_federation(tmp_path, lmdb=True, deadline=30.0) as fed:
+        await fed.befriend()
+        posted = await fed.act("chat.postMessage", channel=fed.conversation(), text="root")
+        root = await fed.peter_gets("message", skip_types=("error",))
+        assert root.body == "root"
+
+        await fed.act("reactions.add", channel=fed.conversation(), timestamp=posted["ts"],
+                      name="tada")
+        first = child(xml_of(await fed.peter_gets("message")), NS_REACTIONS, "reactions")
+        assert first is not None and [r.text for r in first] == ["🎉"]
+
+        # a new engine, new adapters, the same LMDB directory: John's reaction set on
+        # the message is read from disk, so his next reaction adds to it (XEP-0444 sends
+        # the whole set: a forgotten set would replace 🎉 by 👍 on Peter's side)
+        old_xmpp = fed.xmpp
+        await fed.restart_engine()
+        assert fed.xmpp is not old_xmpp
+        await fed.act("reactions.add", channel=fed.conversation(), timestamp=posted["ts"],
+                      name="+1")
+        second = child(xml_of(await fed.peter_gets("message")), NS_REACTIONS, "reactions")
+        assert second is not None and second.get("id") == root.id
+        assert sorted(r.text or "" for r in second) == sorted(["🎉", "👍"])

@@ -37,6 +37,9 @@ from ._clock import SystemClock as SystemClock
 from ._config import EngineConfig as EngineConfig
 from ._config import apply_to_directory as apply_to_directory
 from ._config import load_config_file as load_config_file
+from ._dedupe import Claim as Claim
+from ._dedupe import DedupeStats as DedupeStats
+from ._dedupe import Deduplicator as Deduplicator
 from ._degrade import degrade as degrade
 from ._degrade import failure_note as failure_note
 from ._degrade import reaction_note as reaction_note

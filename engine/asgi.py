@@ -1,14 +1,32 @@
-"""The few ASGI pieces Interlink's HTTP servers share (control API, adapters' HTTP edges)."""
+"""The few ASGI pieces Interlink's HTTP servers share (control API, adapters' HTTP edges).
+
+:func:`serve_http` binds first (a port in use fails before the server
+starts), reports the bound port with ``task_status.started(port)`` and, on
+cancellation, stops accepting, lets requests in flight finish for a bounded
+grace period, and returns.
+"""
 
 from __future__ import annotations
 
+import logging
 import socket
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
+from urllib.parse import urlsplit
+
+import trio
+from hypercorn.config import Config as HypercornConfig
+from hypercorn.trio import serve
+
+__all__ = ["ASGIApp", "Receive", "Scope", "Send", "answer_lifespan", "listening_socket",
+           "serve_http"]
 
 Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
 Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+log = logging.getLogger("interlink.http")
 
 
 async def answer_lifespan(receive: Receive, send: Send) -> None:
@@ -34,3 +52,51 @@ def listening_socket(host: str, port: int) -> socket.socket:
         sock.close()
         raise
     return sock
+
+
+async def serve_http(app: ASGIApp, *, host: str = "127.0.0.1", port: int = 0, name: str = "http",
+                     graceful_timeout: float = 3.0,
+                     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
+    """Serve ``app`` with hypercorn on trio; ``task_status.started(port)`` once listening.
+
+    ``port=0`` picks a free port; ``name`` says which endpoint in the logs. On
+    cancellation the server stops accepting, lets requests in flight finish for
+    up to ``graceful_timeout`` seconds and returns (re-raising the
+    cancellation). A port in use raises ``OSError``.
+    """
+    listening = listening_socket(host, port)
+    config = HypercornConfig()
+    config.bind = [f"fd://{listening.detach()}"]
+    config.accesslog = None  # an access log would carry URLs: ids, file names
+    config.errorlog = logging.getLogger(f"interlink.http.{name}")
+    config.graceful_timeout = graceful_timeout
+    config.include_server_header = False
+    stopping = trio.Event()
+    finished = trio.Event()
+    server_scope = trio.CancelScope(shield=True)  # shielded: cancelling us stops it gently
+
+    async def run_server(*, task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED
+                         ) -> None:
+        try:
+            with server_scope:
+                await serve(app, config, shutdown_trigger=stopping.wait,  # type: ignore[arg-type]
+                            task_status=task_status)
+        finally:
+            finished.set()
+
+    async with trio.open_nursery() as nursery:
+        binds: list[str] = await nursery.start(run_server)
+        bound = urlsplit(binds[0]).port
+        assert bound is not None
+        log.info("http endpoint listening", extra={"endpoint": name, "host": host,
+                                                   "port": bound})
+        try:
+            task_status.started(bound)
+            await finished.wait()
+        finally:
+            stopping.set()
+            with trio.move_on_after(graceful_timeout + 1.0) as grace:
+                grace.shield = True
+                await finished.wait()
+            server_scope.cancel()
+            log.info("http endpoint stopped", extra={"endpoint": name, "port": bound})

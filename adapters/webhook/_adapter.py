@@ -39,6 +39,7 @@ from engine import (
     Address,
     Backoff,
     Capability,
+    Deduplicator,
     DeliveryError,
     DeliveryResult,
     EnginePort,
@@ -51,14 +52,14 @@ from engine import (
     parse_host_port,
     platform_message_id,
 )
+from engine.asgi import serve_http
 
 from ._config import WebhookAdapterConfig
-from ._dedupe import WebhookIdDeduplicator
 from ._delivery import DeliveryPolicy, DeliveryStats, Poster
 from ._encode import encode
 from ._inbound import InboundStats, WebhookEndpoint
 from ._schema import PartnerAnswer
-from ._server import serve_http
+from ._signature import TOLERANCE
 
 log = logging.getLogger("interlink.webhook")
 
@@ -142,7 +143,7 @@ class WebhookAdapter:
                     limits=httpx.Limits(max_connections=64, max_keepalive_connections=16)))
             endpoint = WebhookEndpoint(
                 self, keys=secrets.inbound_keys, path=config.path,
-                dedupe=WebhookIdDeduplicator(max_entries=config.dedupe_entries),
+                dedupe=Deduplicator(max_entries=config.dedupe_entries, ttl=2 * TOLERANCE),
                 wall_clock=self._wall_clock, max_body_bytes=config.max_body_bytes,
                 request_timeout=config.request_timeout, max_in_flight=config.max_in_flight,
                 busy_retry_after=config.busy_retry_after)
@@ -152,7 +153,8 @@ class WebhookAdapter:
             try:
                 async with trio.open_nursery() as nursery:
                     self.bound_port = await nursery.start(functools.partial(
-                        serve_http, endpoint, host=self._host, port=self._listen_port))
+                        serve_http, endpoint, host=self._host, port=self._listen_port,
+                        name="webhook"))
                     log.info("webhook adapter started", extra={"adapter": self.name})
                     task_status.started()
             finally:

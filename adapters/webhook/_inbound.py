@@ -41,11 +41,10 @@ from typing import Any, Protocol
 import msgspec
 import trio
 
-from engine import Address, EnginePort, Event, UnavailableError
+from engine import Address, Claim, Deduplicator, EnginePort, Event, UnavailableError
+from engine.asgi import Receive, Scope, Send, answer_lifespan
 
 from ._decode import IdResolver, PayloadError, decode_body, parties, to_event
-from ._dedupe import Claim, WebhookIdDeduplicator
-from ._server import Receive, Scope, Send, answer_lifespan
 from ._signature import SignatureError, verify
 
 log = logging.getLogger("interlink.webhook.inbound")
@@ -108,7 +107,7 @@ class WebhookEndpoint:
     """The ASGI 3 app taking the partner's signed requests (rules in the module docstring)."""
 
     def __init__(self, intake: Intake, *, keys: tuple[bytes, ...], path: str,
-                 dedupe: WebhookIdDeduplicator, wall_clock: Callable[[], float],
+                 dedupe: Deduplicator, wall_clock: Callable[[], float],
                  max_body_bytes: int, request_timeout: float, max_in_flight: int,
                  busy_retry_after: int) -> None:
         self._intake = intake

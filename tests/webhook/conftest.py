@@ -28,7 +28,6 @@ import trio
 from standardwebhooks import Webhook, WebhookVerificationError
 
 from adapters.webhook import WebhookAdapter, WebhookAdapterConfig, WebhookSecrets, parse_secret
-from adapters.webhook._server import Receive, Scope, Send, answer_lifespan, serve_http
 from adapters.xmpp import ProsodyInstance, ProsodySettings, run_prosody
 from engine import (
     METADATA_DBS,
@@ -48,6 +47,7 @@ from engine import (
     SecretRef,
     SystemClock,
 )
+from engine.asgi import Receive, Scope, Send, answer_lifespan, serve_http
 from engine.testing import LoopbackAdapter, MemoryDirectory
 
 PARTNER_DOMAIN = "partner.localhost"

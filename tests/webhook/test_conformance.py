@@ -10,8 +10,8 @@ import httpx
 import trio
 
 from adapters.webhook import WebhookAdapter, WebhookSecrets, parse_secret
-from adapters.webhook._server import serve_http
 from engine import Address, Directory, DomainRoute
+from engine.asgi import serve_http
 from engine.testing import AdapterHarness, check_adapter_conformance
 
 from .conftest import (

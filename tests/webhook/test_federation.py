@@ -28,7 +28,6 @@ from adapters.slack import (
 )
 from adapters.slack.sandbox import RateLimitSettings, Sandbox, SandboxSettings, parse_seed
 from adapters.webhook import WebhookAdapter, WebhookSecrets, parse_secret
-from adapters.webhook._server import serve_http
 from adapters.xmpp import (
     AddressingSettings,
     ProsodySettings,
@@ -51,6 +50,7 @@ from engine import (
     PlatformIdentity,
     SystemClock,
 )
+from engine.asgi import serve_http
 from engine.testing import MemoryDirectory
 
 from .conftest import (

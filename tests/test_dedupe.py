@@ -1,16 +1,16 @@
-"""Idempotency by webhook-id: bounded by age and by count (trio's clock, autojumped)."""
+"""engine.Deduplicator: inbound idempotency bounded by age and by count (trio's clock,
+autojumped)."""
 
 from __future__ import annotations
 
 import pytest
 import trio
 
-from adapters.webhook._dedupe import Claim, WebhookIdDeduplicator
-from engine import UnavailableError
+from engine import Claim, Deduplicator, UnavailableError
 
 
 async def test_accepted_ids_are_duplicates_until_they_expire(autojump_clock: object) -> None:
-    dedupe = WebhookIdDeduplicator(ttl=600.0)
+    dedupe = Deduplicator(ttl=600.0)
     assert dedupe.claim("msg_1") is Claim.NEW
     dedupe.done("msg_1")
     await trio.sleep(599.0)
@@ -21,14 +21,14 @@ async def test_accepted_ids_are_duplicates_until_they_expire(autojump_clock: obj
 
 
 async def test_a_released_id_can_be_claimed_again() -> None:
-    dedupe = WebhookIdDeduplicator()
+    dedupe = Deduplicator()
     assert dedupe.claim("msg_1") is Claim.NEW
     dedupe.release("msg_1")
     assert dedupe.claim("msg_1") is Claim.NEW
 
 
 async def test_a_second_request_waits_for_the_one_in_flight(autojump_clock: object) -> None:
-    dedupe = WebhookIdDeduplicator()
+    dedupe = Deduplicator()
     assert dedupe.claim("msg_1") is Claim.NEW
     assert dedupe.claim("msg_1") is Claim.IN_FLIGHT
     async with trio.open_nursery() as nursery:
@@ -39,7 +39,7 @@ async def test_a_second_request_waits_for_the_one_in_flight(autojump_clock: obje
 
 
 async def test_the_table_is_bounded() -> None:
-    dedupe = WebhookIdDeduplicator(max_entries=2)
+    dedupe = Deduplicator(max_entries=2)
     for name in ("a", "b"):
         assert dedupe.claim(name) is Claim.NEW
     with pytest.raises(UnavailableError):

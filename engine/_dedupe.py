@@ -63,11 +63,14 @@ class Deduplicator:
         return len(self._done) + len(self._in_flight)
 
     def claim(self, event_id: str) -> Claim:
+        """:attr:`Claim.NEW` (handle it now: it is in flight), else why not; a claim
+        that is not new counts as a duplicate delivery."""
         self._expire()
         if event_id in self._done:
             self.stats.duplicates += 1
             return Claim.DONE
         if event_id in self._in_flight:
+            self.stats.duplicates += 1
             return Claim.IN_FLIGHT
         if len(self) >= self.max_entries:
             if not self._done:
@@ -78,6 +81,13 @@ class Deduplicator:
         self._in_flight[event_id] = trio.Event()
         self.stats.claimed += 1
         return Claim.NEW
+
+    def is_done(self, event_id: str) -> bool:
+        self._expire()
+        return event_id in self._done
+
+    def in_flight(self, event_id: str) -> bool:
+        return event_id in self._in_flight
 
     def done(self, event_id: str) -> None:
         """Accepted: later deliveries of ``event_id`` are duplicates (for ``ttl``)."""

@@ -33,7 +33,9 @@ import trio
 
 from engine import (
     Address,
+    Bounded,
     Capability,
+    Deduplicator,
     DeliveryError,
     EnginePort,
     Event,
@@ -43,15 +45,15 @@ from engine import (
     SessionRecord,
     UnavailableError,
 )
+from engine.asgi import serve_http
 
-from .._bounded import Bounded
 from ._client import SlackWebClient
 from ._commands import CommandsPart
 from ._delivery import conversation_name as conversation_name
 from ._errors import SlackApiError
 from ._file_links import FileTicket, open_ticket, sign_ticket
 from ._files import Download
-from ._inbound import EventDeduplicator, SlackEventsApp, serve_http
+from ._inbound import SlackEventsApp
 from ._installations import SecretsSource
 from ._installations import SlackInstallationConfig as SlackInstallationConfig
 from ._installations import SlackSecrets as SlackSecrets
@@ -63,6 +65,10 @@ from ._socket_mode import SocketModeClient
 from ._translate import Revoked, decode_event, message_key
 
 log = logging.getLogger("interlink.slack")
+
+#: how long an Events API event id is remembered: Slack retries a delivery for
+#: up to about an hour
+DEDUPE_TTL = 3600.0
 
 CAPABILITIES: frozenset[Capability] = frozenset({
     "edits", "retractions", "reactions", "presence", "profiles", "files", "contacts",
@@ -77,7 +83,7 @@ class SlackAdapter(CommandsPart):
                  secrets: SlackSecrets | None = None, web: SlackWebClient,
                  installations: Iterable[SlackInstallationConfig] = (),
                  secrets_source: SecretsSource | None = None,
-                 dedupe: EventDeduplicator | None = None,
+                 dedupe: Deduplicator | None = None,
                  files: httpx.AsyncClient | None = None, owns_web: bool = False) -> None:
         """``secrets_source``, when given, is called at each start instead of using
         ``secrets`` / ``installations`` (files may appear or rotate between starts).
@@ -92,7 +98,7 @@ class SlackAdapter(CommandsPart):
         #: fetches files that contacts share (any URL; no Slack token is ever sent)
         self._files = files
         self._owns_web = owns_web
-        self.dedupe = dedupe or EventDeduplicator()
+        self.dedupe = dedupe or Deduplicator(ttl=DEDUPE_TTL)
         self.stats = SlackStats()
         self._port: EnginePort | None = None
         #: per team: ids that are Interlink's own (bot user, bot, app)
@@ -146,7 +152,8 @@ class SlackAdapter(CommandsPart):
                         raise UnavailableError("HTTP mode needs the app's signing secret")
                     app = SlackRoutes(self, events)
                     self.listen_port = await nursery.start(
-                        lambda task_status: serve_http(app, host=self.settings.listen_host,
+                        lambda task_status: serve_http(app, name="slack-events",
+                                                       host=self.settings.listen_host,
                                                        port=self.settings.listen_port or 0,
                                                        task_status=task_status))
                 nursery.start_soon(self._poll_presence)

@@ -31,6 +31,7 @@ import trio
 
 from engine import (
     Address,
+    Bounded,
     DeliveryError,
     DeliveryOutcome,
     DeliveryResult,
@@ -47,7 +48,6 @@ from engine import (
 )
 from engine.richtext import Block, ListBlock, Paragraph, Quote
 
-from .._bounded import Bounded
 from ._errors import SlackApiError
 from ._presence import PresencePart
 from ._translate import (

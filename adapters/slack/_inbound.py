@@ -2,7 +2,7 @@
 
 Slack POSTs signed requests to the app's Request URL (``docs/slack-sandbox.md``,
 ``reference/slack.md``). :class:`SlackEventsApp` is the ASGI 3 app that takes
-them; :func:`serve_http` serves it with hypercorn on trio. What happens to a
+them; :func:`engine.asgi.serve_http` serves it with hypercorn on trio. What happens to a
 request, in order (the first rule that applies decides)::
 
     route other than POST /slack/events, /slack/commands, GET /healthz   404 / 405
@@ -24,7 +24,7 @@ request, in order (the first rule that applies decides)::
 
 The ack budget runs from the moment the request arrives, so Slack (which waits
 3 s) always hears back in time. De-duplication is by ``event_id`` in an
-:class:`EventDeduplicator`, which the Socket Mode client shares
+:class:`engine.Deduplicator`, which the Socket Mode client shares
 (``_socket_mode.py``): both transports go through :func:`dispatch_event` and
 :func:`dispatch_command`, so they behave alike.
 
@@ -37,23 +37,19 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any, Protocol
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl
 
 import msgspec
 import trio
-from hypercorn.config import Config as HypercornConfig
-from hypercorn.trio import serve
 from slack_sdk.signature import Clock as SignatureClock
 from slack_sdk.signature import SignatureVerifier
 
-from engine import UnavailableError
-
-from .._asgi import Receive, Scope, Send, answer_lifespan, listening_socket
+from engine import Claim, Deduplicator, UnavailableError
+from engine.asgi import Receive, Scope, Send, answer_lifespan
 
 log = logging.getLogger("interlink.slack.inbound")
 
@@ -63,7 +59,6 @@ HANDLED_BODY_TYPES = frozenset({"event_callback", "app_rate_limited"})
 #: the most form fields a slash command request may carry
 MAX_FORM_FIELDS = 200
 
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 
 class InboundHandler(Protocol):
@@ -82,100 +77,6 @@ class InboundHandler(Protocol):
         """A slash command (fields as Slack sends them: command, text, user_id, team_id,
         channel_id, response_url, ...). Returns the response body, e.g.
         {"response_type": "ephemeral", "text": "..."}."""
-
-
-# -- de-duplication ---------------------------------------------------------------------------
-
-
-@dataclass
-class DedupeStats:
-    claimed: int = 0
-    duplicates: int = 0
-    released: int = 0
-    expired: int = 0
-    evicted: int = 0
-
-
-class EventDeduplicator:
-    """Which ``event_id``\\ s are done or in flight; bounded by count and by age.
-
-    ``claim(id)`` is True when the caller should handle the event: it is then in
-    flight until ``done(id)`` (handled: later claims say False for ``ttl``
-    seconds) or ``release(id)`` (not handled: the next delivery may claim it).
-    Age is measured on trio's clock. When the table holds ``max_entries``, the
-    oldest done entries are forgotten first; when it is full of events in
-    flight, ``claim`` raises :class:`engine.UnavailableError` (do not ack).
-    """
-
-    def __init__(self, *, max_entries: int = 100_000, ttl: float = 3600.0) -> None:
-        if max_entries < 1:
-            raise ValueError("max_entries must be at least 1")
-        if not ttl > 0:
-            raise ValueError("ttl must be positive")
-        self.max_entries = max_entries
-        self.ttl = ttl
-        #: event_id -> trio time it was done, oldest first
-        self._done: OrderedDict[str, float] = OrderedDict()
-        #: event_id -> set when it is done or released
-        self._in_flight: dict[str, trio.Event] = {}
-        self.stats = DedupeStats()
-
-    def __len__(self) -> int:
-        return len(self._done) + len(self._in_flight)
-
-    def claim(self, event_id: str) -> bool:
-        """True: handle ``event_id`` now (it is in flight). False: done or in flight already."""
-        self._expire()
-        if event_id in self._done or event_id in self._in_flight:
-            self.stats.duplicates += 1
-            return False
-        if len(self) >= self.max_entries:
-            if not self._done:
-                raise UnavailableError(
-                    f"{len(self._in_flight)} Slack events are in flight; try again later")
-            self._done.popitem(last=False)
-            self.stats.evicted += 1
-        self._in_flight[event_id] = trio.Event()
-        self.stats.claimed += 1
-        return True
-
-    def done(self, event_id: str) -> None:
-        """``event_id`` was handled: later deliveries of it are duplicates."""
-        settled = self._in_flight.pop(event_id, None)
-        if settled is None:
-            return
-        self._done[event_id] = trio.current_time()
-        settled.set()
-        self._expire()
-
-    def release(self, event_id: str) -> None:
-        """``event_id`` was not handled (not acked): its redelivery will be claimable."""
-        settled = self._in_flight.pop(event_id, None)
-        if settled is not None:
-            self.stats.released += 1
-            settled.set()
-
-    def is_done(self, event_id: str) -> bool:
-        self._expire()
-        return event_id in self._done
-
-    def in_flight(self, event_id: str) -> bool:
-        return event_id in self._in_flight
-
-    async def wait_settled(self, event_id: str) -> None:
-        """Wait until ``event_id`` is not in flight (done or released)."""
-        settled = self._in_flight.get(event_id)
-        if settled is not None:
-            await settled.wait()
-
-    def _expire(self) -> None:
-        horizon = trio.current_time() - self.ttl
-        while self._done:
-            event_id, stamp = next(iter(self._done.items()))
-            if stamp > horizon:
-                return
-            del self._done[event_id]
-            self.stats.expired += 1
 
 
 # -- what both transports do with a body ----------------------------------------------------
@@ -220,7 +121,7 @@ class EventOutcome(Enum):
 
 
 async def dispatch_event(body: dict[str, Any], *, handler: InboundHandler,
-                         dedupe: EventDeduplicator, stats: InboundStats, deadline: float,
+                         dedupe: Deduplicator, stats: InboundStats, deadline: float,
                          limiter: trio.CapacityLimiter | None = None) -> EventOutcome:
     """Give an Events API body to ``handler`` at most once per ``event_id``, by ``deadline``.
 
@@ -240,8 +141,8 @@ async def dispatch_event(body: dict[str, Any], *, handler: InboundHandler,
     assert key is None or isinstance(key, str)
     with trio.move_on_at(deadline):
         if key is not None:
-            while not dedupe.claim(key):
-                if dedupe.is_done(key):
+            while (claim := dedupe.claim(key)) is not Claim.NEW:
+                if claim is Claim.DONE:
                     stats.duplicates += 1
                     log.debug("slack event duplicate", extra=_fields(body))
                     return EventOutcome.DUPLICATE
@@ -365,7 +266,7 @@ class SlackEventsApp:
     """
 
     def __init__(self, *, signing_secret: str, handler: InboundHandler,
-                 dedupe: EventDeduplicator, clock: Callable[[], float] | None = None,
+                 dedupe: Deduplicator, clock: Callable[[], float] | None = None,
                  max_body_bytes: int = MIB, ack_budget: float = 2.5,
                  max_in_flight: int = 256) -> None:
         if max_body_bytes < 1:
@@ -513,52 +414,3 @@ async def _respond(send: Send, status: int, body: bytes) -> None:
                (b"cache-control", b"no-store")]
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
-
-
-# -- serving ---------------------------------------------------------------------------------
-
-
-async def serve_http(app: ASGIApp, *, host: str = "127.0.0.1", port: int = 0,
-                     graceful_timeout: float = 3.0,
-                     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
-    """Serve ``app`` with hypercorn on trio; ``task_status.started(port)`` once listening.
-
-    ``port=0`` picks a free port. On cancellation the server stops accepting,
-    lets requests in flight finish for up to ``graceful_timeout`` seconds and
-    returns (re-raising the cancellation). A port in use raises ``OSError``.
-    """
-    listening = listening_socket(host, port)
-    config = HypercornConfig()
-    config.bind = [f"fd://{listening.detach()}"]
-    config.accesslog = None
-    config.errorlog = logging.getLogger("interlink.slack.inbound.server")
-    config.graceful_timeout = graceful_timeout
-    config.include_server_header = False
-    stopping = trio.Event()
-    finished = trio.Event()
-    server_scope = trio.CancelScope(shield=True)  # shielded: cancelling us stops it gently
-
-    async def run_server(*, task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED
-                         ) -> None:
-        try:
-            with server_scope:
-                await serve(app, config, shutdown_trigger=stopping.wait,  # type: ignore[arg-type]
-                            task_status=task_status)
-        finally:
-            finished.set()
-
-    async with trio.open_nursery() as nursery:
-        binds: list[str] = await nursery.start(run_server)
-        bound = urlsplit(binds[0]).port
-        assert bound is not None
-        log.info("slack events endpoint listening", extra={"host": host, "port": bound})
-        try:
-            task_status.started(bound)
-            await finished.wait()
-        finally:
-            stopping.set()
-            with trio.move_on_after(graceful_timeout + 1.0) as grace:
-                grace.shield = True
-                await finished.wait()
-            server_scope.cancel()
-            log.info("slack events endpoint stopped", extra={"port": bound})

@@ -24,13 +24,13 @@ import trio
 from engine import (
     Address,
     Availability,
+    Bounded,
     DeliveryError,
     PlatformIdentity,
     Presence,
     UnavailableError,
 )
 
-from .._bounded import Bounded
 from ._errors import SlackApiError
 from ._installations import InstallationsPart
 from ._translate import profile_event

@@ -19,8 +19,8 @@ from urllib.parse import parse_qs, quote
 
 import trio
 
-from adapters._asgi import Receive, Scope, Send
 from engine import Installation
+from engine.asgi import Receive, Scope, Send
 
 from ._errors import SlackApiError
 from ._file_links import FileLinkError

@@ -64,11 +64,10 @@ from trio_websocket import (
     wrap_client_stream,
 )
 
-from engine import Backoff, UnavailableError
+from engine import Backoff, Deduplicator, UnavailableError
 
 from ._inbound import (
     MIB,
-    EventDeduplicator,
     EventOutcome,
     InboundHandler,
     InboundStats,
@@ -124,7 +123,7 @@ class SocketModeClient:
     """
 
     def __init__(self, *, open_url: Callable[[], Awaitable[str]], handler: InboundHandler,
-                 dedupe: EventDeduplicator, backoff_initial: float = 1.0,
+                 dedupe: Deduplicator, backoff_initial: float = 1.0,
                  backoff_max: float = 30.0, backoff_jitter: float = 0.5,
                  max_message_bytes: int = MIB, ack_budget: float = 2.5,
                  connect_timeout: float = 10.0, close_timeout: float = 2.0,

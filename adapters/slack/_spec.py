@@ -32,8 +32,9 @@ from engine import (
     write_private_file,
 )
 
-from ._adapter import SlackAdapter, SlackInstallationConfig, SlackSecrets, SlackSettings
-from ._webapi import SlackWebClient, WebApiSettings
+from ._adapter import SlackAdapter
+from ._client import SlackWebClient, WebApiSettings
+from ._installations import SlackInstallationConfig, SlackSecrets, SlackSettings
 from .sandbox import RateLimitSettings, Sandbox, SandboxSettings, Seed, load_seed
 
 log = logging.getLogger("interlink.run")

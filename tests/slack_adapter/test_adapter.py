@@ -642,7 +642,7 @@ async def test_a_full_mailbox_gets_slacks_busy_answer_and_the_retry_gets_through
         assert to_paul_event.destination == PAUL_ADDRESS
 
         fed.widget.release(PETER_ADDRESS)
-        texts = []
+        texts: list[str] = []
         while len(texts) < 3:
             event = await fed.next_event()
             assert isinstance(event, Message) and event.destination == PETER_ADDRESS

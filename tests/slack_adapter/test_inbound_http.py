@@ -19,9 +19,10 @@ import pytest
 import trio
 import trio.testing
 
-from adapters.slack._inbound import EventDeduplicator, SlackEventsApp, serve_http
+from adapters.slack._inbound import SlackEventsApp
 from adapters.slack.sandbox import DeliveryRecord, Sandbox, signature
-from engine import UnavailableError
+from engine import Deduplicator, UnavailableError
+from engine.asgi import serve_http
 from tests.slack_sandbox._kit import APP, GENERAL, JOHN, fast_settings, make_seed, running
 
 SECRET = "s3cret"
@@ -94,7 +95,7 @@ async def serving(app: SlackEventsApp) -> AsyncIterator[str]:
 
 
 def make_app(handler: RecordingHandler, **options: Any) -> SlackEventsApp:
-    return SlackEventsApp(signing_secret=SECRET, handler=handler, dedupe=EventDeduplicator(),
+    return SlackEventsApp(signing_secret=SECRET, handler=handler, dedupe=Deduplicator(),
                           **options)
 
 
@@ -445,70 +446,6 @@ async def test_serve_http_finishes_requests_in_flight_when_cancelled() -> None:
                 await http.get(url + "/healthz")
 
 
-# -- the de-duplicator --------------------------------------------------------------------
-
-async def test_dedupe_claim_done_release(mock_clock: trio.testing.MockClock) -> None:
-    dedupe = EventDeduplicator()
-    assert dedupe.claim("Ev1")
-    assert not dedupe.claim("Ev1")  # in flight
-    assert dedupe.in_flight("Ev1") and not dedupe.is_done("Ev1")
-    dedupe.release("Ev1")  # not acked: the redelivery is handled
-    assert dedupe.claim("Ev1")
-    dedupe.done("Ev1")
-    assert not dedupe.claim("Ev1") and dedupe.is_done("Ev1")
-    dedupe.release("Ev1")  # too late: done stays done
-    assert not dedupe.claim("Ev1")
-    assert (dedupe.stats.claimed, dedupe.stats.duplicates, dedupe.stats.released) == (2, 3, 1)
-
-
-async def test_dedupe_forgets_after_the_ttl(mock_clock: trio.testing.MockClock) -> None:
-    dedupe = EventDeduplicator(ttl=600.0)
-    assert dedupe.claim("Ev1")
-    mock_clock.jump(10.0)
-    dedupe.done("Ev1")  # the age counts from done
-    mock_clock.jump(599.0)
-    assert not dedupe.claim("Ev1")
-    mock_clock.jump(2.0)
-    assert dedupe.claim("Ev1") and dedupe.stats.expired == 1
-
-
-async def test_dedupe_is_bounded_by_count(mock_clock: trio.testing.MockClock) -> None:
-    dedupe = EventDeduplicator(max_entries=3)
-    for n in range(3):
-        assert dedupe.claim(f"Ev{n}")
-        dedupe.done(f"Ev{n}")
-        mock_clock.jump(1.0)
-    assert dedupe.claim("Ev3")  # the oldest done entry makes room
-    assert len(dedupe) == 3 and dedupe.stats.evicted == 1
-    assert not dedupe.is_done("Ev0") and dedupe.is_done("Ev1")
-    assert dedupe.claim("Ev4") and dedupe.claim("Ev5")
-    with pytest.raises(UnavailableError):  # all in flight: nothing may be forgotten
-        dedupe.claim("Ev6")
-    assert len(dedupe) == 3
-
-
-async def test_dedupe_waiters_hear_the_outcome(mock_clock: trio.testing.MockClock) -> None:
-    dedupe = EventDeduplicator()
-    await dedupe.wait_settled("Ev1")  # nothing in flight: returns at once
-    assert dedupe.claim("Ev1")
-    outcomes: list[bool] = []
-
-    async def waiter() -> None:
-        await dedupe.wait_settled("Ev1")
-        outcomes.append(dedupe.is_done("Ev1"))
-
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(waiter)
-        await trio.testing.wait_all_tasks_blocked()
-        assert outcomes == []
-        dedupe.done("Ev1")
-    assert outcomes == [True]
-
-
-def test_bad_dedupe_and_app_settings_are_refused() -> None:
-    with pytest.raises(ValueError, match="max_entries"):
-        EventDeduplicator(max_entries=0)
-    with pytest.raises(ValueError, match="ttl"):
-        EventDeduplicator(ttl=0)
+def test_bad_app_settings_are_refused() -> None:
     with pytest.raises(ValueError, match="ack_budget"):
         make_app(RecordingHandler(), ack_budget=3.0)

@@ -20,11 +20,10 @@ import trio
 import trio.testing
 from trio_websocket import ConnectionClosed, WebSocketRequest, WebSocketServer, serve_websocket
 
-from adapters.slack._inbound import EventDeduplicator
 from adapters.slack._socket_mode import LinkDisabledError, SocketModeClient
 from adapters.slack.sandbox import Sandbox, SandboxSettings
 from adapters.slack.sandbox._ratelimit import RateLimitSettings
-from engine import UnavailableError
+from engine import Deduplicator, UnavailableError
 from tests.slack_sandbox._kit import (
     APP,
     GENERAL,
@@ -71,7 +70,7 @@ def make_client(open_url: Callable[[], Awaitable[str]], handler: RecordingHandle
                 **options: Any) -> SocketModeClient:
     defaults: dict[str, Any] = {"backoff_initial": 0.01, "backoff_max": 0.05,
                                 "rng": random.Random(6)}
-    return SocketModeClient(open_url=open_url, handler=handler, dedupe=EventDeduplicator(),
+    return SocketModeClient(open_url=open_url, handler=handler, dedupe=Deduplicator(),
                             **{**defaults, **options})
 
 

@@ -282,7 +282,7 @@ def plain(value: str) -> RichText:
 def _set(target: dict[str, Any], path: str, value: Any) -> None:
     *parents, last = path.split(".")
     for key in parents:
-        target = target[int(key)] if isinstance(target, list) else target[key]  # type: ignore[assignment]
+        target = target[int(key)] if isinstance(target, list) else target[key]
     target[last] = value
 
 

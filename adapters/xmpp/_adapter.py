@@ -1,7 +1,8 @@
 """The XMPP adapter's I/O layer: one component connection, stanzas in and out.
 
-Translation is pure (:mod:`._translate`); the connection (:mod:`._component`)
-owns reconnects and the bounded queue of stanzas sent while disconnected.
+Translation is pure (:mod:`._decode`, :mod:`._encode` and :mod:`._disco`, which
+share :mod:`._stanza`); the connection (:mod:`._component`) owns reconnects and
+the bounded queue of stanzas sent while disconnected.
 This module wires both to the engine:
 
 - **Inbound**: each stanza -> ``decode_stanza`` -> ``port.offer``, which never
@@ -54,9 +55,21 @@ from engine import (
 )
 
 from .._bounded import Bounded
-from . import _translate as translate
 from ._component import ComponentConnection, ComponentUnavailable, InvalidStanza
+from ._decode import Query, answers_refusals, avatar_hash, decode_stanza, receipt_requested
+from ._disco import answer_directly, vcard_request
+from ._encode import encode_event, message_id_of, resync_presence, subscribe_back
 from ._jid import AddressingSettings, AddressMapper, JidError, bare_jid
+from ._stanza import (
+    BUSY,
+    NS_CLIENT,
+    RESTARTING,
+    MessageIdLookup,
+    StanzaError,
+    canonical_id_for,
+    error_reply_for,
+    refusal_error,
+)
 
 log = logging.getLogger("interlink.xmpp")
 
@@ -171,18 +184,18 @@ class XmppAdapter:
         elif isinstance(event, Profile):
             self._profiles.remember(event.source, event)
         try:
-            stanzas = translate.encode_event(event, mapper=self.mapper, ids=self._ids())
+            stanzas = encode_event(event, mapper=self.mapper, ids=self._ids())
         except Untranslatable as exc:
             raise DeliveryError(exc.reason) from None
         except JidError as exc:
             raise DeliveryError(f"jid:{exc.condition}") from None
         if isinstance(event, ContactAccept):
             # accepting also subscribes back, so that both sides see each other's presence
-            stanzas += translate.subscribe_back(event, mapper=self.mapper)
+            stanzas += subscribe_back(event, mapper=self.mapper)
         elif isinstance(event, ContactRemove):
             # servers act on unsubscribe(d) only for roster states they track; a directed
             # "unavailable" tells the XMPP user's client in any case that the contact left
-            stanzas = translate.encode_event(
+            stanzas = encode_event(
                 Presence(source=event.source, destination=event.destination,
                          availability="offline"), mapper=self.mapper, ids=self._ids()) + stanzas
         try:
@@ -193,7 +206,7 @@ class XmppAdapter:
             raise DeliveryError(f"invalid-stanza:{type(exc).__name__}") from None
         self.stats.deliveries += 1
         await self._track_reaction(event)
-        message_id = translate.message_id_of(stanzas)
+        message_id = message_id_of(stanzas)
         return DeliveryResult(platform_message_id=message_id or "")
 
     # -- inbound ------------------------------------------------------------------
@@ -212,7 +225,7 @@ class XmppAdapter:
         if self._redundant_approval(stanza):
             self.stats.ignored += 1
             return
-        answer = translate.answer_directly(stanza, mapper=self.mapper,
+        answer = answer_directly(stanza, mapper=self.mapper,
                                            presence_of=self._presence.get,
                                            profile_of=self._profiles.get,
                                            is_contact=self._is_contact,
@@ -221,22 +234,22 @@ class XmppAdapter:
             self.stats.answered += 1
             await self._send_quietly(answer)
             return
-        decoded = translate.decode_stanza(stanza, mapper=self.mapper,
+        decoded = decode_stanza(stanza, mapper=self.mapper,
                                           ids=self._ids(author=self._sender(stanza)),
                                           now=self.port.clock.now(),
                                           max_body_bytes=self.settings.max_body_bytes)
-        if isinstance(decoded, translate.StanzaError):
+        if isinstance(decoded, StanzaError):
             await self._reject(stanza, decoded)
             return
-        if isinstance(decoded, Ignored | translate.Query):
+        if isinstance(decoded, Ignored | Query):
             self.stats.ignored += 1  # queries were answered above; nothing else to do
             return
         port = self.port
         for event in decoded:
-            if translate.answers_refusals(stanza):
+            if answers_refusals(stanza):
                 reason = port.refusal(event)  # the router's rules, asked (never copied)
                 if reason is not None:
-                    await self._reject(stanza, translate.refusal_error(reason))
+                    await self._reject(stanza, refusal_error(reason))
                     return
             if isinstance(event, Presence) and event.availability != "offline":
                 await self._fetch_profile(stanza, event.destination, event.source)
@@ -248,10 +261,10 @@ class XmppAdapter:
                 # it again (no acks on a component stream); other conversations go on
                 self.stats.busy += 1
                 log.info("xmpp stanza answered busy", extra={"kind": event.log_type})
-                await self._answer(stanza, translate.BUSY)
+                await self._answer(stanza, BUSY)
                 return
             except UnavailableError:
-                await self._reject(stanza, translate.RESTARTING)
+                await self._reject(stanza, RESTARTING)
                 return
             self.stats.events_submitted += 1
             await self._track_reaction(event)
@@ -261,7 +274,7 @@ class XmppAdapter:
         accepting), or from one the local user asked to connect (a client that approves
         and subscribes back at once, before the engine has seen the approval): approve it
         here instead of asking the local user again."""
-        if stanza.tag != f"{{{translate.NS_CLIENT}}}presence" or \
+        if stanza.tag != f"{{{NS_CLIENT}}}presence" or \
                 stanza.get("type") != "subscribe":
             return None
         try:
@@ -273,11 +286,11 @@ class XmppAdapter:
         if record is None or not (record.state == "accepted" or (
                 record.state == "pending" and record.requested_by == local)):
             return None
-        approval = translate.encode_event(ContactAccept(source=local, destination=remote),
+        approval = encode_event(ContactAccept(source=local, destination=remote),
                                           mapper=self.mapper, ids=self._ids())
         presence = self._presence.get(local)
         if presence is not None:  # and show where the local user is, as a server would
-            approval += translate.resync_presence(local, remote, mapper=self.mapper,
+            approval += resync_presence(local, remote, mapper=self.mapper,
                                                   presence=presence)[1:]
         return approval
 
@@ -287,13 +300,13 @@ class XmppAdapter:
         comes back as an iq result that decodes to their Profile."""
         if not self._is_contact(local, remote):
             return
-        advertised = translate.avatar_hash(stanza)
+        advertised = avatar_hash(stanza)
         known = self._vcard_hashes.get(remote)
         if known is not None and (advertised is None or advertised == known):
             return
         self._vcard_hashes.remember(remote, advertised or "")
         self._vcard_requests += 1
-        await self._send_quietly(translate.vcard_request(
+        await self._send_quietly(vcard_request(
             self.mapper.local_jid(local), self.mapper.remote_jid(remote),
             f"vcard-{self._vcard_requests}"))
 
@@ -301,7 +314,7 @@ class XmppAdapter:
         """A ``subscribed`` from a contact already accepted (clients that auto-approve, or
         a user approving twice): RFC 6121 §3.1.6 has the user's server ignore it, so the
         local user is not told "accepted" twice."""
-        if stanza.tag != f"{{{translate.NS_CLIENT}}}presence" or \
+        if stanza.tag != f"{{{NS_CLIENT}}}presence" or \
                 stanza.get("type") != "subscribed":
             return False
         try:
@@ -324,7 +337,7 @@ class XmppAdapter:
         xmpp_id = event.platform_ids.get(self.name)
         if xmpp_id:
             changes[STATE_XMPP_ID] = xmpp_id
-        if isinstance(event, Message) and translate.receipt_requested(stanza):
+        if isinstance(event, Message) and receipt_requested(stanza):
             changes[STATE_RECEIPT] = "requested"
         if changes:
             await self.port.directory.put_message_state(
@@ -363,7 +376,7 @@ class XmppAdapter:
         record = self.port.directory.get_contact(local, remote)
         return record is not None and record.state == "accepted"
 
-    async def _reject(self, stanza: Element, error: translate.StanzaError) -> None:
+    async def _reject(self, stanza: Element, error: StanzaError) -> None:
         """Answer ``stanza`` with ``error`` and log it as rejected (nothing routed)."""
         self.stats.rejected += 1
         await self._answer(stanza, error)
@@ -371,8 +384,8 @@ class XmppAdapter:
         await self.port.record_rejected(sender=sender, receiver=receiver,
                                         reason=f"xmpp:{error.condition}")
 
-    async def _answer(self, stanza: Element, error: translate.StanzaError) -> None:
-        reply = translate.error_reply_for(stanza, error)
+    async def _answer(self, stanza: Element, error: StanzaError) -> None:
+        reply = error_reply_for(stanza, error)
         if reply is not None:
             await self._send_quietly(reply)
 
@@ -395,7 +408,7 @@ class XmppAdapter:
         except (ComponentUnavailable, InvalidStanza) as exc:
             log.info("xmpp reply not sent", extra={"error": type(exc).__name__})
 
-    def _ids(self, *, author: Address | None = None) -> translate.MessageIdLookup:
+    def _ids(self, *, author: Address | None = None) -> MessageIdLookup:
         return _Ids(self, author)
 
     # -- resync -------------------------------------------------------------------
@@ -403,7 +416,7 @@ class XmppAdapter:
         """After a (re)connect: probe active contacts' presence and show ours again."""
         probes: list[Element] = []
         for local, remote in self._active_pairs():
-            probes += translate.resync_presence(local, remote, mapper=self.mapper,
+            probes += resync_presence(local, remote, mapper=self.mapper,
                                                 presence=self._presence.get(local))
         if probes:
             self.stats.probes_sent += len(probes)
@@ -458,7 +471,7 @@ class _Ids:
     def canonical_id(self, xmpp_id: str) -> str | None:
         found = self._directory.find_canonical_id(self._name, xmpp_id)
         if found is None and self._author is not None and xmpp_id:
-            candidate = translate.canonical_id_for(self._author, xmpp_id)
+            candidate = canonical_id_for(self._author, xmpp_id)
             state = self._directory.get_message_state(candidate, self._name)
             if state.get(STATE_XMPP_ID) == xmpp_id:
                 found = candidate

@@ -14,37 +14,36 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from adapters.xmpp._decode import (
+    Decoded,
+    Query,
+    answers_refusals,
+    avatar_hash,
+    decode_stanza,
+    receipt_requested,
+)
+from adapters.xmpp._disco import (
+    answer_directly,
+    disco_info_result,
+    disco_items_result,
+    vcard_result,
+)
+from adapters.xmpp._encode import encode_event, message_id_of, resync_presence, subscribe_back
 from adapters.xmpp._jid import AddressingSettings, AddressMapper
-from adapters.xmpp._styling import normalise, rich_to_styling, styling_to_rich
-from adapters.xmpp._translate import (
+from adapters.xmpp._stanza import (
     BUSY,
     NS_CLIENT,
     NS_DISCO_INFO,
     NS_STANZAS,
-    Decoded,
-    Ignored,
-    Query,
     StanzaError,
-    Untranslatable,
-    answer_directly,
-    answers_refusals,
-    avatar_hash,
     canonical_id_for,
-    decode_stanza,
-    disco_info_result,
-    disco_items_result,
-    encode_event,
     error_reply,
     error_reply_for,
     message_id_for,
-    message_id_of,
     q,
-    receipt_requested,
     refusal_error,
-    resync_presence,
-    subscribe_back,
-    vcard_result,
 )
+from adapters.xmpp._styling import normalise, rich_to_styling, styling_to_rich
 from engine import (
     Address,
     ChannelInvite,
@@ -57,6 +56,7 @@ from engine import (
     Error,
     Event,
     FileShare,
+    Ignored,
     Link,
     ListBlock,
     Message,
@@ -68,6 +68,7 @@ from engine import (
     Retract,
     RichText,
     Typing,
+    Untranslatable,
 )
 from engine._richtext import paragraph, text
 

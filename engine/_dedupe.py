@@ -1,6 +1,6 @@
 """Inbound idempotency: which platform event ids were accepted or are in flight. Bounded.
 
-Every edge whose platform redelivers (an event id, a webhook's delivery id)
+Every edge whose platform redelivers (an event id, a delivery id)
 asks one of these before routing.
 
 Rules:

@@ -28,7 +28,7 @@ from ._address import Address
 
 SCHEMA_VERSION = 3  # 2: sessions indexed by platform conversation id; 3: message state
 
-#: The domain route used when a domain has none of its own (e.g. any XMPP server).
+#: The domain route used when a domain has none of its own (e.g. any server of an open federation).
 WILDCARD_DOMAIN = "*"
 
 
@@ -48,7 +48,7 @@ class DomainRoute(msgspec.Struct, frozen=True, kw_only=True, gc=False):
 
 
 class PlatformIdentity(msgspec.Struct, frozen=True, kw_only=True, gc=False):
-    """An address's identity on its platform (Slack team/user id, a JID, ...)."""
+    """An address's identity on its platform (workspace and user id, a protocol address, ...)."""
 
     address: Address
     platform: str
@@ -72,8 +72,8 @@ class ContactRecord(msgspec.Struct, frozen=True, kw_only=True, gc=False):
 class SessionRecord(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     """A chat session between two addresses (stored with ``a`` <= ``b``).
 
-    ``conversation_ids`` holds each platform's conversation for it, e.g. the
-    Slack private channel id under ``"slack"``.
+    ``conversation_ids`` holds each platform's conversation for it, e.g. a
+    private channel's id under the chat platform's adapter name.
     """
 
     session_id: str
@@ -95,8 +95,9 @@ class MessageIdRecord(msgspec.Struct, frozen=True, kw_only=True, gc=False):
 class MessageState(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     """One adapter's protocol state for one message, beside the message-id map.
 
-    Short strings the adapter's protocol needs after a restart (XMPP: each
-    reactor's XEP-0444 reaction set, whether the sender asked for a receipt);
+    Short strings the adapter's protocol needs after a restart (e.g. each
+    reactor's whole reaction set where the protocol sends sets, whether the
+    sender asked for a receipt);
     never message content. ``created_at`` is the time of the first write: the
     state goes with its message's record when that is pruned, or by this time
     when the message has no record.
@@ -132,7 +133,7 @@ class UserPolicy(msgspec.Struct, frozen=True, kw_only=True, gc=False):
 
 
 class Installation(msgspec.Struct, frozen=True, kw_only=True, gc=False):
-    """A platform installation (a Slack workspace, an XMPP component) and its credentials.
+    """A platform installation (a workspace, a server component) and its credentials.
 
     ``credentials`` are secrets: the repr hides them and they are never logged.
     """

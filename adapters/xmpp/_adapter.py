@@ -34,6 +34,7 @@ import trio
 
 from engine import (
     Address,
+    Bounded,
     Capability,
     ContactAccept,
     ContactRemove,
@@ -54,7 +55,6 @@ from engine import (
     Untranslatable,
 )
 
-from .._bounded import Bounded
 from ._component import ComponentConnection, ComponentUnavailable, InvalidStanza
 from ._decode import Query, answers_refusals, avatar_hash, decode_stanza, receipt_requested
 from ._disco import answer_directly, vcard_request

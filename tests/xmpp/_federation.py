@@ -17,8 +17,13 @@ import httpx
 import msgspec
 import trio
 
-from adapters.slack._adapter import SlackAdapter, SlackInstallationConfig, SlackSettings
-from adapters.slack._webapi import SlackWebClient, WebApiSettings
+from adapters.slack import (
+    SlackAdapter,
+    SlackInstallationConfig,
+    SlackSettings,
+    SlackWebClient,
+    WebApiSettings,
+)
 from adapters.slack.sandbox import RateLimitSettings, Sandbox
 from adapters.xmpp._adapter import XmppAdapter, XmppSettings
 from adapters.xmpp._client import Received, TestClient, open_client

@@ -42,8 +42,8 @@ from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve
 
 from engine import Clock, SystemClock
+from engine.asgi import Receive, Scope, Send, answer_lifespan, listening_socket
 
-from ..._asgi import Receive, Scope, Send, answer_lifespan, listening_socket
 from ._call import Args, Call
 from ._commands import apply_response, open_app_home, prepare_command, use_response_url
 from ._delivery import (

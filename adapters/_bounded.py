@@ -1,3 +1,0 @@
-"""Moved to :class:`engine.Bounded` (kept until every adapter imports it from there)."""
-
-from engine import Bounded as Bounded

@@ -18,7 +18,8 @@ import trio
 from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve
 
-__all__ = ["ASGIApp", "Receive", "Scope", "Send", "answer_lifespan", "listening_socket",
+__all__ = ["ASGIApp", "BodyTimeout", "BodyTooLarge", "ClientGone", "Receive", "Scope", "Send",
+           "answer_lifespan", "header_map", "listening_socket", "read_body", "respond",
            "serve_http"]
 
 Scope = MutableMapping[str, Any]
@@ -100,3 +101,64 @@ async def serve_http(app: ASGIApp, *, host: str = "127.0.0.1", port: int = 0, na
                 await finished.wait()
             server_scope.cancel()
             log.info("http endpoint stopped", extra={"endpoint": name, "port": bound})
+
+
+class BodyTooLarge(Exception):
+    """The request body exceeds the edge's limit (answer 413)."""
+
+
+class BodyTimeout(Exception):
+    """The request body did not arrive in time (answer 408)."""
+
+
+class ClientGone(Exception):
+    """The client disconnected before its body arrived (answer nothing)."""
+
+
+def header_map(scope: Scope) -> dict[str, str]:
+    """The request's headers, names lower-cased (the last value of a repeated name wins)."""
+    return {bytes(k).decode("latin-1").lower(): bytes(v).decode("latin-1")
+            for k, v in scope.get("headers", [])}
+
+
+async def read_body(receive: Receive, headers: dict[str, str], *, limit: int,
+                    deadline: float) -> bytes:
+    """The body, at most ``limit`` bytes, by trio time ``deadline``.
+
+    Past the limit, up to another ``limit`` bytes are read and dropped, so the
+    client finishes sending and can read the 413; a longer body (or a declared
+    ``content-length`` above twice the limit) is refused at once. Raises
+    :class:`BodyTooLarge`, :class:`BodyTimeout` or :class:`ClientGone`.
+    """
+    declared = headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > 2 * limit:
+        raise BodyTooLarge
+    chunks: list[bytes] = []
+    size = 0
+    with trio.move_on_at(deadline):
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                raise ClientGone
+            chunk: bytes = message.get("body", b"")
+            size += len(chunk)
+            if size <= limit:
+                chunks.append(chunk)
+            elif size > 2 * limit:
+                break
+            if not message.get("more_body", False):
+                break
+        if size > limit:
+            raise BodyTooLarge
+        return b"".join(chunks)
+    raise BodyTimeout
+
+
+async def respond(send: Send, status: int, body: bytes, *,
+                  content_type: bytes = b"application/json",
+                  extra: list[tuple[bytes, bytes]] | None = None) -> None:
+    """Send a whole response: ``body`` with its type and length, never cached."""
+    headers = [(b"content-type", content_type), (b"content-length", str(len(body)).encode()),
+               (b"cache-control", b"no-store"), *(extra or [])]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})

@@ -54,12 +54,25 @@ from engine import (
     SessionRecord,
     new_event_id,
 )
-from engine.asgi import Receive, Scope, Send, answer_lifespan
+from engine.asgi import (
+    BodyTimeout,
+    BodyTooLarge,
+    ClientGone,
+    Receive,
+    Scope,
+    Send,
+    answer_lifespan,
+    header_map,
+    read_body,
+    respond,
+)
 from engine.testing import LoopbackAdapter
 
 log = logging.getLogger("interlink.control")
 
 MAX_BODY = 64 * 1024
+#: seconds a request's body may take to arrive
+BODY_TIMEOUT = 10.0
 MAX_PAGE = 500
 #: directory records a single list request may read while filtering
 SCAN_BUDGET = 20_000
@@ -138,12 +151,16 @@ class ControlApp:
             request = _Request(scope["method"], scope["path"], _query(scope),
                                await _read_body(scope, receive))
             status, payload = await self._dispatch(request)
+        except ClientGone:
+            return  # hung up before its body arrived: nobody to answer
         except _HttpError as exc:
             status, payload = exc.status, {"error": exc.code, "detail": exc.detail}
+        extra = [(b"www-authenticate", b'Bearer realm="interlink"')] if status == 401 else []
         if isinstance(payload, bytes):
-            await _respond(send, status, payload, b"text/plain; version=0.0.4; charset=utf-8")
+            await respond(send, status, payload, extra=extra,
+                          content_type=b"text/plain; version=0.0.4; charset=utf-8")
         else:
-            await _respond(send, status, msgspec.json.encode(payload), b"application/json")
+            await respond(send, status, msgspec.json.encode(payload), extra=extra)
 
     def _authorised(self, scope: Scope) -> bool:
         for name, value in scope.get("headers", []):
@@ -353,27 +370,14 @@ def _optional_address(text: str | None) -> Address | None:
 
 
 async def _read_body(scope: Scope, receive: Receive) -> bytes:
-    for name, value in scope.get("headers", []):
-        if name == b"content-length" and value.isdigit() and int(value) > MAX_BODY:
-            raise _HttpError(413, "payload_too_large", f"bodies are limited to {MAX_BODY} bytes")
-    body = b""
-    while True:
-        message = await receive()
-        chunk: bytes = message.get("body", b"")
-        body += chunk
-        if len(body) > MAX_BODY:
-            raise _HttpError(413, "payload_too_large", f"bodies are limited to {MAX_BODY} bytes")
-        if not message.get("more_body", False):
-            return body
-
-
-async def _respond(send: Send, status: int, body: bytes, content_type: bytes) -> None:
-    headers = [(b"content-type", content_type), (b"content-length", str(len(body)).encode()),
-               (b"cache-control", b"no-store")]
-    if status == 401:
-        headers.append((b"www-authenticate", b'Bearer realm="interlink"'))
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
+    try:
+        return await read_body(receive, header_map(scope), limit=MAX_BODY,
+                               deadline=trio.current_time() + BODY_TIMEOUT)
+    except BodyTooLarge:
+        raise _HttpError(413, "payload_too_large",
+                         f"bodies are limited to {MAX_BODY} bytes") from None
+    except BodyTimeout:
+        raise _HttpError(408, "request_timeout", "the body did not arrive in time") from None
 
 
 class EngineCollector(Collector):

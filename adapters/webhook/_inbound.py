@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -42,7 +42,18 @@ import msgspec
 import trio
 
 from engine import Address, Claim, Deduplicator, EnginePort, Event, UnavailableError
-from engine.asgi import Receive, Scope, Send, answer_lifespan
+from engine.asgi import (
+    BodyTimeout,
+    BodyTooLarge,
+    ClientGone,
+    Receive,
+    Scope,
+    Send,
+    answer_lifespan,
+    header_map,
+    read_body,
+    respond,
+)
 
 from ._decode import IdResolver, PayloadError, decode_body, parties, to_event
 from ._signature import SignatureError, verify
@@ -94,10 +105,6 @@ class _Reject(Exception):
         self.parties = parties
         self.record = record
         self.retry_after = retry_after
-
-
-class _ClientGone(Exception):
-    """The client hung up before its body arrived: nothing to answer."""
 
 
 _json = msgspec.json.Encoder()
@@ -152,7 +159,7 @@ class WebhookEndpoint:
                     status, answer = await self._post(scope, receive)
                 finally:
                     self._limiter.release()
-        except _ClientGone:
+        except ClientGone:
             log.info("webhook request abandoned by the client")
             return
         except _Reject as reject:
@@ -165,10 +172,10 @@ class WebhookEndpoint:
                     sender=sender, receiver=receiver, reason=f"webhook:{reject.code}")
             log.info("webhook request refused", extra={"status": status,
                                                        "error": reject.code})
-        await _respond(send, status, _json.encode(answer), headers)
+        await respond(send, status, _json.encode(answer), extra=headers)
 
     async def _post(self, scope: Scope, receive: Receive) -> tuple[int, dict[str, Any]]:
-        headers = _headers(scope)
+        headers = header_map(scope)
         body = await self._read_body(headers, receive)
         try:
             webhook_id = verify(self._keys, headers, body, now=self._wall_clock())
@@ -245,36 +252,17 @@ class WebhookEndpoint:
             raise _Reject(503, "busy", "the conversation is busy; retry later", record=False,
                           retry_after=self.busy_retry_after) from None
 
-    async def _read_body(self, headers: Mapping[str, str], receive: Receive) -> bytes:
-        """The body, at most ``max_body_bytes``; past that 413 once a bounded rest is read
-        (so the client can read the answer), or at once for a longer one."""
-        limit = self.max_body_bytes
-        declared = headers.get("content-length", "")
-        too_large = _Reject(413, "request-too-large",
-                            f"the body exceeds {limit} bytes")
-        if declared.isdigit() and int(declared) > 2 * limit:
+    async def _read_body(self, headers: dict[str, str], receive: Receive) -> bytes:
+        try:
+            return await read_body(receive, headers, limit=self.max_body_bytes,
+                                   deadline=trio.current_time() + self.request_timeout)
+        except BodyTooLarge:
             self.stats.oversized += 1
-            raise too_large
-        chunks: list[bytes] = []
-        size = 0
-        with trio.move_on_after(self.request_timeout):
-            while True:
-                message = await receive()
-                if message["type"] != "http.request":
-                    raise _ClientGone
-                chunk: bytes = message.get("body", b"")
-                size += len(chunk)
-                if size <= limit:
-                    chunks.append(chunk)
-                elif size > 2 * limit:
-                    break
-                if not message.get("more_body", False):
-                    break
-            if size > limit:
-                self.stats.oversized += 1
-                raise too_large
-            return b"".join(chunks)
-        raise _Reject(408, "request-timeout", "the body did not arrive in time", record=False)
+            raise _Reject(413, "request-too-large",
+                          f"the body exceeds {self.max_body_bytes} bytes") from None
+        except BodyTimeout:
+            raise _Reject(408, "request-timeout", "the body did not arrive in time",
+                          record=False) from None
 
 
 _REFUSAL_TEXT = {
@@ -282,17 +270,3 @@ _REFUSAL_TEXT = {
     403: "federation policy does not allow this (domain agreement, user policy, or "
          "not a contact yet)",
 }
-
-
-def _headers(scope: Scope) -> dict[str, str]:
-    return {bytes(k).decode("latin-1").lower(): bytes(v).decode("latin-1")
-            for k, v in scope.get("headers", [])}
-
-
-async def _respond(send: Send, status: int, body: bytes,
-                   extra: list[tuple[bytes, bytes]]) -> None:
-    headers = [(b"content-type", b"application/json"),
-               (b"content-length", str(len(body)).encode()),
-               (b"cache-control", b"no-store"), *extra]
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})

@@ -8,7 +8,8 @@ this module. Translation lives in :mod:`._translate` (pure); the Web API
 client in :mod:`._client`; HTTP and Socket Mode inbound in :mod:`._inbound`
 and :mod:`._socket_mode`. The rules here:
 
-- **Inbound**: a verified, de-duplicated Events API body -> ``decode_event``
+- **Inbound**: a verified, de-duplicated Events API body, decoded once into its
+  view (:mod:`._views`) by the transport -> ``decode_event``
   -> ``port.offer``, which never waits for mailbox room. ``UnavailableError``
   from the engine (``MailboxFullError`` when the conversation is busy)
   propagates so the event is not acknowledged (HTTP 503, no Socket Mode ack)
@@ -63,6 +64,7 @@ from ._presence import FollowedUsers as FollowedUsers
 from ._routes import SlackRoutes
 from ._socket_mode import SocketModeClient
 from ._translate import Revoked, decode_event, message_key
+from ._views import ConnectionsOpen, EventsBody
 
 log = logging.getLogger("interlink.slack")
 
@@ -201,8 +203,8 @@ class SlackAdapter(CommandsPart):
                 + sign_ticket(ticket, self._file_key))
         return msgspec.structs.replace(event, url=link)
 
-    async def on_event(self, body: dict[str, Any]) -> None:
-        team_id = str(body.get("team_id", ""))
+    async def on_event(self, body: EventsBody) -> None:
+        team_id = body.team_id
         installation = self.port.directory.get_installation(self.name, team_id)
         if installation is None or installation.status != "active":
             self._ignore("not-installed")
@@ -216,7 +218,7 @@ class SlackAdapter(CommandsPart):
             return
         # One Slack event may give several (a message with files); those routed before a
         # busy answer are not routed again when Slack sends the event again.
-        event_id = str(body.get("event_id", ""))
+        event_id = body.event_id
         routed = self._partly_routed.pop(event_id, 0)
         for index, decoded_event in enumerate(decoded):
             if index < routed:
@@ -241,8 +243,8 @@ class SlackAdapter(CommandsPart):
 
     async def _open_socket_url(self) -> str:
         answer = await self.web.call("apps.connections.open", token=self._secrets.app_token,
-                                     team_id="")
-        return str(answer["url"])
+                                     team_id="", into=ConnectionsOpen)
+        return answer.url
 
 
 async def _no_events(scope: Any, receive: Any, send: Any) -> None:

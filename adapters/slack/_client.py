@@ -8,7 +8,8 @@ One call goes::
     SlackWebClient.call(method, token=, team_id=, args=)
       -> its lane (FIFO per key) -> pacing (local token buckets, 429 penalties)
       -> POST base_url + method (JSON for chat.*, a form otherwise, as slack-sdk does)
-      -> ok: the JSON answer
+      -> ok: the JSON answer, decoded once into the view asked for (``into=``,
+         a :class:`._views.Answer`), or a dict when none is asked for
          429 / "ratelimited": penalise the key for Retry-After, take a turn again
          transient failure: back off (exponential, jittered) and try again
          anything else: SlackApiError
@@ -48,7 +49,7 @@ from __future__ import annotations
 import logging
 import random
 from collections.abc import Mapping
-from typing import Any, Self
+from typing import Any, Self, TypeVar, overload
 from urllib.parse import urlsplit
 
 import httpx
@@ -60,6 +61,9 @@ from engine import Backoff
 from ._errors import SlackApiError, translate_httpx_error
 from ._files import FileTransfers
 from ._pacing import Budget, Pacer
+from ._views import Answer
+
+A = TypeVar("A", bound=Answer)
 
 log = logging.getLogger("interlink.slack.webapi")
 
@@ -223,12 +227,24 @@ class SlackWebClient(FileTransfers):
             buckets=self.pacer.bucket_count)
 
     # -- Web API calls --------------------------------------------------------------------
+    @overload
     async def call(self, method: str, *, token: str, team_id: str,
-                   args: Mapping[str, Any] | None = None) -> dict[str, Any]:
+                   args: Mapping[str, Any] | None = None) -> dict[str, Any]: ...
+
+    @overload
+    async def call(self, method: str, *, token: str, team_id: str,
+                   args: Mapping[str, Any] | None = None, into: type[A]) -> A: ...
+
+    async def call(self, method: str, *, token: str, team_id: str,
+                   args: Mapping[str, Any] | None = None,
+                   into: type[Answer] | None = None) -> Answer | dict[str, Any]:
         """Call ``method`` as ``token`` in workspace ``team_id``; Slack's ok answer.
 
-        Raises :class:`SlackApiError` for an error answer, after the retries and
-        waits the settings allow (see the module's rules).
+        ``into``: the view (a subclass of :class:`._views.Answer`) the answer is
+        decoded into, once; without it, a dict. An ok answer whose fields do not
+        fit the view is ``SlackApiError("invalid_response")``. Raises
+        :class:`SlackApiError` for an error answer, after the retries and waits the
+        settings allow (see the module's rules).
         """
         args = dict(args or {})
         channel = str(args.get("channel") or "") if method == POST_MESSAGE else ""
@@ -238,9 +254,9 @@ class SlackWebClient(FileTransfers):
         try:
             if method == POST_MESSAGE:  # one post per channel in flight: order is kept
                 async with self.pacer.lane(key, deadline=deadline):
-                    return await self._call(method, token, team_id, args, key, deadline,
-                                            hold_lane=True)
-            return await self._call(method, token, team_id, args, key, deadline,
+                    return await self._call(method, token, team_id, args, into, key,
+                                            deadline, hold_lane=True)
+            return await self._call(method, token, team_id, args, into, key, deadline,
                                     hold_lane=False)
         except SlackApiError as exc:
             self._errors += 1
@@ -260,8 +276,8 @@ class SlackWebClient(FileTransfers):
         return [Budget((team_id, method), per_minute / 60.0, max(1.0, per_minute))]
 
     async def _call(self, method: str, token: str, team_id: str, args: dict[str, Any],
-                    key: tuple[str, ...], deadline: float, *, hold_lane: bool
-                    ) -> dict[str, Any]:
+                    into: type[Answer] | None, key: tuple[str, ...], deadline: float, *,
+                    hold_lane: bool) -> Answer | dict[str, Any]:
         s = self.settings
         budgets = self._budgets(team_id, method, key[2] if len(key) > 2 else "")
         failures = 0  # transient ones; 429s are counted apart
@@ -276,7 +292,7 @@ class SlackWebClient(FileTransfers):
             if window_end is None:
                 window_end = trio.current_time() + s.retry_window
             try:
-                return await self._post(method, token, args)
+                return await self._post(method, token, args, into)
             except _RateLimited as limited:
                 self._ratelimited += 1
                 refusals += 1
@@ -307,7 +323,8 @@ class SlackWebClient(FileTransfers):
     def _backoff(self, attempts: int) -> float:
         return self._backoff_policy.delay(attempts, self._random)
 
-    async def _post(self, method: str, token: str, args: dict[str, Any]) -> dict[str, Any]:
+    async def _post(self, method: str, token: str, args: dict[str, Any],
+                    into: type[Answer] | None) -> Answer | dict[str, Any]:
         """One attempt: an ok answer, or _RateLimited, or SlackApiError."""
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         content: bytes | None = None
@@ -322,13 +339,25 @@ class SlackWebClient(FileTransfers):
             method, self._base_url + method, headers=headers, content=content, data=data)
         if status == 429:
             raise _RateLimited(self._retry_after(response_headers))
-        answer = _json_object(body)
+        if into is not None and status == 200:
+            view = _decode_view(body, into)
+            if view is not None and view.ok:
+                return view
+            if view is not None and view.error == "ratelimited":
+                raise _RateLimited(self._retry_after(response_headers))
+            if view is not None and view.error:
+                raise SlackApiError(view.error, method=method, status=status,
+                                    needed=view.needed or None)
+        answer = _json_object(body)  # an error, or an answer that does not fit the view
         fallback = f"http_{status}" if status != 200 else "invalid_response"
         if answer is None:  # not Slack's JSON: a proxy, a load balancer, a broken answer
             raise SlackApiError(fallback, method=method, status=status,
                                 retryable=True if status >= 500 or status == 200 else None)
         if status == 200 and answer.get("ok") is True:
-            return answer
+            if into is None:
+                return answer
+            raise SlackApiError("invalid_response", method=method, status=status,
+                                retryable=False)  # ok, but a field of the wrong type
         code = answer.get("error")
         error = code if isinstance(code, str) and code else fallback
         if error == "ratelimited":
@@ -393,6 +422,22 @@ def _form(args: Mapping[str, Any]) -> dict[str, str]:
         else:
             form[name] = _encoder.encode(value).decode()
     return form
+
+
+_view_decoders: dict[type[Answer], msgspec.json.Decoder[Any]] = {}
+
+
+def _decode_view(body: bytes, into: type[A]) -> A | None:
+    """``body`` as the view ``into`` (one decoder per view, reused), or None if it does
+    not fit."""
+    decoder = _view_decoders.get(into)
+    if decoder is None:
+        decoder = _view_decoders[into] = msgspec.json.Decoder(into)
+    try:
+        view: A = decoder.decode(body)
+    except msgspec.DecodeError:
+        return None
+    return view
 
 
 def _json_object(body: bytes) -> dict[str, Any] | None:

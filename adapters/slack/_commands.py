@@ -32,6 +32,7 @@ from engine import (
 
 from ._delivery import DeliveryPart
 from ._errors import SlackApiError
+from ._views import UsersInfo
 
 log = logging.getLogger("interlink.slack")
 
@@ -117,11 +118,11 @@ class CommandsPart(DeliveryPart):
         token = self._bot_token(team_id)
         try:
             answer = await self.web.call("users.info", token=token, team_id=team_id,
-                                         args={"user": user_id})
+                                         args={"user": user_id}, into=UsersInfo)
         except SlackApiError as exc:
             raise DeliveryError(f"users.info:{exc.error}") from None
-        user = answer.get("user") or {}
-        email = str((user.get("profile") or {}).get("email", ""))
+        profile = answer.user.profile if answer.user is not None else None
+        email = profile.email if profile is not None else ""
         try:
             address = Address.parse(email)
         except InvalidAddressError:

@@ -23,7 +23,6 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import AsyncIterable, Iterable
-from typing import Any
 
 import httpx
 import msgspec
@@ -58,6 +57,7 @@ from ._translate import (
     encode_event,
     message_key,
 )
+from ._views import Posted
 
 log = logging.getLogger("interlink.slack")
 
@@ -135,7 +135,7 @@ class DeliveryPart(PresencePart):
                 continue
             answer = await self._call(call, identity.tenant, token)
             if call.result == "message":
-                message_ts = str(answer.get("ts", ""))
+                message_ts = answer.ts
         self.stats.deliveries += 1
         log.debug("slack delivered", extra={
             "kind": event.log_type, "event_id": event.event_id, "team_id": identity.tenant,
@@ -144,13 +144,13 @@ class DeliveryPart(PresencePart):
             platform_message_id=message_key(channel, message_ts) if message_ts else "",
             conversation_id=channel if session is not None else "")
 
-    async def _call(self, call: ApiCall, team_id: str, token: str) -> dict[str, Any]:
+    async def _call(self, call: ApiCall, team_id: str, token: str) -> Posted:
         try:
             return await self.web.call(call.method, token=token, team_id=team_id,
-                                       args=call.args)
+                                       args=call.args, into=Posted)
         except SlackApiError as exc:
             if exc.error in call.harmless:
-                return {}
+                return Posted(ok=True)
             raise
 
     async def _upload(self, upload: FileUpload, team_id: str, token: str) -> str:
@@ -177,12 +177,7 @@ class DeliveryPart(PresencePart):
                     thread_ts=upload.thread_ts)
         except httpx.HTTPError as exc:
             raise DeliveryError(f"file-fetch:{type(exc).__name__}", retryable=True) from None
-        shares = file.get("shares") if isinstance(file, dict) else None
-        for kind in ("private", "public"):
-            posts = (shares or {}).get(kind, {}).get(upload.channel) if shares else None
-            if posts:
-                return str(posts[0].get("ts", ""))
-        return ""
+        return file.message_ts(upload.channel)
 
     async def _show_presence(self, event: Presence, identity: PlatformIdentity, channel: str,
                              token: str) -> DeliveryResult:

@@ -23,13 +23,16 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Mapping
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar, overload
 from urllib.parse import urlsplit
 
 import httpx
 import trio
 
 from ._errors import SlackApiError, translate_httpx_error
+from ._views import Answer, UploadCompleted, UploadedFile, UploadUrl
+
+A = TypeVar("A", bound=Answer)
 
 if TYPE_CHECKING:
     from ._client import WebApiSettings
@@ -50,8 +53,17 @@ class FileTransfers:
     _retries: int
     _backoff_waited: float
 
+    @overload
     async def call(self, method: str, *, token: str, team_id: str,
-                   args: Mapping[str, Any] | None = None) -> dict[str, Any]:
+                   args: Mapping[str, Any] | None = None) -> dict[str, Any]: ...
+
+    @overload
+    async def call(self, method: str, *, token: str, team_id: str,
+                   args: Mapping[str, Any] | None = None, into: type[A]) -> A: ...
+
+    async def call(self, method: str, *, token: str, team_id: str,
+                   args: Mapping[str, Any] | None = None,
+                   into: type[Answer] | None = None) -> Answer | dict[str, Any]:
         raise NotImplementedError  # SlackWebClient.call
 
     def _backoff(self, attempts: int) -> float:
@@ -60,7 +72,7 @@ class FileTransfers:
     async def upload_file(self, *, token: str, team_id: str, channel_id: str, filename: str,
                           content: AsyncIterable[bytes] | bytes, length: int, title: str = "",
                           initial_comment: str = "", thread_ts: str | None = None
-                          ) -> dict[str, Any]:
+                          ) -> UploadedFile:
         """Upload ``length`` bytes and share them in ``channel_id``; Slack's file object.
 
         files.getUploadURLExternal, then the bytes to its ``upload_url`` (streamed;
@@ -75,25 +87,22 @@ class FileTransfers:
         if isinstance(content, bytes | bytearray | memoryview) and len(content) != length:
             raise SlackApiError("length_mismatch", method=step, retryable=False)
         got = await self.call(step, token=token, team_id=team_id,
-                              args={"filename": filename, "length": length})
-        upload_url, file_id = got.get("upload_url"), got.get("file_id")
-        if not isinstance(upload_url, str) or not isinstance(file_id, str):
+                              args={"filename": filename, "length": length}, into=UploadUrl)
+        if not got.upload_url or not got.file_id:
             raise SlackApiError("invalid_response", method=step, retryable=False)
-        await self._upload_bytes(upload_url, content, length)
-        args: dict[str, Any] = {"files": [{"id": file_id, "title": title or filename}],
+        await self._upload_bytes(got.upload_url, content, length)
+        args: dict[str, Any] = {"files": [{"id": got.file_id, "title": title or filename}],
                                 "channel_id": channel_id}
         if initial_comment:
             args["initial_comment"] = initial_comment
         if thread_ts:
             args["thread_ts"] = thread_ts
         done = await self.call("files.completeUploadExternal", token=token, team_id=team_id,
-                               args=args)
-        files = done.get("files")
-        if not isinstance(files, list) or not files or not isinstance(files[0], dict):
+                               args=args, into=UploadCompleted)
+        if not done.files:
             raise SlackApiError("invalid_response", method="files.completeUploadExternal",
                                 retryable=False)
-        file: dict[str, Any] = files[0]
-        return file
+        return done.files[0]
 
     async def _upload_bytes(self, url: str, content: AsyncIterable[bytes] | bytes,
                             length: int) -> None:

@@ -8,9 +8,13 @@ request, in order (the first rule that applies decides)::
     route other than POST /slack/events, /slack/commands, GET /healthz   404 / 405
     Content-Length above max_body_bytes, or the body grows past it       413
     signature missing, forged, or timestamp outside 5 minutes           401  nothing parsed
-    JSON that is not an object with a string "type"                      400
+    not JSON                                                             400  invalid_json
+    JSON that is not an object with a string "type"                      400  invalid_body
+    a field the adapter reads has the wrong type (``_views.py``)         400  invalid_event,
+                                                                              invalid_challenge
     form-encoded without "command" (and not an interactive "payload")    400
     url_verification                                                     200  {"challenge": ...}
+    url_verification without a string challenge                         400
     event_callback without a string event_id                             400
     event_callback whose event_id is already done                        200  handler not called
     event_callback whose event_id is in flight elsewhere                 wait for that outcome
@@ -22,11 +26,14 @@ request, in order (the first rule that applies decides)::
     form with "command"                                                  200  on_command's JSON
     form with "payload" (interactivity: not handled yet)                 200  counted, ignored
 
-The ack budget runs from the moment the request arrives, so Slack (which waits
-3 s) always hears back in time. De-duplication is by ``event_id`` in an
-:class:`engine.Deduplicator`, which the Socket Mode client shares
-(``_socket_mode.py``): both transports go through :func:`dispatch_event` and
-:func:`dispatch_command`, so they behave alike.
+Bodies are decoded once, from bytes, into the views of :mod:`._views`
+(:func:`._views.read_events_body`); the handler gets an :class:`EventsBody`. A
+refused body is counted (``malformed``) and logged with the path of the bad
+field, never its value. The ack budget runs from the moment the request
+arrives, so Slack (which waits 3 s) always hears back in time. De-duplication
+is by ``event_id`` in an :class:`engine.Deduplicator`, which the Socket Mode
+client shares (``_socket_mode.py``): both transports go through
+:func:`dispatch_event` and :func:`dispatch_command`, so they behave alike.
 
 Logs carry event ids, body and event types, team ids, statuses and exception
 type names, never tokens, secrets, message text or handler error messages.
@@ -51,6 +58,8 @@ from slack_sdk.signature import SignatureVerifier
 from engine import Claim, Deduplicator, UnavailableError
 from engine.asgi import Receive, Scope, Send, answer_lifespan
 
+from ._views import EventsBody, Malformed, read_events_body
+
 log = logging.getLogger("interlink.slack.inbound")
 
 MIB = 1024 * 1024
@@ -64,8 +73,8 @@ MAX_FORM_FIELDS = 200
 class InboundHandler(Protocol):
     """What the Slack adapter's logic offers its transports (HTTP and Socket Mode)."""
 
-    async def on_event(self, body: dict[str, Any]) -> None:
-        """A verified, de-duplicated Events API body (type event_callback, app_rate_limited, ...).
+    async def on_event(self, body: EventsBody) -> None:
+        """A verified, de-duplicated Events API body (type event_callback, app_rate_limited).
 
         Returning means the event is taken: ack it. Raising engine.UnavailableError means
         do not ack (Slack will redeliver). Any other exception: log type only, ack
@@ -120,25 +129,23 @@ class EventOutcome(Enum):
         return self is not EventOutcome.UNAVAILABLE
 
 
-async def dispatch_event(body: dict[str, Any], *, handler: InboundHandler,
+async def dispatch_event(body: EventsBody, *, handler: InboundHandler,
                          dedupe: Deduplicator, stats: InboundStats, deadline: float,
                          limiter: trio.CapacityLimiter | None = None) -> EventOutcome:
     """Give an Events API body to ``handler`` at most once per ``event_id``, by ``deadline``.
 
     ``deadline`` is on trio's clock. The caller acks when the outcome's ``ack`` is true.
     """
-    body_type = body.get("type")
+    body_type = body.type
     if body_type not in HANDLED_BODY_TYPES:
         stats.unknown += 1
         log.info("slack body type ignored", extra=_fields(body))
         return EventOutcome.IGNORED
-    event_id = body.get("event_id")
-    if body_type == "event_callback" and (not isinstance(event_id, str) or not event_id):
+    if body_type == "event_callback" and not body.event_id:
         stats.malformed += 1
         log.info("slack event_callback without event_id", extra=_fields(body))
         return EventOutcome.MALFORMED
-    key = event_id if body_type == "event_callback" else None
-    assert key is None or isinstance(key, str)
+    key = body.event_id if body_type == "event_callback" else None
     with trio.move_on_at(deadline):
         if key is not None:
             while (claim := dedupe.claim(key)) is not Claim.NEW:
@@ -222,13 +229,18 @@ def _ephemeral(text: str) -> dict[str, Any]:
     return {"response_type": "ephemeral", "text": text}
 
 
-def _fields(body: Mapping[str, Any]) -> dict[str, Any]:
+def _fields(body: EventsBody) -> dict[str, Any]:
     """What may be logged about an Events API body: ids and types only."""
-    event = body.get("event")
-    event_type = event.get("type") if isinstance(event, dict) else None
-    fields = {"event_id": body.get("event_id"), "body_type": body.get("type"),
-              "event_type": event_type, "team_id": body.get("team_id")}
-    return {k: v[:64] if isinstance(v, str) else None for k, v in fields.items()}
+    fields = {"event_id": body.event_id, "body_type": body.type,
+              "event_type": body.event.type if body.event is not None else None,
+              "team_id": body.team_id}
+    return {k: v[:64] if v else None for k, v in fields.items()}
+
+
+def log_malformed(refused: Malformed, **extra: Any) -> None:
+    """Log a refused payload: its error code and the path of the bad field, no value."""
+    log.info("slack payload refused", extra={**extra, "error": refused.code,
+                                             "where": refused.where})
 
 
 # -- the HTTP app ---------------------------------------------------------------------------
@@ -247,10 +259,12 @@ class _ClientGone(Exception):
 
 
 class _Reject(Exception):
-    def __init__(self, status: int, code: str) -> None:
+    def __init__(self, status: int, code: str, where: str | None = None) -> None:
         super().__init__(code)
         self.status = status
         self.code = code
+        #: the path of the bad field of a refused body
+        self.where = where
 
 
 _EVENT_ROUTES = frozenset({"/slack/events", "/slack/commands"})
@@ -316,7 +330,8 @@ class SlackEventsApp:
             elif status == 400:
                 self.stats.malformed += 1
             log.info("slack request refused", extra={"path": path[:64], "status": status,
-                                                     "error": reject.code})
+                                                     "error": reject.code,
+                                                     "where": reject.where})
         await _respond(send, status, b"" if answer is None else _json.encode(answer))
 
     async def _post(self, scope: Scope, receive: Receive, deadline: float
@@ -333,18 +348,14 @@ class SlackEventsApp:
         if headers.get("content-type", "").lower().startswith(
                 "application/x-www-form-urlencoded"):
             return await self._form(body, deadline)
-        try:
-            decoded = msgspec.json.decode(body)
-        except msgspec.DecodeError:
-            raise _Reject(400, "invalid_json") from None
-        if not isinstance(decoded, dict) or not isinstance(decoded.get("type"), str):
-            raise _Reject(400, "invalid_body")
-        if decoded["type"] == "url_verification":
-            challenge = decoded.get("challenge")
-            if not isinstance(challenge, str):
-                raise _Reject(400, "invalid_challenge")
+        decoded = read_events_body(body)
+        if isinstance(decoded, Malformed):
+            raise _Reject(400, decoded.code, decoded.where)
+        if decoded.type == "url_verification":
+            if decoded.challenge is None:
+                raise _Reject(400, "invalid_challenge", "$.challenge")
             log.info("slack url_verification answered")
-            return 200, {"challenge": challenge}
+            return 200, {"challenge": decoded.challenge}
         outcome = await dispatch_event(decoded, handler=self.handler, dedupe=self.dedupe,
                                        stats=self.stats, deadline=deadline,
                                        limiter=self._limiter)

@@ -38,6 +38,7 @@ from engine import (
 from ._client import SlackWebClient
 from ._errors import SlackApiError
 from ._translate import PLATFORM
+from ._views import AuthTest, OAuthAccess
 
 log = logging.getLogger("interlink.slack")
 
@@ -161,17 +162,17 @@ class InstallationsPart:
         """Ask auth.test who the bot is (for loop prevention); keep it with the installation."""
         token = installation.credentials.get("bot_token", "")
         try:
-            answer = await self.web.call("auth.test", token=token, team_id=installation.tenant)
+            answer = await self.web.call("auth.test", token=token, team_id=installation.tenant,
+                                         into=AuthTest)
         except SlackApiError as exc:
             if exc.auth_failed:  # the token is dead: say so once, stop using it
                 await self._revoke(installation.tenant, f"auth.test:{exc.error}")
                 return
             raise
-        own = {str(answer.get(k, "")) for k in ("user_id", "bot_id", "app_id")} - {""}
+        own = {answer.user_id, answer.bot_id, answer.app_id} - {""}
         self._own[installation.tenant] = frozenset(own)
-        credentials = {**installation.credentials,
-                       "bot_user_id": str(answer.get("user_id", "")),
-                       "bot_id": str(answer.get("bot_id", ""))}
+        credentials = {**installation.credentials, "bot_user_id": answer.user_id,
+                       "bot_id": answer.bot_id}
         if credentials != installation.credentials:
             await self.port.directory.put_installation(
                 msgspec.structs.replace(installation, credentials=credentials))
@@ -193,15 +194,13 @@ class InstallationsPart:
         answer = await self.web.call("oauth.v2.access", token="", team_id="", args={
             "code": code, "redirect_uri": self.settings.redirect_uri,
             "client_id": self._secrets.client_id,
-            "client_secret": self._secrets.client_secret})
-        team = answer.get("team") or {}
-        credentials = {"bot_token": str(answer.get("access_token", "")),
-                       "bot_user_id": str(answer.get("bot_user_id", ""))}
-        if answer.get("refresh_token"):
-            credentials["refresh_token"] = str(answer["refresh_token"])
-            credentials["expires_at"] = str(self.port.clock.now()
-                                            + float(answer.get("expires_in", 43_200)))
-        installation = Installation(platform=self.name, tenant=str(team.get("id", "")),
+            "client_secret": self._secrets.client_secret}, into=OAuthAccess)
+        credentials = {"bot_token": answer.access_token, "bot_user_id": answer.bot_user_id}
+        if answer.refresh_token:
+            credentials["refresh_token"] = answer.refresh_token
+            credentials["expires_at"] = str(self.port.clock.now() + _lifetime(answer))
+        installation = Installation(platform=self.name,
+                                    tenant=answer.team.id if answer.team is not None else "",
                                     credentials=credentials, installed_at=self.port.clock.now())
         if not installation.tenant or not credentials["bot_token"]:
             raise UnavailableError("oauth.v2.access answered without a team or a bot token")
@@ -233,7 +232,7 @@ class InstallationsPart:
                         "grant_type": "refresh_token",
                         "refresh_token": credentials["refresh_token"],
                         "client_id": self._secrets.client_id,
-                        "client_secret": self._secrets.client_secret})
+                        "client_secret": self._secrets.client_secret}, into=OAuthAccess)
                 except SlackApiError as exc:
                     log.warning("slack token refresh failed", extra={
                         "team_id": installation.tenant, "error": exc.error})
@@ -242,9 +241,13 @@ class InstallationsPart:
                     continue
                 await self.port.directory.put_installation(msgspec.structs.replace(
                     installation, credentials={
-                        **credentials, "bot_token": str(answer.get("access_token", "")),
-                        "refresh_token": str(answer.get("refresh_token")
-                                             or credentials["refresh_token"]),
-                        "expires_at": str(now + float(answer.get("expires_in", 43_200)))}))
+                        **credentials, "bot_token": answer.access_token,
+                        "refresh_token": answer.refresh_token or credentials["refresh_token"],
+                        "expires_at": str(now + _lifetime(answer))}))
                 log.info("slack token rotated", extra={"team_id": installation.tenant})
             await trio.sleep(60)
+
+
+def _lifetime(answer: OAuthAccess) -> float:
+    """Seconds a rotated token lives (Slack's default, 12 hours, when it says nothing)."""
+    return answer.expires_in if answer.expires_in is not None else 43_200.0

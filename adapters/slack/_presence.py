@@ -34,6 +34,7 @@ from engine import (
 from ._errors import SlackApiError
 from ._installations import InstallationsPart
 from ._translate import profile_event
+from ._views import SlackUser, UsersInfo, UsersPresence
 
 log = logging.getLogger("interlink.slack")
 
@@ -108,8 +109,9 @@ class PresencePart(InstallationsPart):
             try:
                 answer = await self.web.call("users.info", token=self._bot_token(identity.tenant),
                                              team_id=identity.tenant,
-                                             args={"user": identity.user_id})
-                await self.port.submit(profile_event(identity.address, answer.get("user") or {},
+                                             args={"user": identity.user_id}, into=UsersInfo)
+                await self.port.submit(profile_event(identity.address,
+                                                     answer.user or SlackUser(),
                                                      timestamp=self.port.clock.now()))
             except (DeliveryError, SlackApiError, UnavailableError) as exc:
                 self._followed.forget(identity.address)  # ask again next time
@@ -129,11 +131,11 @@ class PresencePart(InstallationsPart):
                     token = self._bot_token(identity.tenant)
                     answer = await self.web.call("users.getPresence", token=token,
                                                  team_id=identity.tenant,
-                                                 args={"user": identity.user_id})
+                                                 args={"user": identity.user_id},
+                                                 into=UsersPresence)
                 except (DeliveryError, SlackApiError):
                     continue
-                state: Availability = "available" if answer.get("presence") == "active" \
-                    else "away"
+                state: Availability = "available" if answer.presence == "active" else "away"
                 if not self._followed.tell(address, state):
                     continue
                 self.stats.presence_changes += 1

@@ -13,6 +13,7 @@ sends the envelope again. The rules this client keeps::
                                budget spent -> no ack (Slack redelivers, claim released)
     slash_commands             on_command -> ack, with its answer as payload when accepted
     interactive                ack, ignored, counted
+    an envelope that does not fit its view (``_views.py``)   ack, counted malformed
     other envelope types       ack, ignored, counted
     disconnect warning / refresh_requested   open a new URL, reconnect at once
     disconnect too_many_websockets           reconnect after a backoff
@@ -23,25 +24,28 @@ sends the envelope again. The rules this client keeps::
                                random; n counts failures since the last hello, and after
                                max_failures of them run() raises UnavailableError
 
-Envelopes are handled concurrently across conversations and one after the
-other, in arrival order, within one (a Slack edit must not overtake its
-message): each goes to the lane of its conversation key
-(:func:`conversation_key`: the team and channel of a message or reaction, the
-user of a ``user_change``, the channel of a slash command; an envelope without
-one gets a lane of its own). At most ``max_lanes`` lanes exist and each holds at
-most ``lane_capacity`` envelopes; past either, the reader waits (bounded, and
-every envelope keeps its own ack budget from its arrival). Once an event in a
-lane is not acked (the conversation's mailbox is full, the budget ran out), the
-events queued behind it in that lane are not acked either, so Slack redelivers
-them after it instead of them overtaking it. A lane ends when it is empty.
-An envelope whose ack could not be sent
-(the connection dropped) is redelivered by Slack and then acked from the
-de-duplicator without calling the handler again; one not handled before the
-drop is handled on redelivery. ``open_url`` may raise
+Frames are decoded once, from the text, into :class:`._views.SocketFrame`
+whose payload stays raw until the envelope's type says which view it is
+(``events_api``: :class:`._views.EventsBody`, decoded before the envelope is
+queued since its conversation picks the lane). Envelopes are handled
+concurrently across conversations and one after the other, in arrival order,
+within one (a Slack edit must not overtake its message): each goes to the lane
+of its conversation key (:func:`conversation_key`: the team and channel of a
+message or reaction, the user of a ``user_change``, the channel of a slash
+command; an envelope without one gets a lane of its own). At most
+``max_lanes`` lanes exist and each holds at most ``lane_capacity`` envelopes;
+past either, the reader waits (bounded, and every envelope keeps its own ack
+budget from its arrival). Once an event in a lane is not acked (the
+conversation's mailbox is full, the budget ran out), the events queued behind
+it in that lane are not acked either, so Slack redelivers them after it
+instead of them overtaking it. A lane ends when it is empty. An envelope whose
+ack could not be sent (the connection dropped) is redelivered by Slack and
+then acked from the de-duplicator without calling the handler again; one not
+handled before the drop is handled on redelivery. ``open_url`` may raise
 :class:`engine.UnavailableError`, ``OSError`` or any exception whose
-``retryable`` attribute is true for a transient failure, which backs off like a
-lost connection; anything else it raises (``invalid_auth``...) stops ``run()``.
-"""
+``retryable`` attribute is true for a transient failure, which backs off like
+a lost connection; anything else it raises (``invalid_auth``...) stops
+``run()``. """
 
 from __future__ import annotations
 
@@ -73,6 +77,16 @@ from ._inbound import (
     InboundStats,
     dispatch_command,
     dispatch_event,
+    log_malformed,
+)
+from ._views import (
+    MALFORMED_ENVELOPE,
+    EventsBody,
+    Malformed,
+    SocketFrame,
+    read_command_form,
+    read_events_body,
+    read_frame,
 )
 
 log = logging.getLogger("interlink.slack.socket_mode")
@@ -332,12 +346,11 @@ class SocketModeClient:
     async def _converse(self, ws: WebSocketConnection, on_hello: Callable[[], None]) -> str:
         with trio.fail_after(self.connect_timeout):
             hello = self._decode(await ws.get_message())
-        if hello is None or hello.get("type") != "hello":
-            if hello is not None and hello.get("type") == "disconnect":
-                return str(hello.get("reason") or "unknown")
+        if hello is None or hello.type != "hello":
+            if hello is not None and hello.type == "disconnect":
+                return hello.reason or "unknown"
             raise _Transient("the first Socket Mode frame was not hello")
-        log.info("socket mode connected",
-                 extra={"num_connections": hello.get("num_connections")})
+        log.info("socket mode connected", extra={"num_connections": hello.num_connections})
         on_hello()
         self._set_connected(True)
         try:
@@ -355,52 +368,55 @@ class SocketModeClient:
             frame = self._decode(await ws.get_message())
             if frame is None:
                 continue
-            kind = frame.get("type")
-            if kind == "disconnect":
-                return str(frame.get("reason") or "unknown")
-            envelope_id = frame.get("envelope_id")
-            if isinstance(envelope_id, str):
+            if frame.type == "disconnect":
+                return frame.reason or "unknown"
+            envelope_id = frame.envelope_id
+            if envelope_id is not None:
                 deadline = trio.current_time() + self.ack_budget
-                key = conversation_key(frame) or f"envelope:{envelope_id}"
-                await lanes.put(key, partial(self._envelope, ws, frame, deadline))
+                body = _payload_of(frame)
+                key = conversation_key(body) or f"envelope:{envelope_id}"
+                await lanes.put(key, partial(self._envelope, ws, frame, envelope_id, body,
+                                             deadline))
             else:
                 self.stats.unknown += 1
-                log.info("socket mode frame ignored", extra={"frame_type": str(kind)[:64]})
+                log.info("socket mode frame ignored", extra={"frame_type": frame.type[:64]})
 
-    def _decode(self, message: str | bytes) -> dict[str, Any] | None:
-        try:
-            frame = msgspec.json.decode(message)
-        except msgspec.DecodeError:
-            frame = None
-        if not isinstance(frame, dict):
+    def _decode(self, message: str | bytes) -> SocketFrame | None:
+        frame = read_frame(message)
+        if isinstance(frame, Malformed):
             self.stats.malformed += 1
-            log.info("socket mode frame is not a JSON object")
+            log_malformed(frame, transport="socket_mode")
             return None
         return frame
 
-    async def _envelope(self, ws: WebSocketConnection, envelope: dict[str, Any],
-                        deadline: float, behind_refused: bool) -> bool:
+    async def _envelope(self, ws: WebSocketConnection, envelope: SocketFrame,
+                        envelope_id: str, body: Payload, deadline: float,
+                        behind_refused: bool) -> bool:
         """Handle one envelope by ``deadline``; False when it was not acked.
 
+        ``body`` is its decoded payload (:func:`_payload_of`).
         ``behind_refused``: an earlier event of its lane was not acked, so an event
         is not acked either (Slack redelivers it after that one)."""
-        envelope_id: str = envelope["envelope_id"]
-        kind = envelope.get("type")
-        payload = envelope.get("payload")
+        kind = envelope.type
         self.stats.received += 1
-        extra = {"envelope_id": envelope_id[:64], "envelope_type": str(kind)[:32],
-                 "retry_attempt": envelope.get("retry_attempt")}
-        if kind == "events_api":
-            if not isinstance(payload, dict):
+        extra = {"envelope_id": envelope_id[:64], "envelope_type": kind[:32],
+                 "retry_attempt": envelope.retry_attempt}
+        if kind == MALFORMED_ENVELOPE:  # its fields do not fit the view: never redeliver
+            self.stats.malformed += 1
+            log_malformed(Malformed("invalid_envelope", envelope.reason), **extra)
+            await self._ack(ws, envelope_id)
+        elif kind == "events_api":
+            if not isinstance(body, EventsBody):
                 self.stats.malformed += 1
-                log.info("socket mode events_api without payload; acked", extra=extra)
+                log_malformed(body if isinstance(body, Malformed)
+                              else Malformed("invalid_body"), **extra)
                 await self._ack(ws, envelope_id)
                 return True
             if behind_refused:
                 self.stats.unavailable += 1
                 log.info("socket mode envelope not acked: behind one not acked", extra=extra)
                 return False
-            outcome = await dispatch_event(payload, handler=self.handler, dedupe=self.dedupe,
+            outcome = await dispatch_event(body, handler=self.handler, dedupe=self.dedupe,
                                            stats=self.stats, deadline=deadline)
             if outcome is EventOutcome.MALFORMED:
                 log.info("socket mode event malformed; acked", extra=extra)
@@ -409,15 +425,14 @@ class SocketModeClient:
                 return False
             await self._ack(ws, envelope_id)
         elif kind == "slash_commands":
-            if not isinstance(payload, dict) or not payload.get("command"):
+            if not isinstance(body, dict) or not body.get("command"):
                 self.stats.malformed += 1
                 await self._ack(ws, envelope_id)
                 return True
-            form = {str(k): str(v) for k, v in payload.items()}
-            answer = await dispatch_command(form, handler=self.handler, stats=self.stats,
+            answer = await dispatch_command(body, handler=self.handler, stats=self.stats,
                                             deadline=deadline)
-            accepts = envelope.get("accepts_response_payload") is True
-            await self._ack(ws, envelope_id, answer if accepts else None)
+            await self._ack(ws, envelope_id,
+                            answer if envelope.accepts_response_payload else None)
         elif kind == "interactive":
             self.stats.interactive += 1
             log.info("socket mode interactive payload ignored", extra=extra)
@@ -443,28 +458,37 @@ class SocketModeClient:
         self.stats.acks += 1
 
 
-def conversation_key(envelope: dict[str, Any]) -> str | None:
-    """The conversation an envelope belongs to, for its lane; ``None``: none in particular.
+#: an envelope's payload as its type's view: an events_api body (or why it was refused),
+#: a slash command's fields, or None (not read)
+Payload = EventsBody | Malformed | dict[str, str] | None
+
+
+def _payload_of(frame: SocketFrame) -> Payload:
+    if frame.type == "events_api":
+        return read_events_body(frame.payload)
+    if frame.type == "slash_commands":
+        return read_command_form(frame.payload)
+    return None
+
+
+def conversation_key(body: Payload) -> str | None:
+    """The conversation an envelope's payload belongs to, for its lane; ``None``: none.
 
     A message, edit, delete or reaction: ``team/channel``; ``user_change``:
     ``team/user``; a slash command: ``team/channel``.
     """
-    payload = envelope.get("payload")
-    if not isinstance(payload, dict):
+    if isinstance(body, dict):
+        channel = body.get("channel_id")
+        return f"{body.get('team_id')}/{channel}" if channel is not None else None
+    if not isinstance(body, EventsBody) or body.event is None:
         return None
-    if envelope.get("type") == "slash_commands":
-        channel = payload.get("channel_id")
-        return f"{payload.get('team_id')}/{channel}" if isinstance(channel, str) else None
-    event = payload.get("event")
-    if not isinstance(event, dict):
-        return None
-    team = payload.get("team_id")
-    for holder in (event, event.get("item")):
-        if isinstance(holder, dict) and isinstance(holder.get("channel"), str):
-            return f"{team}/{holder['channel']}"
-    user = event.get("user")
-    if isinstance(user, dict) and isinstance(user.get("id"), str):
-        return f"{team}/{user['id']}"
+    event, team = body.event, body.team_id
+    if event.channel:
+        return f"{team}/{event.channel}"
+    if event.item is not None and event.item.channel:
+        return f"{team}/{event.item.channel}"
+    if not isinstance(event.user, str) and event.user.id:
+        return f"{team}/{event.user.id}"
     return None
 
 

@@ -1,10 +1,11 @@
 """Slack payloads <-> canonical events. Pure: no I/O, no clock, no randomness.
 
-Inbound, :func:`decode_event` turns one Events API ``event`` into canonical
-events (or says why it is ignored); everything it needs from the directory
-comes through a :class:`SlackLookup` of synchronous reads. Outbound,
-:func:`encode_event` turns one canonical event into the Web API calls that
-show it in the private conversation of the session; the I/O layer runs them.
+Inbound, :func:`decode_event` turns one Events API body, already decoded into
+its view (:mod:`._views`), into canonical events (or says why it is ignored);
+everything it needs from the directory comes through a :class:`SlackLookup` of
+synchronous reads. Outbound, :func:`encode_event` turns one canonical event
+into the Web API calls that show it in the private conversation of the
+session; the I/O layer runs them.
 
 Ids: a Slack message is ``"<channel>/<ts>"`` under the ``slack`` platform in
 the message-id map. A message that starts on Slack gets a canonical id derived
@@ -46,6 +47,7 @@ from engine import (
 )
 
 from ._richtext import blocks_to_rich, mrkdwn_to_rich, rich_to_blocks, rich_to_mrkdwn
+from ._views import EventsBody, SlackEvent, SlackUser, UserProfile
 
 PLATFORM = "slack"
 Json = dict[str, Any]
@@ -136,15 +138,15 @@ class Revoked(msgspec.Struct, frozen=True):
 Decoded = list[Event] | Ignored | Revoked
 
 
-def decode_event(body: Json, lookup: SlackLookup) -> Decoded:
+def decode_event(body: EventsBody, lookup: SlackLookup) -> Decoded:
     """Translate one Events API body (``event_callback``) into canonical events."""
-    if body.get("type") != "event_callback":
-        return Ignored(f"body:{body.get('type')}")
-    event = body.get("event")
-    team_id = body.get("team_id") or ""
-    if not isinstance(event, dict) or not isinstance(team_id, str):
+    if body.type != "event_callback":
+        return Ignored(f"body:{body.type}")
+    event = body.event
+    if event is None:
         return Ignored("malformed")
-    kind = event.get("type")
+    team_id = body.team_id
+    kind = event.type
     if kind == "message":
         return _decode_message(team_id, event, lookup)
     if kind in ("reaction_added", "reaction_removed"):
@@ -154,15 +156,10 @@ def decode_event(body: Json, lookup: SlackLookup) -> Decoded:
     if kind == "app_uninstalled":
         return Revoked(team_id, kind)
     if kind == "tokens_revoked":
-        tokens = event.get("tokens")
-        bots = tokens.get("bot") if isinstance(tokens, dict) else None
         # Only the bot token matters to Interlink; a person's revoked token does not.
-        return Revoked(team_id, kind) if bots else Ignored("user-tokens-revoked")
+        return Revoked(team_id, kind) if event.tokens and event.tokens.bot \
+            else Ignored("user-tokens-revoked")
     return Ignored(f"event:{kind}")
-
-
-def _str(value: object) -> str:
-    return value if isinstance(value, str) else ""
 
 
 def _participants(channel: str, user: str, team_id: str,
@@ -181,41 +178,39 @@ def _participants(channel: str, user: str, team_id: str,
     return Ignored("not-a-participant")
 
 
-def _body(message: Json, lookup: SlackLookup, team_id: str) -> RichText:
+def _body(message: SlackEvent, lookup: SlackLookup, team_id: str) -> RichText:
     def address_of(user_id: str) -> str | None:
         found = lookup.address_of(team_id, user_id)
         return None if found is None else str(found)
 
-    blocks = message.get("blocks")
-    if isinstance(blocks, list) and any(isinstance(b, dict) and b.get("type") == "rich_text"
-                                        for b in blocks):
-        return blocks_to_rich([b for b in blocks if isinstance(b, dict)], address_of)
-    return mrkdwn_to_rich(_str(message.get("text")), address_of)
+    blocks = message.blocks
+    if blocks and any(b.get("type") == "rich_text" for b in blocks):
+        return blocks_to_rich(blocks, address_of)
+    return mrkdwn_to_rich(message.text, address_of)
 
 
-def _is_own(team_id: str, message: Json, lookup: SlackLookup) -> bool:
-    return lookup.is_own_bot(team_id, user_id=_str(message.get("user")),
-                             bot_id=_str(message.get("bot_id")),
-                             app_id=_str(message.get("app_id")))
+def _is_own(team_id: str, message: SlackEvent, lookup: SlackLookup) -> bool:
+    return lookup.is_own_bot(team_id, user_id=message.user_id, bot_id=message.bot_id,
+                             app_id=message.app_id)
 
 
-def _decode_message(team_id: str, event: Json, lookup: SlackLookup) -> Decoded:
-    subtype = event.get("subtype")
-    channel = _str(event.get("channel"))
+def _decode_message(team_id: str, event: SlackEvent, lookup: SlackLookup) -> Decoded:
+    subtype = event.subtype
+    channel = event.channel
     if subtype == "message_changed":
         return _decode_edit(team_id, channel, event, lookup)
     if subtype == "message_deleted":
         return _decode_delete(team_id, channel, event, lookup)
     if _is_own(team_id, event, lookup):
         return Ignored("own-bot")
-    if subtype == "bot_message" or event.get("bot_id"):
+    if subtype == "bot_message" or event.bot_id:
         return Ignored("bot-message")
     if subtype not in _NEW_MESSAGE_SUBTYPES:
         return Ignored(f"subtype:{subtype}")
-    ts = _str(event.get("ts"))
+    ts = event.ts
     if not channel or not ts:
         return Ignored("malformed")
-    parties = _participants(channel, _str(event.get("user")), team_id, lookup)
+    parties = _participants(channel, event.user_id, team_id, lookup)
     if isinstance(parties, Ignored):
         return parties
     source, destination, session = parties
@@ -224,116 +219,115 @@ def _decode_message(team_id: str, event: Json, lookup: SlackLookup) -> Decoded:
         "timestamp": _timestamp(ts)}
     canonical = canonical_id_for(team_id, channel, ts)
     platform_ids = {PLATFORM: message_key(channel, ts)}
-    thread_ts = _str(event.get("thread_ts"))
+    thread_ts = event.thread_ts
     thread_id = lookup.canonical_id(channel, thread_ts) if thread_ts and thread_ts != ts else None
     body = _body(event, lookup, team_id)
-    files = [f for f in event.get("files") or [] if isinstance(f, dict)]
-    if not files:
+    if not event.files:
         return [Message(event_id=canonical, platform_ids=platform_ids, body=body,
                         text=to_plain_text(body), thread_id=thread_id, **common)]
     shares: list[Event] = []
     caption = to_plain_text(body)
-    for index, file in enumerate(files):
-        url = _str(file.get("url_private_download")) or _str(file.get("url_private"))
+    for index, file in enumerate(event.files):
+        url = file.url_private_download or file.url_private
         if not url:
             continue
         first = not shares
         shares.append(FileShare(
             event_id=canonical if first else f"{canonical}-{index}",
             platform_ids=platform_ids if first else {},
-            name=_str(file.get("name")) or _str(file.get("title")) or "file",
-            size=size if isinstance(size := file.get("size"), int) else 0,
-            media_type=_str(file.get("mimetype")) or "application/octet-stream",
+            name=file.name or file.title or "file", size=file.size,
+            media_type=file.mimetype or "application/octet-stream",
             url=url, caption=caption if first else "", **common))
     return shares or Ignored("file-without-url")
 
 
-def _decode_edit(team_id: str, channel: str, event: Json, lookup: SlackLookup) -> Decoded:
-    message = event.get("message")
-    if not isinstance(message, dict):
+def _decode_edit(team_id: str, channel: str, event: SlackEvent,
+                 lookup: SlackLookup) -> Decoded:
+    message = event.message
+    if message is None:
         return Ignored("malformed")
     if _is_own(team_id, message, lookup):
         return Ignored("own-bot")
-    previous = event.get("previous_message")
-    if isinstance(previous, dict) and previous.get("text") == message.get("text") \
-            and previous.get("blocks") == message.get("blocks"):
+    previous = event.previous_message
+    if previous is not None and previous.text == message.text \
+            and previous.blocks == message.blocks:
         return Ignored("unchanged")  # unfurls and other attachment-only changes
-    ts = _str(message.get("ts"))
+    ts = message.ts
     target = lookup.canonical_id(channel, ts)
     if target is None:
         return Ignored("unknown-message")
-    parties = _participants(channel, _str(message.get("user")), team_id, lookup)
+    parties = _participants(channel, message.user_id, team_id, lookup)
     if isinstance(parties, Ignored):
         return parties
     source, destination, session = parties
     body = _body(message, lookup, team_id)
-    edited = message.get("edited")
-    edited_ts = _str(edited.get("ts")) if isinstance(edited, dict) else ""
+    edited_ts = message.edited.ts if message.edited is not None else ""
     return [Edit(source=source, destination=destination, session_id=session.session_id,
                  target_id=target, body=body, text=to_plain_text(body),
-                 timestamp=_timestamp(edited_ts or _str(event.get("event_ts")) or ts))]
+                 timestamp=_timestamp(edited_ts or event.event_ts or ts))]
 
 
-def _decode_delete(team_id: str, channel: str, event: Json, lookup: SlackLookup) -> Decoded:
-    previous = event.get("previous_message")
-    previous = previous if isinstance(previous, dict) else {}
+def _decode_delete(team_id: str, channel: str, event: SlackEvent,
+                   lookup: SlackLookup) -> Decoded:
+    previous = event.previous_message or _NO_MESSAGE
     if _is_own(team_id, previous, lookup):
         return Ignored("own-bot")
-    target = lookup.canonical_id(channel, _str(event.get("deleted_ts")))
+    target = lookup.canonical_id(channel, event.deleted_ts)
     if target is None:
         return Ignored("unknown-message")
-    parties = _participants(channel, _str(previous.get("user")), team_id, lookup)
+    parties = _participants(channel, previous.user_id, team_id, lookup)
     if isinstance(parties, Ignored):
         return parties
     source, destination, session = parties
     return [Retract(source=source, destination=destination, session_id=session.session_id,
-                    target_id=target, timestamp=_timestamp(_str(event.get("event_ts"))))]
+                    target_id=target, timestamp=_timestamp(event.event_ts))]
 
 
-def _decode_reaction(team_id: str, event: Json, lookup: SlackLookup) -> Decoded:
-    item = event.get("item")
-    if not isinstance(item, dict) or item.get("type") != "message":
+def _decode_reaction(team_id: str, event: SlackEvent, lookup: SlackLookup) -> Decoded:
+    item = event.item
+    if item is None or item.type != "message":
         return Ignored("reaction-not-on-message")
     if _is_own(team_id, event, lookup):
         return Ignored("own-bot")
-    channel, ts = _str(item.get("channel")), _str(item.get("ts"))
+    channel, ts = item.channel, item.ts
     target = lookup.canonical_id(channel, ts)
     if target is None:
         return Ignored("unknown-message")
-    parties = _participants(channel, _str(event.get("user")), team_id, lookup)
+    parties = _participants(channel, event.user_id, team_id, lookup)
     if isinstance(parties, Ignored):
         return parties
     source, destination, session = parties
-    name = _str(event.get("reaction"))
+    name = event.reaction
     if not name:
         return Ignored("malformed")
-    kind = ReactionAdd if event.get("type") == "reaction_added" else ReactionRemove
+    kind = ReactionAdd if event.type == "reaction_added" else ReactionRemove
     return [kind(source=source, destination=destination, session_id=session.session_id,
                  target_id=target, emoji=emoji_from_slack(name),
-                 timestamp=_timestamp(_str(event.get("event_ts"))))]
+                 timestamp=_timestamp(event.event_ts))]
 
 
-def _decode_user_change(team_id: str, event: Json, lookup: SlackLookup) -> Decoded:
-    user = event.get("user")
-    if not isinstance(user, dict):
+def _decode_user_change(team_id: str, event: SlackEvent, lookup: SlackLookup) -> Decoded:
+    user = event.user
+    if isinstance(user, str):
         return Ignored("malformed")
-    address = lookup.address_of(_str(user.get("team_id")) or team_id, _str(user.get("id")))
+    address = lookup.address_of(user.team_id or team_id, user.id)
     if address is None:
         return Ignored("unknown-user")
     return [profile_event(address, user)]
 
 
-def profile_event(address: Address, user: Json, *, timestamp: float = 0.0) -> Profile:
+def profile_event(address: Address, user: SlackUser, *, timestamp: float = 0.0) -> Profile:
     """A Slack user object (users.info, user_change) as a profile broadcast."""
-    profile = user.get("profile")
-    profile = profile if isinstance(profile, dict) else {}
-    name = (_str(profile.get("real_name")) or _str(user.get("real_name"))
-            or _str(profile.get("display_name")) or _str(user.get("name")))
-    avatar = next((_str(profile.get(k)) for k in ("image_192", "image_512", "image_72",
-                                                  "image_original") if profile.get(k)), "")
-    return Profile(source=address, destination=address, name=name,
-                   email=_str(profile.get("email")), title=_str(profile.get("title")),
-                   avatar_url=avatar, timestamp=timestamp)
+    profile = user.profile or _NO_PROFILE
+    name = profile.real_name or user.real_name or profile.display_name or user.name
+    avatar = (profile.image_192 or profile.image_512 or profile.image_72
+              or profile.image_original)
+    return Profile(source=address, destination=address, name=name, email=profile.email,
+                   title=profile.title, avatar_url=avatar, timestamp=timestamp)
+
+
+_NO_MESSAGE = SlackEvent()
+_NO_PROFILE = UserProfile()
 
 
 def _timestamp(ts: str) -> float:

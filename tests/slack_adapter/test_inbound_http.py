@@ -20,6 +20,7 @@ import trio
 import trio.testing
 
 from adapters.slack._inbound import SlackEventsApp
+from adapters.slack._views import EventsBody, SlackEvent
 from adapters.slack.sandbox import DeliveryRecord, Sandbox, signature
 from engine import Deduplicator, UnavailableError
 from engine.asgi import serve_http
@@ -31,7 +32,7 @@ NOW = 1_767_225_600
 HELP = {"response_type": "ephemeral", "text": "Usage: /interlink add ADDRESS | remove ADDRESS"
         " | list | help"}
 
-Behaviour = Callable[[dict[str, Any], int], Awaitable[None]]
+Behaviour = Callable[[EventsBody, int], Awaitable[None]]
 
 
 class RecordingHandler:
@@ -46,7 +47,7 @@ class RecordingHandler:
         #: the event id of every on_event call, in order
         self.calls: list[str] = []
         #: bodies whose on_event returned (the "taken" state)
-        self.taken: list[dict[str, Any]] = []
+        self.taken: list[EventsBody] = []
         self.commands: list[dict[str, str]] = []
         self.command_error: Exception | None = None
         self._changed = trio.Event()
@@ -55,8 +56,8 @@ class RecordingHandler:
         self._changed.set()
         self._changed = trio.Event()
 
-    async def on_event(self, body: dict[str, Any]) -> None:
-        event_id = str(body.get("event_id", ""))
+    async def on_event(self, body: EventsBody) -> None:
+        event_id = body.event_id
         self.calls.append(event_id)
         self._notify()
         if self.behaviour is not None:
@@ -71,7 +72,7 @@ class RecordingHandler:
             raise self.command_error
         return HELP
 
-    async def wait_taken(self, count: int) -> list[dict[str, Any]]:
+    async def wait_taken(self, count: int) -> list[EventsBody]:
         while len(self.taken) < count:
             await self._changed.wait()
         return self.taken
@@ -81,7 +82,13 @@ class RecordingHandler:
             await self._changed.wait()
 
     def taken_ids(self) -> list[str]:
-        return [body["event_id"] for body in self.taken]
+        return [body.event_id for body in self.taken]
+
+
+def event_of(body: EventsBody) -> SlackEvent:
+    """The inner event of a body the handler took (every event_callback has one)."""
+    assert body.event is not None
+    return body.event
 
 
 @asynccontextmanager
@@ -152,11 +159,11 @@ async def test_a_users_message_reaches_the_handler_once(http: httpx.AsyncClient)
                                             settings=fast_settings(ack_timeout=2.0)) as sandbox:
         await post_message(http, sandbox, "hello from john")
         [body] = await handler.wait_taken(1)
-        assert (body["type"], body["team_id"], body["event"]["type"], body["event"]["text"]) \
+        assert (body.type, body.team_id, event_of(body).type, event_of(body).text) \
             == ("event_callback", "T0ACME", "message", "hello from john")
-        record = await sandbox.wait_for_delivery(lambda r: r.id == body["event_id"])
+        record = await sandbox.wait_for_delivery(lambda r: r.id == body.event_id)
         assert (record.ok, record.status, record.attempt) == (True, 200, 0)
-        assert handler.calls == [body["event_id"]]
+        assert handler.calls == [body.event_id]
         stats = app.statistics()
         assert (stats.received, stats.taken, stats.duplicates, stats.unavailable) == (1, 1, 0, 0)
 
@@ -174,8 +181,8 @@ async def test_url_verification_answers_the_challenge() -> None:
 
 async def test_an_event_redelivered_after_503_is_taken_once(http: httpx.AsyncClient) -> None:
     """UnavailableError, then a handler stalling past the ack budget: 503, retry, taken."""
-    async def behaviour(body: dict[str, Any], seen: int) -> None:
-        text = body["event"]["text"]
+    async def behaviour(body: EventsBody, seen: int) -> None:
+        text = event_of(body).text
         if seen == 1 and text == "unavailable":
             raise UnavailableError("engine busy")
         if seen == 1 and text == "stalls":
@@ -188,9 +195,9 @@ async def test_an_event_redelivered_after_503_is_taken_once(http: httpx.AsyncCli
         await post_message(http, sandbox, "unavailable")
         await post_message(http, sandbox, "stalls")
         taken = await handler.wait_taken(2)
-        assert [b["event"]["text"] for b in taken] == ["unavailable", "stalls"]
+        assert [event_of(b).text for b in taken] == ["unavailable", "stalls"]
         for body in taken:
-            event_id = body["event_id"]
+            event_id = body.event_id
 
             def acked(record: DeliveryRecord, event_id: str = event_id) -> bool:
                 return record.id == event_id and record.ok
@@ -200,7 +207,7 @@ async def test_an_event_redelivered_after_503_is_taken_once(http: httpx.AsyncCli
             [failed] = [r for r in sandbox.deliveries.records if r.id == event_id and not r.ok]
             assert (failed.attempt, failed.status, failed.reason) == (0, 503, "http_error")
             assert handler.calls.count(event_id) == 2
-        assert handler.taken_ids() == [b["event_id"] for b in taken]
+        assert handler.taken_ids() == [b.event_id for b in taken]
         assert (app.stats.taken, app.stats.unavailable, app.stats.duplicates) == (2, 2, 0)
 
 
@@ -209,10 +216,10 @@ async def test_a_retry_while_the_first_delivery_is_in_flight_is_not_handled_agai
     """The handler outlasts the sandbox's ack timeout; its retry waits and gets 200."""
     sandbox_box: list[Sandbox] = []
 
-    async def behaviour(body: dict[str, Any], seen: int) -> None:
+    async def behaviour(body: EventsBody, seen: int) -> None:
         # still busy when the sandbox gives up on this attempt and retries at once
         await sandbox_box[0].wait_for_delivery(
-            lambda r: r.id == body["event_id"] and r.reason == "http_timeout")
+            lambda r: r.id == body.event_id and r.reason == "http_timeout")
 
     handler = RecordingHandler(behaviour)
     app = make_app(handler, ack_budget=2.5)
@@ -221,17 +228,17 @@ async def test_a_retry_while_the_first_delivery_is_in_flight_is_not_handled_agai
         sandbox_box.append(sandbox)
         await post_message(http, sandbox, "slow")
         [body] = await handler.wait_taken(1)
-        retry = await sandbox.wait_for_delivery(lambda r: r.id == body["event_id"] and r.ok)
+        retry = await sandbox.wait_for_delivery(lambda r: r.id == body.event_id and r.ok)
         assert (retry.attempt, retry.status) == (1, 200)
-        assert handler.calls == [body["event_id"]]
+        assert handler.calls == [body.event_id]
         assert (app.stats.taken, app.stats.duplicates) == (1, 1)
 
 
 async def test_a_poison_event_is_acked_counted_and_not_redelivered(
         caplog: pytest.LogCaptureFixture, http: httpx.AsyncClient) -> None:
     caplog.set_level(logging.DEBUG, logger="interlink.slack.inbound")
-    async def behaviour(body: dict[str, Any], seen: int) -> None:
-        if body["event"]["text"] == "poison":
+    async def behaviour(body: EventsBody, seen: int) -> None:
+        if event_of(body).text == "poison":
             raise RuntimeError("secret message text must not reach the log")
 
     handler = RecordingHandler(behaviour)
@@ -246,7 +253,7 @@ async def test_a_poison_event_is_acked_counted_and_not_redelivered(
         # a later event goes through: the poison one was not redelivered in between
         await post_message(http, sandbox, "next")
         [body] = await handler.wait_taken(1)
-        await sandbox.wait_for_delivery(lambda r: r.id == body["event_id"] and r.ok)
+        await sandbox.wait_for_delivery(lambda r: r.id == body.event_id and r.ok)
         assert len(handler.calls) == 2
         assert [r.attempt for r in sandbox.deliveries.records if r.kind == "event"] == [0, 0]
     failure = [r for r in caplog.records if r.name == "interlink.slack.inbound"
@@ -314,6 +321,9 @@ async def test_the_signature_window_is_five_minutes_either_way() -> None:
     (b"[1, 2, 3]", "application/json"),
     (b'{"challenge": "no type"}', "application/json"),
     (json.dumps(event_body(event_id="")).encode(), "application/json"),
+    (json.dumps(event_body(event="nonsense")).encode(), "application/json"),
+    (json.dumps(event_body(event={"type": "message", "user": 5})).encode(), "application/json"),
+    (b'{"type": "url_verification", "challenge": 5}', "application/json"),
     (b"text=hello&user_id=U0JOHN", "application/x-www-form-urlencoded"),
     (b"", "application/json"),
 ])
@@ -324,6 +334,27 @@ async def test_malformed_bodies_get_400(body: bytes, content_type: str) -> None:
         assert answer.status_code == 400
         assert handler.calls == [] and handler.commands == []
         assert app.stats.malformed == 1
+
+
+async def test_a_mistyped_field_is_refused_with_its_path_and_unread_shapes_pass(
+        caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="interlink.slack.inbound")
+    async with bare_app() as (app, handler, http):
+        body = json.dumps(event_body("Ev0BAD", event={
+            "type": "message", "text": ["secret words"], "ts": "1.0"})).encode()
+        answer = await http.post("/slack/events", content=body, headers=signed(body))
+        assert (answer.status_code, answer.json()["error"]) == (400, "invalid_event")
+        [refused] = [r for r in caplog.records if r.getMessage() == "slack request refused"]
+        assert vars(refused)["where"] == "$.event.text"
+        assert "secret" not in f"{refused.getMessage()} {vars(refused)}"
+        # an event the adapter does not read may have any shape: taken, as its type
+        body = json.dumps(event_body("Ev0NEW", event={
+            "type": "channel_created", "channel": {"id": "C0NEW", "name": "new"}})).encode()
+        answer = await http.post("/slack/events", content=body, headers=signed(body))
+        assert answer.status_code == 200
+        assert [(b.event_id, event_of(b).type) for b in handler.taken] == [
+            ("Ev0NEW", "channel_created")]
+        assert (app.stats.malformed, app.stats.taken) == (1, 1)
 
 
 async def test_oversized_bodies_get_413() -> None:
@@ -370,7 +401,7 @@ async def test_unknown_body_types_are_acked_counted_and_ignored() -> None:
         body = json.dumps({"type": "app_rate_limited", "team_id": "T0ACME",
                            "minute_rate_limited": NOW, "api_app_id": APP}).encode()
         answer = await http.post("/slack/events", content=body, headers=signed(body))
-        assert answer.status_code == 200 and handler.taken[0]["type"] == "app_rate_limited"
+        assert answer.status_code == 200 and handler.taken[0].type == "app_rate_limited"
 
 
 async def test_a_duplicate_is_answered_without_the_handler() -> None:
@@ -384,7 +415,7 @@ async def test_a_duplicate_is_answered_without_the_handler() -> None:
 
 async def test_unavailable_from_a_handlers_nursery_is_still_not_acked() -> None:
     async with bare_app() as (app, handler, http):
-        async def behaviour(body: dict[str, Any], seen: int) -> None:
+        async def behaviour(body: EventsBody, seen: int) -> None:
             if seen == 1:
                 raise ExceptionGroup("from a nursery", [UnavailableError("busy")])
 
@@ -410,7 +441,7 @@ async def test_serve_http_finishes_requests_in_flight_when_cancelled() -> None:
     entered = trio.Event()
     release = trio.Event()
 
-    async def behaviour(body: dict[str, Any], seen: int) -> None:
+    async def behaviour(body: EventsBody, seen: int) -> None:
         entered.set()
         await release.wait()
 

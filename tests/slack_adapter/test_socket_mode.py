@@ -21,6 +21,7 @@ import trio.testing
 from trio_websocket import ConnectionClosed, WebSocketRequest, WebSocketServer, serve_websocket
 
 from adapters.slack._socket_mode import LinkDisabledError, SocketModeClient
+from adapters.slack._views import EventsBody
 from adapters.slack.sandbox import Sandbox, SandboxSettings
 from adapters.slack.sandbox._ratelimit import RateLimitSettings
 from engine import Deduplicator, UnavailableError
@@ -34,7 +35,7 @@ from tests.slack_sandbox._kit import (
     running,
 )
 
-from .test_inbound_http import HELP, RecordingHandler, post_message
+from .test_inbound_http import HELP, RecordingHandler, event_of, post_message
 
 
 @pytest.fixture
@@ -97,8 +98,8 @@ async def test_hello_then_events_are_handled_once_and_acked(http: httpx.AsyncCli
             for text in ("one", "two", "three"):
                 await post_message(http, sandbox, text)
             taken = await handler.wait_taken(3)
-            assert [b["event"]["text"] for b in taken] == ["one", "two", "three"]
-            assert {b["type"] for b in taken} == {"event_callback"}
+            assert [event_of(b).text for b in taken] == ["one", "two", "three"]
+            assert {b.type for b in taken} == {"event_callback"}
             await wait_acked(sandbox, handler.taken_ids())
             assert [r.attempt for r in sandbox.deliveries.records] == [0, 0, 0]
             assert {r.transport for r in sandbox.deliveries.records} == {"socket"}
@@ -133,7 +134,7 @@ async def test_a_refresh_mid_stream_loses_and_duplicates_nothing(http: httpx.Asy
                 await post_message(http, sandbox, text)
             taken = await handler.wait_taken(50)
             await wait_acked(sandbox, handler.taken_ids())
-            assert [b["event"]["text"] for b in taken] == texts  # in order, each once
+            assert [event_of(b).text for b in taken] == texts  # in order, each once
             assert len(handler.calls) == 50
             assert client.stats.disconnects == 1 and client.stats.reconnects == 1
             assert client.stats.failed_attempts == 0  # a refresh is not a failure
@@ -151,7 +152,7 @@ async def test_network_loss_reconnects_and_loses_and_duplicates_nothing(
                 await post_message(http, sandbox, text)
             taken = await handler.wait_taken(20)
             await wait_acked(sandbox, handler.taken_ids())
-            assert sorted(b["event"]["text"] for b in taken) == sorted(texts)
+            assert sorted(event_of(b).text for b in taken) == sorted(texts)
             assert sorted(handler.calls) == sorted(set(handler.calls))  # none twice
             assert len(handler.calls) == 20
             await client.wait_connected()
@@ -160,7 +161,7 @@ async def test_network_loss_reconnects_and_loses_and_duplicates_nothing(
 
 async def test_unavailable_handler_means_no_ack_and_a_later_redelivery(
         http: httpx.AsyncClient) -> None:
-    async def behaviour(body: dict[str, Any], seen: int) -> None:
+    async def behaviour(body: EventsBody, seen: int) -> None:
         if seen == 1:
             raise UnavailableError("mailbox full")
 
@@ -169,7 +170,7 @@ async def test_unavailable_handler_means_no_ack_and_a_later_redelivery(
             connected(make_client(opener(http, sandbox), handler)) as client:
             await post_message(http, sandbox, "later")
             [body] = await handler.wait_taken(1)
-            event_id = body["event_id"]
+            event_id = body.event_id
             acked = await sandbox.wait_for_delivery(lambda r: r.id == event_id and r.ok)
             [missed] = [r for r in sandbox.deliveries.records if not r.ok]
             assert (missed.attempt, missed.reason, acked.attempt) == (0, "timeout", 1)
@@ -210,7 +211,7 @@ async def test_too_many_websockets_backs_off_until_a_slot_frees(http: httpx.Asyn
             await second.wait_connected()
             await post_message(http, sandbox, "to the second")
             [body] = await handler.wait_taken(1)
-            assert body["event"]["text"] == "to the second"
+            assert event_of(body).text == "to the second"
             nursery.cancel_scope.cancel()
 
 
@@ -218,8 +219,8 @@ async def test_one_stuck_conversation_does_not_delay_another(http: httpx.AsyncCl
     """Envelopes of different conversations are handled concurrently; within one, in order."""
     release = trio.Event()
 
-    async def stall_general(body: dict[str, Any], seen: int) -> None:
-        if body["event"]["channel"] == GENERAL:
+    async def stall_general(body: EventsBody, seen: int) -> None:
+        if event_of(body).channel == GENERAL:
             await release.wait()
 
     handler = RecordingHandler(stall_general)
@@ -231,11 +232,11 @@ async def test_one_stuck_conversation_does_not_delay_another(http: httpx.AsyncCl
             await post_message(http, sandbox, "queued", channel=GENERAL)
             await post_message(http, sandbox, "elsewhere", channel=SECRET)
             [body] = await handler.wait_taken(1)
-            assert body["event"]["text"] == "elsewhere"
+            assert event_of(body).text == "elsewhere"
             assert len(handler.calls) == 2  # "queued" waits behind "stuck" in its lane
             release.set()
             taken = await handler.wait_taken(3)
-            assert [b["event"]["text"] for b in taken] == ["elsewhere", "stuck", "queued"]
+            assert [event_of(b).text for b in taken] == ["elsewhere", "stuck", "queued"]
             await wait_acked(sandbox, handler.taken_ids())
             assert [r.attempt for r in sandbox.deliveries.records] == [0, 0, 0]
 

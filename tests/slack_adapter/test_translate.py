@@ -15,16 +15,19 @@ from hypothesis import strategies as st
 from adapters.slack._richtext import normalise
 from adapters.slack._translate import (
     ApiCall,
+    Decoded,
     FileUpload,
     OutboundContext,
     Revoked,
     Sender,
+    SlackLookup,
     canonical_id_for,
     decode_event,
     emoji_from_slack,
     encode_event,
     slack_emoji_name,
 )
+from adapters.slack._views import EventsBody, read_events_body
 from engine import (
     Address,
     ContactRequest,
@@ -82,6 +85,13 @@ class TableLookup:
         return team_id == TEAM and (user_id == BOT_USER or bot_id == BOT_ID)
 
 
+def decode(body: dict[str, Any], lookup: SlackLookup) -> Decoded:
+    """The edge's path: the body as JSON bytes, decoded once into its view, translated."""
+    view = read_events_body(json.dumps(body).encode())
+    assert isinstance(view, EventsBody), view
+    return decode_event(view, lookup)
+
+
 def callback(event: dict[str, Any]) -> dict[str, Any]:
     return {"type": "event_callback", "team_id": TEAM, "event_id": "Ev1", "event": event}
 
@@ -104,7 +114,7 @@ RICH_BLOCKS = [{"type": "rich_text", "elements": [
 
 
 def test_a_composer_message_becomes_a_canonical_message() -> None:
-    decoded = decode_event(callback(message("fallback", blocks=RICH_BLOCKS)), TableLookup())
+    decoded = decode(callback(message("fallback", blocks=RICH_BLOCKS)), TableLookup())
     assert isinstance(decoded, list)
     (event,) = decoded
     assert isinstance(event, Message)
@@ -124,7 +134,7 @@ def test_a_composer_message_becomes_a_canonical_message() -> None:
 
 
 def test_a_message_without_blocks_is_read_as_mrkdwn() -> None:
-    decoded = decode_event(callback(message("*bold* &lt;tag&gt; <https://x.test|x>")),
+    decoded = decode(callback(message("*bold* &lt;tag&gt; <https://x.test|x>")),
                            TableLookup())
     assert isinstance(decoded, list)
     (event,) = decoded
@@ -136,9 +146,9 @@ def test_a_message_without_blocks_is_read_as_mrkdwn() -> None:
 def test_thread_replies_name_their_root_when_it_is_known() -> None:
     lookup = TableLookup()
     lookup.messages[CHANNEL, "1.000"] = "root-id"
-    reply = decode_event(callback(message(ts="2.000", thread_ts="1.000")), lookup)
-    orphan = decode_event(callback(message(ts="3.000", thread_ts="0.500")), lookup)
-    root = decode_event(callback(message(ts="1.000", thread_ts="1.000")), lookup)
+    reply = decode(callback(message(ts="2.000", thread_ts="1.000")), lookup)
+    orphan = decode(callback(message(ts="3.000", thread_ts="0.500")), lookup)
+    root = decode(callback(message(ts="1.000", thread_ts="1.000")), lookup)
     assert isinstance(reply, list) and isinstance(orphan, list) and isinstance(root, list)
     events = [e for e in (*reply, *orphan, *root) if isinstance(e, Message)]
     assert [e.thread_id for e in events] == ["root-id", None, None]
@@ -153,7 +163,7 @@ def test_edits_and_deletes_name_the_canonical_message() -> None:
                            "edited": {"user": JOHN_ID, "ts": "5.000"}},
                "previous_message": {"type": "message", "user": JOHN_ID, "text": "old",
                                     "ts": "1.000"}}
-    decoded = decode_event(callback(changed), lookup)
+    decoded = decode(callback(changed), lookup)
     assert isinstance(decoded, list)
     (edit,) = decoded
     assert isinstance(edit, Edit)
@@ -161,20 +171,20 @@ def test_edits_and_deletes_name_the_canonical_message() -> None:
 
     unfurl = copy.deepcopy(changed)
     unfurl["previous_message"]["text"] = "new"
-    assert decode_event(callback(unfurl), lookup) == Ignored("unchanged")
+    assert decode(callback(unfurl), lookup) == Ignored("unchanged")
 
     deleted = {"type": "message", "subtype": "message_deleted", "channel": CHANNEL,
                "hidden": True, "ts": "6.000", "event_ts": "6.000", "deleted_ts": "1.000",
                "previous_message": {"type": "message", "user": JOHN_ID, "text": "new",
                                     "ts": "1.000"}}
-    decoded = decode_event(callback(deleted), lookup)
+    decoded = decode(callback(deleted), lookup)
     assert isinstance(decoded, list)
     (retract,) = decoded
     assert isinstance(retract, Retract)
     assert (retract.target_id, retract.destination) == ("m1", PETER)
 
     deleted["deleted_ts"] = "9.999"
-    assert decode_event(callback(deleted), lookup) == Ignored("unknown-message")
+    assert decode(callback(deleted), lookup) == Ignored("unknown-message")
 
 
 def test_file_shares_become_file_events_with_the_text_as_caption() -> None:
@@ -182,7 +192,7 @@ def test_file_shares_become_file_events_with_the_text_as_caption() -> None:
               "url_private": "https://files/a", "url_private_download": "https://files/a?dl"},
              {"id": "F2", "name": "b.png", "mimetype": "image/png", "size": 20,
               "url_private": "https://files/b"}]
-    decoded = decode_event(callback(message("look", subtype="file_share", files=files)),
+    decoded = decode(callback(message("look", subtype="file_share", files=files)),
                            TableLookup())
     assert isinstance(decoded, list)
     first, second = decoded
@@ -206,14 +216,14 @@ def test_file_shares_become_file_events_with_the_text_as_caption() -> None:
       "item": {"type": "file", "file": "F1"}}, "reaction-not-on-message"),
 ])
 def test_what_is_not_translated_says_why(event: dict[str, Any], reason: str) -> None:
-    assert decode_event(callback(event), TableLookup()) == Ignored(reason)
+    assert decode(callback(event), TableLookup()) == Ignored(reason)
 
 
 def test_bodies_that_are_not_event_callbacks_are_ignored() -> None:
-    assert decode_event({"type": "app_rate_limited", "team_id": TEAM},
+    assert decode({"type": "app_rate_limited", "team_id": TEAM},
                         TableLookup()) == Ignored("body:app_rate_limited")
-    assert decode_event({"type": "event_callback", "event": "nonsense"},
-                        TableLookup()) == Ignored("malformed")
+    assert decode({"type": "event_callback", "event_id": "Ev1"},
+                  TableLookup()) == Ignored("malformed")
 
 
 def test_reactions_become_canonical_reactions_with_unicode_where_known() -> None:
@@ -225,7 +235,7 @@ def test_reactions_become_canonical_reactions_with_unicode_where_known() -> None
              ("reaction_removed", "partyparrot", ReactionRemove, ":partyparrot:"),
              ("reaction_added", "thumbsup::skin-tone-3", ReactionAdd, "👍🏼")]
     for kind, name, expected, emoji in cases:
-        decoded = decode_event(callback({**base, "type": kind, "reaction": name}), lookup)
+        decoded = decode(callback({**base, "type": kind, "reaction": name}), lookup)
         assert isinstance(decoded, list)
         (event,) = decoded
         assert isinstance(event, ReactionAdd | ReactionRemove)
@@ -251,7 +261,7 @@ def test_user_change_becomes_a_profile_broadcast() -> None:
     user = {"id": JOHN_ID, "team_id": TEAM, "name": "john", "real_name": "John Smith",
             "profile": {"real_name": "John Smith", "email": "john@acme.test",
                         "title": "Sales", "image_192": "https://img/j192"}}
-    decoded = decode_event(callback({"type": "user_change", "user": user}), TableLookup())
+    decoded = decode(callback({"type": "user_change", "user": user}), TableLookup())
     assert isinstance(decoded, list)
     (profile,) = decoded
     assert isinstance(profile, Profile)
@@ -262,12 +272,12 @@ def test_user_change_becomes_a_profile_broadcast() -> None:
 
 def test_revocations_of_the_bot_are_reported() -> None:
     lookup = TableLookup()
-    assert decode_event(callback({"type": "app_uninstalled"}), lookup) == Revoked(
+    assert decode(callback({"type": "app_uninstalled"}), lookup) == Revoked(
         TEAM, "app_uninstalled")
     bot = {"type": "tokens_revoked", "tokens": {"oauth": [], "bot": [BOT_USER]}}
-    assert decode_event(callback(bot), lookup) == Revoked(TEAM, "tokens_revoked")
+    assert decode(callback(bot), lookup) == Revoked(TEAM, "tokens_revoked")
     person = {"type": "tokens_revoked", "tokens": {"oauth": [JOHN_ID], "bot": []}}
-    assert decode_event(callback(person), lookup) == Ignored("user-tokens-revoked")
+    assert decode(callback(person), lookup) == Ignored("user-tokens-revoked")
 
 
 TS, EDITED_TS, ROOT_TS, EVENT_TS = ("1700000000.000100", "1700000005.000200",
@@ -364,7 +374,7 @@ def test_reference_payloads_decode_to_exactly_these_events(name: str) -> None:
         _set(body["event"], path, value)
     lookup = TableLookup()
     lookup.messages[(CHANNEL, ROOT_TS)] = ROOT_ID
-    assert _fresh_ids_blanked(decode_event(body, lookup)) == _fresh_ids_blanked(expected)
+    assert _fresh_ids_blanked(decode(body, lookup)) == _fresh_ids_blanked(expected)
 
 
 def _fresh_ids_blanked(decoded: object) -> object:
@@ -464,7 +474,7 @@ def test_canonical_to_slack_to_canonical_is_stable(blocks: list[Any]) -> None:
         assert isinstance(call, ApiCall)
         echoed = message(call.args["text"], user=JOHN_ID, ts="9.000",
                          blocks=call.args.get("blocks", []), thread_ts=call.args["thread_ts"])
-        decoded = decode_event(callback(echoed), lookup)
+        decoded = decode(callback(echoed), lookup)
         assert isinstance(decoded, list)
         (back,) = decoded
         assert isinstance(back, Message)

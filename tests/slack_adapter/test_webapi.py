@@ -358,29 +358,29 @@ async def test_upload_and_download_round_trip_a_file() -> None:
         file = await client.upload_file(
             token=BOT_TOKEN, team_id=TEAM, channel_id=SECRET, filename="notes.txt",
             content=b"quarterly numbers", length=17, title="Q3", initial_comment="for you")
-        assert (file["name"], file["title"], file["size"]) == ("notes.txt", "Q3", 17)
+        assert (file.name, file.title, file.size) == ("notes.txt", "Q3", 17)
         streamed = await client.upload_file(
             token=BOT_TOKEN, team_id=TEAM, channel_id=SECRET, filename="blob.bin",
             content=chunks(), length=len(data))
-        assert streamed["size"] == len(data)
+        assert streamed.size == len(data)
         shares = [m for m in sandbox.messages(SECRET) if m.get("subtype") == "file_share"]
-        assert [m["files"][0]["id"] for m in shares] == [file["id"], streamed["id"]]
+        assert [m["files"][0]["id"] for m in shares] == [file.id, streamed.id]
         assert shares[0]["text"] == "for you"
 
         info = await client.call("files.info", token=BOT_TOKEN, team_id=TEAM,
-                                 args={"file": streamed["id"]})
+                                 args={"file": streamed.id})
         async with client.download(info["file"]["url_private"], token=BOT_TOKEN) as download:
             assert download.content_length == len(data)
             assert download.content_type == info["file"]["mimetype"]
             assert await download.read() == data
-        async with client.download(file["url_private_download"],
+        async with client.download(file.url_private_download,
                                    token="xoxp-john") as download:
             assert download.content_type.startswith("text/plain")
             assert b"".join([chunk async for chunk in download]) == b"quarterly numbers"
 
         for url, token, error in [
-                (file["url_private"], "xoxp-mary", "file_not_found"),  # not in #secret
-                (file["url_private"], "xoxb-wrong", "file_access_denied"),  # sign-in redirect
+                (file.url_private, "xoxp-mary", "file_not_found"),  # not in #secret
+                (file.url_private, "xoxb-wrong", "file_access_denied"),  # sign-in redirect
                 ("https://evil.example/files-pri/x", BOT_TOKEN, "untrusted_url")]:
             with pytest.raises(SlackApiError) as caught:
                 async with client.download(url, token=token):
@@ -392,7 +392,7 @@ async def test_upload_and_download_round_trip_a_file() -> None:
         file = await client.upload_file(token=BOT_TOKEN, team_id=TEAM, channel_id=SECRET,
                                         filename="big.bin", content=data[:4000], length=4000)
         with pytest.raises(SlackApiError) as caught:
-            async with client.download(file["url_private"], token=BOT_TOKEN):
+            async with client.download(file.url_private, token=BOT_TOKEN):
                 pass
         assert caught.value.error == "file_too_large"
         cases: list[tuple[AsyncIterable[bytes] | bytes, int, str]] = [

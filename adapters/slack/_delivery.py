@@ -57,7 +57,7 @@ from ._translate import (
     encode_event,
     message_key,
 )
-from ._views import Posted
+from ._views import ChannelAnswer, Posted
 
 log = logging.getLogger("interlink.slack")
 
@@ -252,12 +252,13 @@ class DeliveryPart(PresencePart):
             try:
                 answer = await self.web.call("conversations.create", token=token,
                                              team_id=team_id,
-                                             args={"name": name, "is_private": True})
+                                             args={"name": name, "is_private": True},
+                                             into=ChannelAnswer)
             except SlackApiError as exc:
                 if exc.error == "name_taken":
                     continue
                 raise
-            channel = str(answer["channel"]["id"])
+            channel = _channel_of(answer, "conversations.create")
             self.stats.conversations_created += 1
             log.info("slack conversation created", extra={
                 "team_id": team_id, "channel": channel, "user_id": identity.user_id})
@@ -297,8 +298,14 @@ class DeliveryPart(PresencePart):
     async def _direct_channel(self, identity: PlatformIdentity, token: str) -> str:
         """The bot's DM with the user: where notices without a session go."""
         answer = await self.web.call("conversations.open", token=token, team_id=identity.tenant,
-                                     args={"users": identity.user_id})
-        return str(answer["channel"]["id"])
+                                     args={"users": identity.user_id}, into=ChannelAnswer)
+        return _channel_of(answer, "conversations.open")
+
+
+def _channel_of(answer: ChannelAnswer, method: str) -> str:
+    if not answer.channel_id:  # ok, but no channel: not an answer Slack gives
+        raise SlackApiError("invalid_response", method=method, retryable=False)
+    return answer.channel_id
 
 
 async def _read_bounded(response: httpx.Response, limit: int) -> bytes:

@@ -310,6 +310,20 @@ class OAuthAccess(Answer, kw_only=True):
     team: OAuthTeam | None = None
 
 
+class ChannelRef(msgspec.Struct, kw_only=True):
+    id: str = ""
+
+
+class ChannelAnswer(Answer, kw_only=True):
+    """conversations.create, conversations.open"""
+
+    channel: ChannelRef | None = None
+
+    @property
+    def channel_id(self) -> str:
+        return self.channel.id if self.channel is not None else ""
+
+
 class UsersInfo(Answer, kw_only=True):
     """users.info"""
 

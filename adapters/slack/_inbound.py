@@ -56,7 +56,18 @@ from slack_sdk.signature import Clock as SignatureClock
 from slack_sdk.signature import SignatureVerifier
 
 from engine import Claim, Deduplicator, UnavailableError
-from engine.asgi import Receive, Scope, Send, answer_lifespan
+from engine.asgi import (
+    BodyTimeout,
+    BodyTooLarge,
+    ClientGone,
+    Receive,
+    Scope,
+    Send,
+    answer_lifespan,
+    header_map,
+    read_body,
+    respond,
+)
 
 from ._views import EventsBody, Malformed, read_events_body
 
@@ -254,10 +265,6 @@ class _WallClock(SignatureClock):
         return self._now()
 
 
-class _ClientGone(Exception):
-    """The client hung up before its body arrived: nothing to answer."""
-
-
 class _Reject(Exception):
     def __init__(self, status: int, code: str, where: str | None = None) -> None:
         super().__init__(code)
@@ -311,14 +318,14 @@ class SlackEventsApp:
             if path == "/healthz":
                 if method not in ("GET", "HEAD"):
                     raise _Reject(405, "method_not_allowed")
-                await _respond(send, 200, _json.encode({"status": "ok"}))
+                await respond(send, 200, _json.encode({"status": "ok"}))
                 return
             if path not in _EVENT_ROUTES:
                 raise _Reject(404, "not_found")
             if method != "POST":
                 raise _Reject(405, "method_not_allowed")
             status, answer = await self._post(scope, receive, deadline)
-        except _ClientGone:
+        except ClientGone:
             log.info("slack request abandoned by the client", extra={"path": path[:64]})
             return
         except _Reject as reject:
@@ -332,11 +339,11 @@ class SlackEventsApp:
             log.info("slack request refused", extra={"path": path[:64], "status": status,
                                                      "error": reject.code,
                                                      "where": reject.where})
-        await _respond(send, status, b"" if answer is None else _json.encode(answer))
+        await respond(send, status, b"" if answer is None else _json.encode(answer))
 
     async def _post(self, scope: Scope, receive: Receive, deadline: float
                     ) -> tuple[int, dict[str, Any] | None]:
-        headers = _headers(scope)
+        headers = header_map(scope)
         body = await self._read_body(headers, receive, deadline)
         try:
             valid = self._verifier.is_valid_request(body, headers)
@@ -382,46 +389,15 @@ class SlackEventsApp:
             return 200, None
         raise _Reject(400, "invalid_command")
 
-    async def _read_body(self, headers: Mapping[str, str], receive: Receive,
+    async def _read_body(self, headers: dict[str, str], receive: Receive,
                          deadline: float) -> bytes:
-        """The body, at most ``max_body_bytes``; past that 413 once a bounded rest is read.
-
-        Reading (and dropping) up to another ``max_body_bytes`` lets the client
-        finish sending and read the 413; anything longer is cut off at once.
-        """
-        limit = self.max_body_bytes
-        declared = headers.get("content-length", "")
-        if declared.isdigit() and int(declared) > 2 * limit:
-            raise _Reject(413, "request_too_large")
-        chunks: list[bytes] = []
-        size = 0
-        with trio.move_on_at(deadline):
-            while True:
-                message = await receive()
-                if message["type"] != "http.request":
-                    raise _ClientGone
-                chunk: bytes = message.get("body", b"")
-                size += len(chunk)
-                if size <= limit:
-                    chunks.append(chunk)
-                elif size > 2 * limit:
-                    break
-                if not message.get("more_body", False):
-                    break
-            if size > limit:
-                raise _Reject(413, "request_too_large")
-            return b"".join(chunks)
-        raise _Reject(408, "request_timeout")
+        """The body, at most ``max_body_bytes`` (413 past it), by the ack deadline (408)."""
+        try:
+            return await read_body(receive, headers, limit=self.max_body_bytes,
+                                   deadline=deadline)
+        except BodyTooLarge:
+            raise _Reject(413, "request_too_large") from None
+        except BodyTimeout:
+            raise _Reject(408, "request_timeout") from None
 
 
-def _headers(scope: Scope) -> dict[str, str]:
-    return {bytes(k).decode("latin-1").lower(): bytes(v).decode("latin-1")
-            for k, v in scope.get("headers", [])}
-
-
-async def _respond(send: Send, status: int, body: bytes) -> None:
-    headers = [(b"content-type", b"application/json"),
-               (b"content-length", str(len(body)).encode()),
-               (b"cache-control", b"no-store")]
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})

@@ -23,7 +23,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Mapping
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING, Any, TypeVar, overload
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit
 
 import httpx
@@ -53,21 +53,11 @@ class FileTransfers:
     _retries: int
     _backoff_waited: float
 
-    @overload
-    async def call(self, method: str, *, token: str, team_id: str,
-                   args: Mapping[str, Any] | None = None) -> dict[str, Any]: ...
+    if TYPE_CHECKING:  # provided by SlackWebClient, which this part is mixed into
+        async def call(self, method: str, *, token: str, team_id: str,
+                       args: Mapping[str, Any] | None = None, into: type[A]) -> A: ...
 
-    @overload
-    async def call(self, method: str, *, token: str, team_id: str,
-                   args: Mapping[str, Any] | None = None, into: type[A]) -> A: ...
-
-    async def call(self, method: str, *, token: str, team_id: str,
-                   args: Mapping[str, Any] | None = None,
-                   into: type[Answer] | None = None) -> Answer | dict[str, Any]:
-        raise NotImplementedError  # SlackWebClient.call
-
-    def _backoff(self, attempts: int) -> float:
-        raise NotImplementedError  # SlackWebClient._backoff
+        def _backoff(self, attempts: int) -> float: ...
 
     async def upload_file(self, *, token: str, team_id: str, channel_id: str, filename: str,
                           content: AsyncIterable[bytes] | bytes, length: int, title: str = "",

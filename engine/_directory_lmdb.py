@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import hashlib
 import struct
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Final, TypeVar, cast
 
@@ -210,6 +210,8 @@ MIGRATIONS: Final[Mapping[int, Migration]] = {2: _index_conversations,
                                               3: _add_message_state}
 
 _CACHE_LIMIT = 65_536
+#: a sub-database with at most this many keys may be cached whole (see _ReadCache)
+_COMPLETE_LIMIT = 4_096
 
 
 class _ReadCache:
@@ -219,20 +221,37 @@ class _ReadCache:
     the same store, so the cache is never stale. Routing reads the same few
     routes, agreements and policies for every event; this turns their LMDB
     lookup and msgpack decode into one dict hit.
+
+    With a ``loader``, a sub-database small enough (at most
+    :data:`_COMPLETE_LIMIT` keys) is loaded whole after each write and the
+    cache is *complete*: a key it lacks is absent from LMDB too, so a miss
+    costs no read. Why: user policies are sparse, and every first event of a
+    new pair of users looked both up in LMDB (two GIL-releasing reads).
     """
 
-    __slots__ = ("entries", "space", "version")
+    __slots__ = ("complete", "db", "entries", "loader", "space", "store", "version")
 
-    def __init__(self, store: LmdbStore, db: str) -> None:
+    def __init__(self, store: LmdbStore, db: str,
+                 loader: Callable[[], dict[object, Any]] | None = None) -> None:
+        self.store = store
+        self.db = db
         self.space = store.versioned(db)
         self.version = -1
         self.entries: dict[object, Any] = {}
+        self.loader = loader
+        self.complete = False
 
     def current(self) -> dict[object, Any]:
         version = self.space.version
         if version != self.version or len(self.entries) >= _CACHE_LIMIT:
-            self.entries.clear()
             self.version = version
+            loader = self.loader
+            if loader is not None and self.store.count(self.db) <= _COMPLETE_LIMIT:
+                self.entries = loader()
+                self.complete = True
+            else:
+                self.entries.clear()
+                self.complete = False
         return self.entries
 
 
@@ -272,7 +291,7 @@ class LmdbDirectory:
         self._sessions = _ReadCache(store, SESSIONS)
         self._pairs = _ReadCache(store, SESSION_PAIRS)
         self._agreements = _ReadCache(store, AGREEMENTS)
-        self._policies = _ReadCache(store, POLICIES)
+        self._policies = _ReadCache(store, POLICIES, self._all_policies)
 
     @classmethod
     def open_sync(
@@ -515,9 +534,13 @@ class LmdbDirectory:
         session_id = record.session_id.encode()
         pair_key = _pair_key(record.a, record.b)
         ops: list[Op] = []
-        old_raw = store.get(SESSIONS, key)
-        if old_raw is not None:
-            old = _load(_DEC_SESSION, old_raw)
+        # The cache holds the stored record when a reader just loaded it (the
+        # session actor did, to activate): no second LMDB read for the update.
+        old = self._sessions.current().get(record.session_id, _MISSING)
+        if old is _MISSING:
+            old_raw = store.get(SESSIONS, key)
+            old = None if old_raw is None else _load(_DEC_SESSION, old_raw)
+        if old is not None:
             old_pair_key = _pair_key(old.a, old.b)
             if old_pair_key != pair_key:
                 ops.extend(self._unindex(SESSION_PAIRS, old_pair_key, session_id))
@@ -530,7 +553,7 @@ class LmdbDirectory:
         for platform, conversation_id in record.conversation_ids.items():
             ops.append((CONVERSATIONS, _conversation_key(platform, conversation_id), session_id))
         store.submit(ops)
-        if old_raw is None:
+        if old is None:
             self._session_count += 1
 
     # ----------------------------------------------------------- message ids
@@ -715,14 +738,21 @@ class LmdbDirectory:
         await self._store.put(AGREEMENTS, key, _pack(agreement))
 
     def get_user_policy(self, address: Address) -> UserPolicy | None:
-        cache = self._policies.current()
+        policies = self._policies
+        cache = policies.current()
         found = cache.get(address, _MISSING)
         if found is not _MISSING:
             return cast(UserPolicy | None, found)
+        if policies.complete:
+            return None
         raw = self._store.get(POLICIES, _address_key(address))
         policy = None if raw is None else _load(_DEC_POLICY, raw)
         cache[address] = policy
         return policy
+
+    def _all_policies(self) -> dict[object, Any]:
+        policies = (_load(_DEC_POLICY, raw) for _, raw in self._store.scan(POLICIES))
+        return {policy.address: policy for policy in policies}
 
     async def put_user_policy(self, policy: UserPolicy) -> None:
         await self._store.put(POLICIES, _address_key(policy.address), _pack(policy))

@@ -118,6 +118,10 @@ from ._router import CONTACT_KIND as CONTACT_KIND
 from ._router import SESSION_KIND as SESSION_KIND
 from ._router import Router as Router
 from ._router import RoutingSettings as RoutingSettings
+from ._secrets import SecretBox as SecretBox
+from ._secrets import SecretKeyError as SecretKeyError
+from ._secrets import generate_secret_key as generate_secret_key
+from ._secrets import load_secret_box as load_secret_box
 from ._stats import LatencyHistogram as LatencyHistogram
 from ._translation import Ignored as Ignored
 from ._translation import Untranslatable as Untranslatable

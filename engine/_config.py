@@ -58,6 +58,16 @@ class MetadataSection(_Section, frozen=True, kw_only=True):
     rollup_retention_days: float = 400
 
 
+class SecretsSection(_Section, frozen=True, kw_only=True):
+    """Where the key that encrypts installation credentials at rest comes from."""
+
+    #: environment variable holding the key(s), space-separated, first one encrypts
+    key_env: str = "INTERLINK_SECRETS_KEY"
+    #: file holding the key(s), one per line; default ``secrets.key`` beside the data
+    #: dir (not in it), created with a fresh key when neither exists
+    key_file: str = ""
+
+
 class PolicySection(_Section, frozen=True, kw_only=True):
     require_accepted_contact: bool = True
 
@@ -133,6 +143,7 @@ class EngineConfig(_Section, frozen=True, kw_only=True):
     delivery: DeliverySection = DeliverySection()
     logging: LoggingSection = LoggingSection()
     control: ControlSection = ControlSection()
+    secrets: SecretsSection = SecretsSection()
     domains: list[DomainEntry] = []
     agreements: list[AgreementEntry] = []
     users: list[UserEntry] = []
@@ -152,6 +163,11 @@ class EngineConfig(_Section, frozen=True, kw_only=True):
         """What adapter factories and checks get: paths and secrets relative to this file."""
         return BuildContext(base_dir=Path(self.base_dir).resolve(),
                             adapters=tuple(getattr(self, "adapters", ())))
+
+    def secrets_key_file(self) -> Path:
+        if self.secrets.key_file:
+            return (Path(self.base_dir) / self.secrets.key_file).resolve()
+        return self.data_dir().parent / "secrets.key"
 
     def control_token_file(self) -> Path:
         if self.control.token_file:

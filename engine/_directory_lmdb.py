@@ -61,6 +61,7 @@ from ._directory import (
 )
 from ._errors import DirectoryError
 from ._lmdb_store import LmdbStore, MiB, Migration, Op, StoreHandles
+from ._secrets import ENCRYPTED_PREFIX, SecretBox, SecretKeyError
 
 __all__ = ["DIRECTORY_DBS", "LmdbDirectory"]
 
@@ -272,8 +273,11 @@ class LmdbDirectory:
     write, and a cancelled write has written nothing.
     """
 
-    def __init__(self, store: LmdbStore) -> None:
-        """Wrap an open store holding :data:`DIRECTORY_DBS`; prefer :meth:`open`."""
+    def __init__(self, store: LmdbStore, *, secret_box: SecretBox | None = None) -> None:
+        """Wrap an open store holding :data:`DIRECTORY_DBS`; prefer :meth:`open`.
+
+        ``secret_box`` encrypts installation credentials before they are stored
+        (see :mod:`engine._secrets`); without one they are stored as given."""
         missing = [name for name in DIRECTORY_DBS if name not in store.db_names]
         if missing:
             raise DirectoryError(f"store lacks directory sub-databases {missing}")
@@ -283,6 +287,7 @@ class LmdbDirectory:
                 f"the directory needs {_MAX_KEY}"
             )
         self._store = store
+        self._secret_box = secret_box
         self._session_count = store.count(SESSIONS)
         self._wildcard_key = _fit(_pack(WILDCARD_DOMAIN))
         self._routes = _ReadCache(store, ROUTES)
@@ -303,6 +308,7 @@ class LmdbDirectory:
         sync: bool = True,
         migrations: Mapping[int, Migration] | None = None,
         schema_version: int = SCHEMA_VERSION,
+        secret_box: SecretBox | None = None,
     ) -> LmdbDirectory:
         """Open (creating, migrating) the directory at ``path``; blocks while it does."""
         store = LmdbStore.open(
@@ -315,7 +321,7 @@ class LmdbDirectory:
             schema_version=schema_version,
         )
         try:
-            return cls(store)
+            return cls(store, secret_box=secret_box)
         except BaseException:
             store.close()
             raise
@@ -330,6 +336,7 @@ class LmdbDirectory:
         sync: bool = True,
         migrations: Mapping[int, Migration] | None = None,
         schema_version: int = SCHEMA_VERSION,
+        secret_box: SecretBox | None = None,
     ) -> LmdbDirectory:
         """Like :meth:`open_sync`, on a worker thread so migrations and fsync don't stall trio."""
         return await trio.to_thread.run_sync(
@@ -340,6 +347,7 @@ class LmdbDirectory:
                 sync=sync,
                 migrations=migrations,
                 schema_version=schema_version,
+                secret_box=secret_box,
             )
         )
 
@@ -761,7 +769,7 @@ class LmdbDirectory:
 
     def get_installation(self, platform: str, tenant: str) -> Installation | None:
         raw = self._store.get(INSTALLATIONS, _installation_key(platform, tenant))
-        return None if raw is None else _load(_DEC_INSTALLATION, raw)
+        return None if raw is None else self._opened(_load(_DEC_INSTALLATION, raw))
 
     def list_installations(self, platform: str | None = None) -> list[Installation]:
         """Installations (of ``platform``, if given), sorted by platform then tenant."""
@@ -771,11 +779,41 @@ class LmdbDirectory:
         if platform is not None:
             found = [installation for installation in found if installation.platform == platform]
         found.sort(key=lambda installation: (installation.platform, installation.tenant))
-        return found
+        return [self._opened(installation) for installation in found]
 
     async def put_installation(self, installation: Installation) -> None:
         key = _installation_key(installation.platform, installation.tenant)
+        box = self._secret_box
+        if box is not None:
+            installation = msgspec.structs.replace(installation, credentials={
+                name: box.encrypt(value) for name, value in installation.credentials.items()})
         await self._store.put(INSTALLATIONS, key, _pack(installation))
+
+    def _opened(self, stored: Installation) -> Installation:
+        """``stored`` with its credentials decrypted."""
+        box = self._secret_box
+        if box is None:
+            if any(v.startswith(ENCRYPTED_PREFIX) for v in stored.credentials.values()):
+                raise SecretKeyError("installation credentials are encrypted; configure the "
+                                     "secrets key to read them")
+            return stored
+        return msgspec.structs.replace(stored, credentials={
+            name: box.decrypt(value) for name, value in stored.credentials.items()})
+
+    async def rotate_secrets(self) -> int:
+        """Re-encrypt every installation's credentials with the box's first key (and
+        encrypt any stored before encryption); return how many installations."""
+        box = self._secret_box
+        if box is None:
+            raise SecretKeyError("rotating needs the secrets key(s)")
+        rotated = [(key, _load(_DEC_INSTALLATION, raw))
+                   for key, raw in self._store.scan(INSTALLATIONS)]
+        ops: list[Op] = [
+            (INSTALLATIONS, key, _pack(msgspec.structs.replace(installation, credentials={
+                name: box.rotate(value) for name, value in installation.credentials.items()})))
+            for key, installation in rotated]
+        await self._store.write(ops)
+        return len(ops)
 
     # ------------------------------------------------------------- lifecycle
 

@@ -53,8 +53,10 @@ from engine import (
     MemoryKV,
     Message,
     MetadataLog,
+    SecretBox,
     SystemClock,
     apply_to_directory,
+    load_secret_box,
     tune_gc,
 )
 from engine.testing import LoopbackAdapter, LoopbackAdapterConfig, MemoryDirectory
@@ -79,7 +81,8 @@ async def open_storage(config: Config) -> AsyncIterator[tuple[Directory, KeyValu
     if config.directory.backend == "lmdb":
         directory = await LmdbDirectory.open(
             data_dir / "directory", map_size=config.directory.map_size_mb << 20,
-            max_pending=config.directory.max_pending_writes)
+            max_pending=config.directory.max_pending_writes,
+            secret_box=secret_box(config, create=True))
     else:
         directory = MemoryDirectory()
     try:
@@ -96,6 +99,12 @@ async def open_storage(config: Config) -> AsyncIterator[tuple[Directory, KeyValu
     finally:
         with trio.CancelScope(shield=True):
             await directory.aclose()
+
+
+def secret_box(config: Config, *, create: bool = False) -> SecretBox:
+    """The box for installation credentials at rest, from ``[secrets]``."""
+    return load_secret_box(env=config.secrets.key_env, file=config.secrets_key_file(),
+                           create=create)
 
 
 def server_token(config: Config) -> str:

@@ -50,6 +50,30 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--config", required=True, metavar="FILE", help="TOML configuration file")
     check.set_defaults(handler=_check_config)
 
+    secrets_parser = commands.add_parser(
+        "secrets", help="the key that encrypts stored credentials: new key, rotation",
+        description="Installation credentials (bot and refresh tokens) are encrypted in the "
+                    "directory with the key from [secrets] (environment variable, else key "
+                    "file). `new-key` prints a fresh key; `rotate` re-encrypts everything with "
+                    "the first configured key; `rotate --new-key` rotates the key file in one "
+                    "step. Stop the engine before rotating.")
+    secrets_actions = secrets_parser.add_subparsers(dest="secrets_action", metavar="ACTION",
+                                                    required=True)
+    new_key = secrets_actions.add_parser("new-key", help="print a fresh key",
+                                         description="Print a fresh key (for the key file or "
+                                                     "the environment variable).")
+    new_key.set_defaults(handler=_secrets_new_key)
+    rotate = secrets_actions.add_parser(
+        "rotate", help="re-encrypt stored credentials with the first key",
+        description="Re-encrypt every stored credential with the first configured key (the "
+                    "others still decrypt). With --new-key: write a new key first in the key "
+                    "file, re-encrypt, then keep only the new key. The engine must be stopped.")
+    rotate.add_argument("--config", required=True, metavar="FILE",
+                        help="TOML configuration file")
+    rotate.add_argument("--new-key", action="store_true",
+                        help="generate the new key and rotate the key file in one step")
+    rotate.set_defaults(handler=_secrets_rotate)
+
     sessions = commands.add_parser(
         "sessions", help="list, inspect, restart or stop chat sessions of a running engine",
         description="Operate on the chat sessions of a running engine through its control API. "
@@ -150,6 +174,22 @@ def _demo(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     code: int = trio.run(run_script, config, sys.stdout)
     return code
+
+
+def _secrets_new_key(args: argparse.Namespace) -> int:
+    from ._secrets_cli import run_new_key
+
+    return run_new_key(args)
+
+
+def _secrets_rotate(args: argparse.Namespace) -> int:
+    from ._secrets_cli import SecretsError, run_rotate
+
+    try:
+        return run_rotate(args)
+    except SecretsError as exc:
+        print(f"interlink: {exc}", file=sys.stderr)
+        return 1
 
 
 def _check_config(args: argparse.Namespace) -> int:

@@ -149,7 +149,7 @@ def render_config(settings: ProsodySettings, *, c2s_port: int, component_port: i
         'component_interfaces = { "127.0.0.1" }',
         "http_ports = {}",
         "https_ports = {}",
-        'authentication = "internal_plain"',
+        'authentication = "internal_hashed"',  # SCRAM hashes on disk, never passwords
         "c2s_require_encryption = false",
         "allow_unencrypted_plain_auth = true",
         "",

@@ -114,3 +114,13 @@ def test_settings_refuse_what_would_break_the_lua_config(tmp_path: Path) -> None
         ProsodySettings(state_dir=tmp_path, users={"a b": "pw"})
     with pytest.raises(ProsodyError, match="port"):
         ProsodySettings(state_dir=tmp_path, c2s_port=70000)
+
+
+async def test_accounts_are_stored_hashed(prosody: ProsodyInstance) -> None:
+    """``internal_hashed``: Prosody keeps SCRAM hashes, never a password, in its data."""
+    stored = [path for path in (prosody.state_dir / "data").rglob("*") if path.is_file()]
+    assert stored, "the account was registered"
+    assert [p for p in stored if PETER_PASSWORD.encode() in p.read_bytes()] == []
+    with trio.fail_after(15):  # and the password still logs in
+        async with open_client(PETER, PETER_PASSWORD, "127.0.0.1", prosody.c2s_port) as client:
+            assert client.full_jid.startswith(PETER + "/")

@@ -167,5 +167,5 @@ async def test_no_secret_of_a_running_slack_deployment_is_in_its_data_dir(
     secrets = [path.read_text().strip() for path in (tmp_path / "secrets").iterdir()]
     assert any(s.startswith("xoxb-") for s in secrets)  # the bot token was handed over
     assert (tmp_path / "data" / "directory").is_dir()
-    assert _grep(tmp_path / "data", secrets + ["t0ken"]) == []
+    assert _grep(tmp_path / "data", [*secrets, "t0ken"]) == []
     assert stat.S_IMODE((tmp_path / "secrets.key").stat().st_mode) == 0o600

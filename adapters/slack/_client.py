@@ -27,12 +27,22 @@ The rules, in the order they apply:
 3. *Budgets.* Before each attempt a call takes one token from each of its
    buckets, all at once, when all have one: ``(team, method)`` sized by the
    method's tier (``chat.postMessage``: the workspace-wide budget), plus, for
-   ``chat.postMessage``, ``(team, channel)`` at 1 per second with a burst of 3.
-   Budgets sit a little under Slack's, so a 429 is rare.
-4. *429.* ``Retry-After`` penalises the call's key only, and empties that key's
-   bucket (so the pace after the penalty is ours, not a new burst). The call waits
+   ``chat.postMessage``, ``(team, method, channel)`` at 1 per second with a burst
+   of 3. Budgets start at Slack's published limits or a little under, so a 429 is
+   rare.
+4. *Adaptation.* The two ``chat.postMessage`` budgets adapt (``_pacing`` rule 5):
+   after ``pacing_raise_after`` seconds of callers waiting on one with no 429, its
+   rate grows by ``pacing_raise_by``, up to ``post_message_max_per_second`` (a
+   channel) or ``post_message_workspace_max_per_minute`` (the workspace). So a
+   conservative start never caps Interlink below what the workspace allows.
+5. *429.* ``Retry-After`` penalises the call's key only (the channel for
+   ``chat.postMessage``, the workspace and method otherwise), and empties that
+   key's bucket (so the pace after the penalty is ours, not a new burst). A
+   ``chat.postMessage`` 429 also cuts the channel's rate by ``pacing_back_off_by``,
+   and the workspace's rate too while it is above its start (once per
+   Retry-After: a burst of 429s over many channels is one cut). The call waits
    out the penalty in its lane and tries again.
-5. *Bounds.* A call waits at most ``max_rate_limit_wait`` seconds in all for its
+6. *Bounds.* A call waits at most ``max_rate_limit_wait`` seconds in all for its
    turns and penalties, and is refused at most ``max_ratelimited`` times; then
    ``SlackApiError("ratelimited", retryable=True)``. Transient failures get at most
    ``max_attempts`` attempts, within ``retry_window`` seconds of the first; then the
@@ -60,7 +70,7 @@ from engine import Backoff
 
 from ._errors import SlackApiError, translate_httpx_error
 from ._files import FileTransfers
-from ._pacing import Budget, Pacer
+from ._pacing import Adaptation, Budget, Pacer
 from ._views import Answer
 
 A = TypeVar("A", bound=Answer)
@@ -119,10 +129,19 @@ class WebApiSettings(msgspec.Struct, frozen=True, kw_only=True):
     #: chat.postMessage per channel: sustained messages per second, and the burst
     post_message_per_second: float = 1.0
     post_message_burst: int = 3
+    #: ... and the most it adapts up to without a 429
+    post_message_max_per_second: float = 10.0
     #: chat.postMessage per workspace, across channels (Slack publishes no number; its
-    #: "several hundred per minute" is taken as 600 and kept under)
+    #: "several hundred per minute" is taken as 600 and started under)
     post_message_workspace_per_minute: float = 500.0
     post_message_workspace_burst: int = 50
+    #: ... and the most it adapts up to without a 429
+    post_message_workspace_max_per_minute: float = 6000.0
+    #: adaptation of the chat.postMessage budgets: seconds of waiting callers with no
+    #: 429 before a step up; a step (a fraction of the rate); the cut on a 429
+    pacing_raise_after: float = 10.0
+    pacing_raise_by: float = 0.25
+    pacing_back_off_by: float = 0.5
     #: seconds for one HTTP request and its answer
     timeout: float = 5.0
     #: transient failures are retried within this many seconds of the first attempt ...
@@ -168,6 +187,9 @@ class WebApiStatistics(msgspec.Struct, frozen=True, kw_only=True):
     waited: float
     #: token buckets held now
     buckets: int
+    #: chat.postMessage rates raised after quiet periods, and cut after 429s
+    rates_raised: int = 0
+    rates_cut: int = 0
 
 
 _decoder = msgspec.json.Decoder(dict[str, Any])
@@ -199,7 +221,10 @@ class SlackWebClient(FileTransfers):
         self._owns_http = http is None
         self._http = http or httpx.AsyncClient(
             timeout=httpx.Timeout(self.settings.timeout), follow_redirects=False)
-        self.pacer = Pacer(max_buckets=self.settings.max_buckets)
+        self.pacer = Pacer(max_buckets=self.settings.max_buckets, adaptation=Adaptation(
+            raise_after=self.settings.pacing_raise_after,
+            raise_by=self.settings.pacing_raise_by,
+            back_off_by=self.settings.pacing_back_off_by))
         self._random = random.Random()
         self._backoff_policy = Backoff(
             initial=self.settings.initial_backoff, maximum=self.settings.max_backoff,
@@ -224,7 +249,8 @@ class SlackWebClient(FileTransfers):
         return WebApiStatistics(
             calls=self._calls, ratelimited=self._ratelimited, retries=self._retries,
             errors=self._errors, waited=self.pacer.waited + self._backoff_waited,
-            buckets=self.pacer.bucket_count)
+            buckets=self.pacer.bucket_count, rates_raised=self.pacer.raised,
+            rates_cut=self.pacer.cut)
 
     # -- Web API calls --------------------------------------------------------------------
     @overload
@@ -269,9 +295,11 @@ class SlackWebClient(FileTransfers):
         s = self.settings
         if method == POST_MESSAGE:
             return [Budget((team_id, method), s.post_message_workspace_per_minute / 60.0,
-                           float(max(1, s.post_message_workspace_burst))),
+                           float(max(1, s.post_message_workspace_burst)),
+                           s.post_message_workspace_max_per_minute / 60.0),
                     Budget((team_id, method, channel), s.post_message_per_second,
-                           float(max(1, s.post_message_burst)))]
+                           float(max(1, s.post_message_burst)),
+                           s.post_message_max_per_second)]
         per_minute = s.tier_per_minute[min(4, max(1, s.tier_of(method))) - 1]
         return [Budget((team_id, method), per_minute / 60.0, max(1.0, per_minute))]
 
@@ -300,8 +328,11 @@ class SlackWebClient(FileTransfers):
                 log.info("slack rate limited", extra={
                     "method": method, "team_id": team_id,
                     "channel": key[2] if len(key) > 2 else None, "retry_after_s": wait})
-                # the key's own bucket starts again from empty after the penalty
-                self.pacer.penalise(key, wait, drain=budgets[-1:])
+                # the key's own bucket starts again from empty after the penalty; the
+                # posting rates step down (the workspace's not below its start)
+                self.pacer.penalise(key, wait, drain=budgets[-1:], back_off=[
+                    (budgets[-1], self.pacer.adaptation.floor),
+                    *((budget, 1.0) for budget in budgets[:-1])])
                 if refusals > s.max_ratelimited or trio.current_time() + wait > deadline:
                     raise SlackApiError("ratelimited", method=method, retryable=True,
                                         retry_after=wait, status=429) from None

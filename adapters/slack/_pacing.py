@@ -10,7 +10,14 @@ Rules (see :mod:`._client` for how a call uses them):
    once, when all have one.
 4. *429.* A penalty stops a key for ``Retry-After`` seconds and empties the
    key's own bucket (the pace after the penalty is ours, not a new burst).
-5. *Bounds.* A turn that would come after the caller's deadline raises
+5. *Adaptation (AIMD-like).* A bucket whose budget has a ``ceiling`` above its
+   rate learns: once it has kept callers waiting for ``raise_after`` seconds with
+   no 429 since its last change, its rate grows by ``raise_by`` (a fraction of the
+   rate), up to the ceiling; a 429 cuts it by ``back_off_by`` (at most once per
+   Retry-After), down to a floor. A bucket that runs full (idle) stops counting.
+   So a conservative start never caps the pace below what Slack allows, and a
+   429 brings it back under.
+6. *Bounds.* A turn that would come after the caller's deadline raises
    ``SlackApiError("ratelimited", retryable=True)`` at once. Buckets that are
    full again are forgotten once there are more than ``max_buckets``; expired
    penalties likewise.
@@ -30,18 +37,75 @@ from ._errors import SlackApiError
 _EPSILON = 1e-9
 
 
+class Adaptation(NamedTuple):
+    """How adaptive buckets move between their start rate and their ceiling."""
+
+    #: seconds of waiting callers with no 429 before the rate goes up one step
+    raise_after: float = 10.0
+    #: one step up: the rate times (1 + raise_by)
+    raise_by: float = 0.25
+    #: a 429: the rate times back_off_by
+    back_off_by: float = 0.5
+    #: a 429 never cuts a rate below this fraction of its start
+    floor: float = 0.1
+
+
 class TokenBucket:
-    """``burst`` tokens at most, refilled at ``rate`` per second; time is passed in."""
+    """``burst`` tokens at most, refilled at ``rate`` per second; time is passed in.
 
-    __slots__ = ("burst", "rate", "tokens", "updated")
+    With a ``ceiling`` above ``rate`` the rate adapts (see the module's rule 5).
+    """
 
-    def __init__(self, rate: float, burst: float, now: float) -> None:
+    __slots__ = ("burst", "busy_since", "ceiling", "changed", "hold_until", "rate",
+                 "start", "tokens", "updated", "waiter")
+
+    def __init__(self, rate: float, burst: float, now: float,
+                 ceiling: float = 0.0) -> None:
         if rate <= 0 or burst < 1:
             raise ValueError("a bucket needs rate > 0 and burst >= 1")
         self.rate = rate
+        self.start = rate
+        self.ceiling = max(rate, ceiling)
         self.burst = burst
         self.tokens = burst
         self.updated = now
+        self.changed = now  # the last time the rate moved
+        self.busy_since: float | None = None  # callers waited since then, no idle since
+        self.hold_until = now  # no second cut before this (one 429 window, one cut)
+        self.waiter = False  # the coming take is by a caller who waited
+
+    def mark_busy(self, now: float) -> None:
+        """A caller has to wait for this bucket."""
+        self.waiter = True
+        if self.busy_since is None:
+            self.busy_since = now
+
+    def maybe_raise(self, now: float, adaptation: Adaptation) -> bool:
+        """One step up if the bucket has been busy long enough without a 429."""
+        if self.ceiling <= self.rate or self.busy_since is None:
+            return False
+        since = max(self.busy_since, self.changed)
+        if now - since < adaptation.raise_after:
+            return False
+        self.refill(now)
+        self.rate = min(self.ceiling, self.rate * (1.0 + adaptation.raise_by))
+        self.changed = now
+        return True
+
+    def back_off(self, now: float, adaptation: Adaptation, *, hold: float,
+                 floor: float) -> bool:
+        """Slack said 429: cut the rate (once per ``hold`` seconds), not below
+        ``floor`` times the start rate."""
+        lowest = min(self.rate, self.start * floor)
+        # the quiet period starts again when the penalty ends
+        self.changed = max(self.changed, now + max(0.0, hold))
+        self.busy_since = None
+        if now < self.hold_until or self.rate <= lowest:
+            return False
+        self.refill(now)
+        self.rate = max(lowest, self.rate * adaptation.back_off_by)
+        self.hold_until = now + max(hold, 1.0 / self.rate)
+        return True
 
     def refill(self, now: float) -> None:
         if now > self.updated:
@@ -56,6 +120,9 @@ class TokenBucket:
 
     def take(self, now: float) -> None:
         self.refill(now)
+        if not self.waiter and self.tokens >= self.burst - _EPSILON:
+            self.busy_since = None  # full, and nobody waited for it: idle, not held back
+        self.waiter = False
         self.tokens -= 1.0
 
     def drain(self, now: float) -> None:
@@ -68,11 +135,13 @@ class TokenBucket:
 
 
 class Budget(NamedTuple):
-    """One bucket a call draws on: its key, and its size."""
+    """One bucket a call draws on: its key, its size, and the ceiling it may adapt up to
+    (0: a fixed rate)."""
 
     key: tuple[str, ...]
     per_second: float
     burst: float
+    ceiling: float = 0.0
 
 
 class _Lane:
@@ -90,8 +159,13 @@ class Pacer:
     element names the method in the errors raised.
     """
 
-    def __init__(self, *, max_buckets: int = 10_000) -> None:
+    def __init__(self, *, max_buckets: int = 10_000,
+                 adaptation: Adaptation | None = None) -> None:
         self.max_buckets = max_buckets
+        self.adaptation = adaptation or Adaptation()
+        #: rate changes made by adaptation: steps up, and cuts after a 429
+        self.raised = 0
+        self.cut = 0
         self._buckets: dict[tuple[str, ...], TokenBucket] = {}
         self._penalties: dict[tuple[str, ...], float] = {}
         self._lanes: dict[tuple[str, ...], _Lane] = {}
@@ -141,10 +215,17 @@ class Pacer:
             now = trio.current_time()
             wait = self._penalty_left(key, now)
             for budget in budgets:
-                wait = max(wait, self._bucket(budget, now).wait(now))
+                bucket = self._bucket(budget, now)
+                needs = bucket.wait(now)
+                if needs > 0.0:
+                    bucket.mark_busy(now)
+                wait = max(wait, needs)
             if wait <= 0.0:
                 for budget in budgets:
-                    self._bucket(budget, now).take(now)
+                    bucket = self._bucket(budget, now)
+                    bucket.take(now)
+                    if bucket.maybe_raise(now, self.adaptation):
+                        self.raised += 1
                 waited = now - start
                 self.waited += waited
                 return waited
@@ -154,17 +235,32 @@ class Pacer:
             await trio.sleep(wait)
 
     def penalise(self, key: tuple[str, ...], seconds: float,
-                 drain: Sequence[Budget] = ()) -> None:
-        """Slack answered 429 on ``key``: nobody on it goes for ``seconds``."""
+                 drain: Sequence[Budget] = (),
+                 back_off: Sequence[tuple[Budget, float]] = ()) -> None:
+        """Slack answered 429 on ``key``: nobody on it goes for ``seconds``.
+
+        ``drain``: buckets emptied (their pace after the penalty is ours);
+        ``back_off``: ``(budget, floor)`` whose rates are cut, not below ``floor``
+        times their start rate.
+        """
         now = trio.current_time()
         until = now + max(0.0, seconds)
         self._penalties[key] = max(until, self._penalties.get(key, until))
         for budget in drain:
             self._bucket(budget, now).drain(now)
+        for budget, floor in back_off:
+            if self._bucket(budget, now).back_off(now, self.adaptation, hold=seconds,
+                                                  floor=floor):
+                self.cut += 1
         if len(self._penalties) > self.max_buckets:
             for old, ends in list(self._penalties.items()):
                 if ends <= now:
                     del self._penalties[old]
+
+    def rate_of(self, key: tuple[str, ...]) -> float | None:
+        """The per-second rate ``key``'s bucket paces at now (None: no bucket yet)."""
+        bucket = self._buckets.get(key)
+        return None if bucket is None else bucket.rate
 
     def penalty_left(self, key: tuple[str, ...]) -> float:
         """Seconds until ``key`` may go again after a 429 (0 when it may)."""
@@ -185,11 +281,12 @@ class Pacer:
             if len(self._buckets) >= self._prune_at:
                 self._forget_full(now)
             bucket = self._buckets[budget.key] = TokenBucket(
-                budget.per_second, budget.burst, now)
+                budget.per_second, budget.burst, now, budget.ceiling)
         return bucket
 
     def _forget_full(self, now: float) -> None:
-        """Drop buckets that are full again: a new one would be the same."""
+        """Drop buckets that are full again: a new one would be the same (an adapted
+        rate starts again from the budget's)."""
         for key, bucket in list(self._buckets.items()):
             if bucket.is_full(now):
                 del self._buckets[key]

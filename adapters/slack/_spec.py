@@ -15,8 +15,9 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
+import msgspec
 import trio
 
 from engine import (
@@ -35,7 +36,14 @@ from engine import (
 from ._adapter import SlackAdapter
 from ._client import SlackWebClient, WebApiSettings
 from ._installations import SlackInstallationConfig, SlackSecrets, SlackSettings
-from .sandbox import RateLimitSettings, Sandbox, SandboxSettings, Seed, load_seed
+from .sandbox import (
+    RateLimitSettings,
+    RateLimitTable,
+    Sandbox,
+    SandboxSettings,
+    Seed,
+    load_seed,
+)
 
 log = logging.getLogger("interlink.run")
 
@@ -45,6 +53,37 @@ class SlackInstallationEntry(ConfigSection, frozen=True, kw_only=True):
 
     team_id: str
     bot_token: SecretRef
+
+
+Positive = Annotated[float, msgspec.Meta(gt=0)]
+AtLeastOne = Annotated[int, msgspec.Meta(ge=1)]
+
+
+class SlackPacingConfig(ConfigSection, frozen=True, kw_only=True):
+    """``[adapters.pacing]``: how fast the adapter posts (``chat.postMessage``).
+
+    Defaults follow Slack's published limits ("Rate limits", docs.slack.dev/apis/
+    web-api/rate-limits, and the chat.postMessage method page): about one message
+    per second per channel with short bursts, and "several hundred messages per
+    minute" per workspace. Each starts there and adapts up after quiet periods.
+    """
+
+    #: per conversation (channel): messages per second to start at, and the burst
+    channel_per_second: Positive = 1.0
+    channel_burst: AtLeastOne = 3
+    #: the most a channel's rate grows to while Slack answers no 429
+    channel_max_per_second: Positive = 10.0
+    #: per workspace, across its conversations: messages per minute to start at, burst
+    workspace_per_minute: Positive = 500.0
+    workspace_burst: AtLeastOne = 50
+    #: the most the workspace's rate grows to while Slack answers no 429
+    workspace_max_per_minute: Positive = 6000.0
+    #: seconds of posts held back by a budget, with no 429, before it steps up
+    raise_after: Positive = 10.0
+    #: one step up, as a fraction of the rate (0.25: +25 %)
+    raise_by: Positive = 0.25
+    #: a 429 multiplies the rate by this (0 < x < 1)
+    back_off_by: Annotated[float, msgspec.Meta(gt=0, lt=1)] = 0.5
 
 
 class SlackAdapterConfig(AdapterConfig, frozen=True, kw_only=True, tag="slack",
@@ -68,8 +107,10 @@ class SlackAdapterConfig(AdapterConfig, frozen=True, kw_only=True, tag="slack",
     file_link_key: SecretRef = SecretRef(env="SLACK_FILE_LINK_KEY")
     conversation_prefix: str = "ext-"
     presence_interval: float = 60.0
-    #: chat.postMessage pacing per conversation (Slack allows about 1 per second)
-    post_message_per_second: float = 1.0
+    #: chat.postMessage pacing: per channel and per workspace, adaptive
+    pacing: SlackPacingConfig = SlackPacingConfig()
+    #: the older spelling of ``pacing.channel_per_second`` (kept for existing configs)
+    post_message_per_second: Positive | None = None
 
 
 class SandboxSection(ConfigSection, frozen=True, kw_only=True):
@@ -80,7 +121,9 @@ class SandboxSection(ConfigSection, frozen=True, kw_only=True):
     listen: str = "127.0.0.1:3000"
     #: where the sandbox writes its apps' credentials for the adapter to read
     secrets_dir: str = "state/sandbox"
-    rate_limits: bool = True
+    #: true: Slack's limits (or the seed's ``[rate_limits]``); false: none; a table
+    #: (``[sandbox.rate_limits]``, :class:`RateLimitTable`): these limits
+    rate_limits: bool | RateLimitTable = True
 
 
 def check_slack_config(entry: SlackAdapterConfig, where: str, context: BuildContext) -> None:
@@ -92,6 +135,19 @@ def check_slack_config(entry: SlackAdapterConfig, where: str, context: BuildCont
     if entry.public_url and not entry.listen:
         raise ConfigError(f"`public_url` needs `listen` (the listener it points at) - at "
                           f"`{where}.public_url`")
+    pacing = entry.pacing
+    if entry.post_message_per_second is not None and pacing != SlackPacingConfig():
+        raise ConfigError(f"`post_message_per_second` is the older spelling of "
+                          f"`pacing.channel_per_second`: use one - at "
+                          f"`{where}.post_message_per_second`")
+    if pacing.channel_max_per_second < pacing.channel_per_second:
+        raise ConfigError(f"the ceiling must be at least the start rate "
+                          f"({pacing.channel_per_second}) - at "
+                          f"`{where}.pacing.channel_max_per_second`")
+    if pacing.workspace_max_per_minute < pacing.workspace_per_minute:
+        raise ConfigError(f"the ceiling must be at least the start rate "
+                          f"({pacing.workspace_per_minute}) - at "
+                          f"`{where}.pacing.workspace_max_per_minute`")
     if not entry.api_url.endswith("/"):
         raise ConfigError(f"the API URL must end with '/' - at `{where}.api_url`")
     for k, installation in enumerate(entry.installations):
@@ -108,8 +164,7 @@ def build_slack_adapter(entry: SlackAdapterConfig, context: BuildContext) -> Sla
         listen_port=int(port) if entry.listen else None, authorize_url=entry.authorize_url,
         redirect_uri=entry.redirect_uri, conversation_prefix=entry.conversation_prefix,
         presence_interval=entry.presence_interval, public_url=entry.public_url)
-    web = SlackWebClient(settings=WebApiSettings(
-        base_url=entry.api_url, post_message_per_second=entry.post_message_per_second))
+    web = SlackWebClient(settings=web_api_settings(entry, entry.api_url))
 
     def read_secrets() -> tuple[SlackSecrets, list[SlackInstallationConfig]]:
         found = SlackSecrets(
@@ -139,6 +194,27 @@ def build_slack_adapter(entry: SlackAdapterConfig, context: BuildContext) -> Sla
     return SlackAdapter(settings=settings, web=web, secrets_source=read_secrets, owns_web=True)
 
 
+def _channel_rate(entry: SlackAdapterConfig) -> float:
+    if entry.post_message_per_second is not None:
+        return entry.post_message_per_second
+    return entry.pacing.channel_per_second
+
+
+def web_api_settings(entry: SlackAdapterConfig, base_url: str) -> WebApiSettings:
+    """The Web API client's settings for a config entry (its pacing keys)."""
+    pacing = entry.pacing
+    channel = _channel_rate(entry)
+    return WebApiSettings(
+        base_url=base_url, post_message_per_second=channel,
+        post_message_burst=pacing.channel_burst,
+        post_message_max_per_second=max(channel, pacing.channel_max_per_second),
+        post_message_workspace_per_minute=pacing.workspace_per_minute,
+        post_message_workspace_burst=pacing.workspace_burst,
+        post_message_workspace_max_per_minute=pacing.workspace_max_per_minute,
+        pacing_raise_after=pacing.raise_after, pacing_raise_by=pacing.raise_by,
+        pacing_back_off_by=pacing.back_off_by)
+
+
 class SandboxHandle:
     """What a started sandbox publishes: its base URL and seed."""
 
@@ -159,7 +235,7 @@ def start_sandbox(section: SandboxSection, context: BuildContext,
     async def run_sandbox(*, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
                           ) -> None:
         sandbox = Sandbox(seed, settings=SandboxSettings(
-            rate_limits=RateLimitSettings(enabled=section.rate_limits)))
+            rate_limits=sandbox_rate_limits(section.rate_limits, seed)))
         async with trio.open_nursery() as nursery:
             url = await nursery.start(lambda task_status: sandbox.serve(
                 host=host, port=port, task_status=task_status))
@@ -170,6 +246,17 @@ def start_sandbox(section: SandboxSection, context: BuildContext,
             task_status.started()
 
     return run_sandbox
+
+
+def sandbox_rate_limits(value: bool | RateLimitTable, seed: Seed) -> RateLimitSettings:
+    """``[sandbox] rate_limits`` as the sandbox's settings: a table wins, ``true`` takes
+    the seed's ``[rate_limits]`` (or Slack's), ``false`` switches every limit off."""
+    if isinstance(value, RateLimitTable):
+        return value.settings()
+    if not value:
+        return RateLimitSettings(enabled=False)
+    return seed.rate_limits.settings() if seed.rate_limits is not None \
+        else RateLimitSettings()
 
 
 def write_sandbox_secrets(seed: Seed, directory: Path) -> None:

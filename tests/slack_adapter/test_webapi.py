@@ -18,7 +18,7 @@ import trio.testing
 
 from adapters.slack._client import METHOD_TIERS, SlackWebClient, WebApiSettings
 from adapters.slack._errors import SlackApiError, is_transient, translate_httpx_error
-from adapters.slack._pacing import Budget, Pacer, TokenBucket
+from adapters.slack._pacing import Adaptation, Budget, Pacer, TokenBucket
 from adapters.slack.sandbox import RateLimitSettings, Sandbox, SandboxSettings
 
 from ..slack_sandbox._kit import BOT, GENERAL, JOHN, MARY, SECRET, make_seed, running
@@ -288,6 +288,55 @@ async def test_a_429_past_the_wait_budget_raises_retryable_ratelimited() -> None
         assert client.statistics().calls == 2
 
 
+async def test_a_conservative_channel_pace_climbs_to_what_slack_allows_then_backs_off(
+        ) -> None:
+    # The sandbox allows 25 posts/s per channel; the client starts at 5/s, doubling after
+    # each 0.2 s of held-back posts without a 429, until Slack's 429 says stop.
+    settings = SandboxSettings(rate_limits=RateLimitSettings(post_message_per_second=25.0,
+                                                             post_message_burst=1))
+    async with running(make_seed(), settings=settings) as sandbox, \
+            client_for(sandbox, post_message_per_second=5.0, post_message_burst=1,
+                       post_message_max_per_second=1000.0, pacing_raise_after=0.2,
+                       pacing_raise_by=1.0) as client:
+        for i in range(30):
+            await client.call(POST, token=BOT_TOKEN, team_id=TEAM,
+                              args={"channel": GENERAL, "text": f"m{i}"})
+        assert texts(sandbox, GENERAL) == [f"m{i}" for i in range(30)]
+        stats = client.statistics()
+        assert stats.rates_raised >= 3  # 5 -> 10 -> 20 -> 40 /s: past the sandbox's 25
+        assert stats.ratelimited >= 1 and stats.rates_cut >= 1
+        assert stats.errors == 0
+        rate = client.pacer.rate_of((TEAM, POST, GENERAL))
+        assert rate is not None and rate > 5.0  # never back to the conservative start
+        # the workspace's budget was never the limit: it did not move
+        assert client.pacer.rate_of((TEAM, POST)) == pytest.approx(60_000.0 / 60)
+
+
+async def test_a_conservative_workspace_pace_climbs_across_channels() -> None:
+    settings = SandboxSettings(rate_limits=RateLimitSettings(
+        post_message_per_second=100.0, post_message_burst=3,
+        post_message_workspace_per_minute=1800.0, post_message_workspace_burst=2))
+    async with running(make_seed(), settings=settings) as sandbox, \
+            client_for(sandbox, post_message_workspace_per_minute=300.0,
+                       post_message_workspace_burst=1,
+                       post_message_workspace_max_per_minute=60_000.0,
+                       pacing_raise_after=0.2, pacing_raise_by=1.0) as client:
+
+        async def flood(channel: str) -> None:
+            for i in range(20):
+                await client.call(POST, token=BOT_TOKEN, team_id=TEAM,
+                                  args={"channel": channel, "text": f"m{i}"})
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(flood, GENERAL)
+            nursery.start_soon(flood, SECRET)
+        for channel in (GENERAL, SECRET):
+            assert texts(sandbox, channel) == [f"m{i}" for i in range(20)]
+        rate = client.pacer.rate_of((TEAM, POST))
+        assert rate is not None and rate > 300.0 / 60  # it rose above the start
+        assert client.statistics().rates_raised >= 2
+
+
 # -- transient failures -------------------------------------------------------------------------
 
 async def test_transient_failures_are_retried_then_succeed() -> None:
@@ -526,6 +575,53 @@ async def test_full_buckets_are_forgotten(autojump_clock: trio.testing.MockClock
         assert pacer.bucket_count <= 10
         await trio.sleep(1.0)  # each bucket is full again a second later
     assert pacer.lane_count == 0
+
+
+async def test_a_held_back_budget_steps_up_after_each_quiet_period_to_its_ceiling(
+        autojump_clock: trio.testing.MockClock) -> None:
+    pacer = Pacer(adaptation=Adaptation(raise_after=5.0, raise_by=0.5))
+    key = (TEAM, POST, GENERAL)
+    budget = Budget(key, 1.0, 1.0, ceiling=3.0)
+    rates = {}
+    while trio.current_time() < 30:
+        await pacer.wait_turn(key, [budget], deadline=1e9)
+        rates[round(trio.current_time(), 3)] = pacer.rate_of(key)
+    # busy from t=0 (the second call waited): +50 % at 5, 10, and the ceiling at 15
+    assert rates[4.0] == 1.0
+    assert rates[5.0] == 1.5
+    assert pacer.rate_of(key) == 3.0
+    assert pacer.raised == 3
+
+
+async def test_an_idle_budget_does_not_step_up(autojump_clock: trio.testing.MockClock
+                                                 ) -> None:
+    pacer = Pacer(adaptation=Adaptation(raise_after=5.0))
+    key = (TEAM, POST, GENERAL)
+    budget = Budget(key, 1.0, 2.0, ceiling=10.0)
+    for _ in range(10):
+        for _ in range(2):  # within the burst: nobody waits
+            await pacer.wait_turn(key, [budget], deadline=1e9)
+        await trio.sleep(10.0)
+    assert pacer.rate_of(key) == 1.0 and pacer.raised == 0
+
+
+async def test_a_429_cuts_the_rate_once_per_retry_after_down_to_a_floor(
+        autojump_clock: trio.testing.MockClock) -> None:
+    pacer = Pacer(adaptation=Adaptation(back_off_by=0.5, floor=0.1))
+    channel = Budget((TEAM, POST, GENERAL), 8.0, 3.0, ceiling=8.0)
+    workspace = Budget((TEAM, POST), 10.0, 50.0, ceiling=100.0)
+    key = channel.key
+    await pacer.wait_turn(key, [workspace, channel], deadline=1e9)
+    for _ in range(3):  # a burst of 429s in one Retry-After window is one cut
+        pacer.penalise(key, 2.0, drain=[channel], back_off=[(channel, 0.1), (workspace, 1.0)])
+    assert pacer.rate_of(key) == 4.0 and pacer.cut == 1
+    assert pacer.rate_of(workspace.key) == 10.0  # at its start: a channel's 429 leaves it
+    for _ in range(10):
+        await trio.sleep(2.0)
+        pacer.penalise(key, 2.0, back_off=[(channel, 0.1)])
+    assert pacer.rate_of(key) == pytest.approx(0.8)  # 8 * 0.1: the floor
+    assert pacer.penalty_left(key) == pytest.approx(2.0)
+    assert pacer.penalty_left(workspace.key) == 0.0  # only the key that got the 429
 
 
 def test_settings_cover_the_methods_a_relay_uses() -> None:

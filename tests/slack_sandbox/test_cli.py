@@ -23,7 +23,8 @@ def test_help_describes_every_option(capsys: pytest.CaptureFixture[str]) -> None
     assert main(["--help"]) == 0
     out = capsys.readouterr().out
     assert out.startswith("usage: interlink slack-sandbox")
-    for option in ("--port", "--seed", "--host", "--no-rate-limits", "--retry-scale"):
+    for option in ("--port", "--seed", "--host", "--no-rate-limits", "--retry-scale",
+                   "--channel-rate", "--channel-burst", "--workspace-rate", "--workspace-burst"):
         assert option in out
 
 
@@ -53,11 +54,12 @@ def test_a_port_in_use_is_one_clear_line(capsys: pytest.CaptureFixture[str]) -> 
                    "address already in use\n")
 
 
-async def test_serves_the_example_until_sigterm() -> None:
+async def test_serves_the_example_with_the_limits_given_until_sigterm() -> None:
     code = "import sys; from adapters.slack.sandbox import main; sys.exit(main(sys.argv[1:]))"
     process = await trio.lowlevel.open_process(
         [sys.executable, "-c", code, "--port", "0", "--seed", str(EXAMPLE),
-         "--retry-scale", "0.01", "--log-format", "json"],
+         "--retry-scale", "0.01", "--log-format", "json",
+         "--channel-burst", "1", "--channel-rate", "0.01"],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
         env={**os.environ, "PYTHONUNBUFFERED": "1"})
     assert process.stdout is not None
@@ -73,5 +75,12 @@ async def test_serves_the_example_until_sigterm() -> None:
             answer = await http.post(url + "/api/auth.test",
                                      headers={"Authorization": "Bearer xoxp-john"})
             assert answer.json()["user"] == "john"
+            posts = [await http.post(url + "/api/chat.postMessage",
+                                     headers={"Authorization": "Bearer xoxp-john"},
+                                     json={"channel": "C0GENERAL", "text": "hi"})
+                     for _ in range(2)]
+            # --channel-burst 1 --channel-rate 0.01: the second post waits 100 s
+            assert [p.status_code for p in posts] == [200, 429]
+            assert posts[1].headers["Retry-After"] == "100"
         process.send_signal(signal.SIGTERM)
         assert await process.wait() == 0

@@ -18,6 +18,7 @@ from ._delivery import DeliveryTiming as DeliveryTiming
 from ._delivery import signature as signature
 from ._ratelimit import RateLimiter as RateLimiter
 from ._ratelimit import RateLimitSettings as RateLimitSettings
+from ._ratelimit import RateLimitTable as RateLimitTable
 from ._seed import Seed as Seed
 from ._seed import load_seed as load_seed
 from ._seed import parse_seed as parse_seed

@@ -14,13 +14,14 @@ import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
+import msgspec
 import trio
 
 from engine import ConfigError, configure_logging
 
 from ._delivery import DeliveryTiming
 from ._ratelimit import RateLimitSettings
-from ._seed import load_seed
+from ._seed import Seed, load_seed
 from ._server import Sandbox, SandboxSettings
 
 PROG = "interlink slack-sandbox"
@@ -46,6 +47,40 @@ def _factor(text: str) -> float:
     return factor
 
 
+def _count(text: str) -> int:
+    try:
+        count = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if count < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {count}")
+    return count
+
+
+def _rate(text: str) -> float:
+    try:
+        rate = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not 0 <= rate < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
+    return rate
+
+
+def rate_limits_of(args: argparse.Namespace, seed: Seed) -> RateLimitSettings:
+    """The limits the options and the seed ask for: flags over the seed over Slack's."""
+    if args.no_rate_limits:
+        return RateLimitSettings(enabled=False)
+    limits = seed.rate_limits.settings() if seed.rate_limits is not None \
+        else RateLimitSettings()
+    changes = {name: value for name, value in (
+        ("post_message_per_second", args.channel_rate),
+        ("post_message_burst", args.channel_burst),
+        ("post_message_workspace_per_minute", args.workspace_rate),
+        ("post_message_workspace_burst", args.workspace_burst)) if value is not None}
+    return msgspec.structs.replace(limits, **changes)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG,
@@ -59,8 +94,20 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", required=True, metavar="FILE",
                         help="TOML seed: workspaces, users, channels and apps")
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default %(default)s)")
-    parser.add_argument("--no-rate-limits", action="store_true",
+    limits = parser.add_argument_group(
+        "rate limits", "Slack's by default, or the seed's [rate_limits]; these flags "
+                       "replace single values")
+    limits.add_argument("--no-rate-limits", action="store_true",
                         help="answer every call: never HTTP 429")
+    limits.add_argument("--channel-rate", type=_factor, metavar="PER_SECOND",
+                        help="chat.postMessage per channel, messages per second (Slack: 1)")
+    limits.add_argument("--channel-burst", type=_count, metavar="N",
+                        help="chat.postMessage per channel, burst (default 3)")
+    limits.add_argument("--workspace-rate", type=_rate, metavar="PER_MINUTE",
+                        help="chat.postMessage per app per workspace, messages per minute "
+                             "(0: no limit, the default)")
+    limits.add_argument("--workspace-burst", type=_count, metavar="N",
+                        help="chat.postMessage per app per workspace, burst (default 50)")
     parser.add_argument("--retry-scale", type=_factor, default=1.0, metavar="FACTOR",
                         help="multiply Slack's event retry delays (0 s, 1 min, 5 min) by FACTOR, "
                              "e.g. 0.01 for tests (default 1)")
@@ -83,7 +130,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{PROG}: seed error: {exc}", file=sys.stderr)
         return 2
     settings = SandboxSettings(
-        rate_limits=RateLimitSettings(enabled=not args.no_rate_limits),
+        rate_limits=rate_limits_of(args, seed),
         timing=DeliveryTiming(retry_scale=args.retry_scale))
     sandbox = Sandbox(seed, settings=settings)
     with _logging(args.log_level, args.log_format):

@@ -21,6 +21,8 @@ import msgspec
 
 from engine import ConfigError
 
+from ._ratelimit import RateLimitTable
+
 #: Scopes the sandbox knows. A seed naming another scope is refused: a typo
 #: (``chat.write``) must not silently leave an app without permissions.
 KNOWN_SCOPES: frozenset[str] = frozenset({
@@ -162,6 +164,9 @@ class Seed(_Entry, frozen=True, kw_only=True):
     """A whole seed file."""
 
     workspace: list[SeedWorkspace]
+    #: ``[rate_limits]``: the limits to apply (Slack's when absent); the standalone
+    #: server uses them, an engine's ``[sandbox] rate_limits`` table replaces them
+    rate_limits: RateLimitTable | None = None
     #: where the seed came from (a path, or a name given to :func:`parse_seed`)
     source: str = "<seed>"
 

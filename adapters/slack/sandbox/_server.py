@@ -131,7 +131,10 @@ class Sandbox:
                  clock: Clock | None = None, http: httpx.AsyncClient | None = None) -> None:
         if not isinstance(seed, Seed):
             seed = load_seed(seed)
-        self.settings = settings or SandboxSettings()
+        if settings is None:  # the seed's [rate_limits], else Slack's
+            settings = SandboxSettings() if seed.rate_limits is None else SandboxSettings(
+                rate_limits=seed.rate_limits.settings())
+        self.settings = settings
         self.clock: Clock = clock or SystemClock()
         self.world = World(seed, now=self.clock.now())
         self.world.max_upload_bytes = self.settings.max_upload_bytes

@@ -48,6 +48,7 @@ from ._directory import Directory as Directory
 from ._directory import DomainAgreement as DomainAgreement
 from ._directory import DomainRoute as DomainRoute
 from ._directory import Installation as Installation
+from ._directory import LedgerRecord as LedgerRecord
 from ._directory import MessageIdRecord as MessageIdRecord
 from ._directory import PlatformIdentity as PlatformIdentity
 from ._directory import SessionRecord as SessionRecord

@@ -74,6 +74,7 @@ class PolicySection(_Section, frozen=True, kw_only=True):
 
 class DeliverySection(_Section, frozen=True, kw_only=True):
     retry_window: float = 30.0
+    restart_grace: float = 60.0
 
 
 class LoggingSection(_Section, frozen=True, kw_only=True):
@@ -183,7 +184,8 @@ class EngineConfig(_Section, frozen=True, kw_only=True):
             max_restarts=e.max_restarts, restart_window=e.restart_window,
             drain_timeout=e.drain_timeout, message_id_retention_days=e.message_id_retention_days,
             routing=RoutingSettings(require_accepted_contact=self.policy.require_accepted_contact),
-            delivery=DeliverySettings(retry_window=self.delivery.retry_window),
+            delivery=DeliverySettings(retry_window=self.delivery.retry_window,
+                                      restart_grace=self.delivery.restart_grace),
         )
 
 

@@ -26,7 +26,7 @@ import msgspec
 
 from ._address import Address
 
-SCHEMA_VERSION = 3  # 2: sessions indexed by platform conversation id; 3: message state
+SCHEMA_VERSION = 4  # 2: sessions by platform conversation id; 3: message state; 4: ledger
 
 #: The domain route used when a domain has none of its own (e.g. any server of an open federation).
 WILDCARD_DOMAIN = "*"
@@ -107,6 +107,23 @@ class MessageState(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     platform: str
     values: dict[str, str] = msgspec.field(default_factory=dict)
     created_at: float = 0.0
+
+
+class LedgerRecord(msgspec.Struct, frozen=True, kw_only=True, gc=False):
+    """An inbound event the engine accepted and has not resolved yet: metadata only.
+
+    Written when a platform's event is taken (before the platform is answered,
+    where it waits for an answer) and removed once the event is delivered or
+    its failure reached the sender; the outcome itself is the metadata log's
+    entry. A record still here at start-up is an event a crash interrupted.
+    """
+
+    event_id: str
+    sender: Address
+    receiver: Address
+    type: str
+    session_id: str = ""
+    accepted_at: float
 
 
 Decision = Literal["allow", "deny"]
@@ -215,6 +232,16 @@ class Directory(Protocol):
         """Delete records with ``created_at < older_than`` and their messages' state; also
         the state of messages without a record, first written before ``older_than``.
         Return how many records were deleted."""
+
+    # the delivery ledger (accepted inbound events not resolved yet)
+    async def put_ledger(self, record: LedgerRecord) -> None:
+        """Record an accepted inbound event (durable after :meth:`flush`)."""
+
+    async def resolve_ledger(self, event_id: str) -> None:
+        """The event was delivered or its sender told: forget it (a no-op if absent)."""
+
+    def open_ledger(self) -> list[LedgerRecord]:
+        """Every accepted event not resolved yet, oldest first."""
 
     # per-message adapter state (beside the message-id map, pruned with it)
     def get_message_state(self, canonical_id: str, platform: str) -> dict[str, str]:

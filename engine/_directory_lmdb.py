@@ -16,6 +16,7 @@ message_ids         pack(canonical_id)                              MessageIdRec
 message_index       pack((platform, platform_message_id))           canonical_id
 message_age         time_key(created_at) + canonical_id             canonical_id
 message_state       pack(canonical_id) + pack(platform)             MessageState
+ledger              pack(event_id)                                  LedgerRecord
 agreements          pack((domain_a, domain_b))                      DomainAgreement
 policies            pack((user, domain))                            UserPolicy
 installations       pack(platform) + pack(tenant)                   Installation
@@ -53,6 +54,7 @@ from ._directory import (
     DomainAgreement,
     DomainRoute,
     Installation,
+    LedgerRecord,
     MessageIdRecord,
     MessageState,
     PlatformIdentity,
@@ -78,6 +80,7 @@ MESSAGE_IDS: Final = "message_ids"
 MESSAGE_INDEX: Final = "message_index"
 MESSAGE_AGE: Final = "message_age"
 MESSAGE_STATE: Final = "message_state"
+LEDGER: Final = "ledger"
 AGREEMENTS: Final = "agreements"
 POLICIES: Final = "policies"
 INSTALLATIONS: Final = "installations"
@@ -86,7 +89,7 @@ INSTALLATIONS: Final = "installations"
 DIRECTORY_DBS: Final = (
     ROUTES, IDENTITIES, IDENTITY_INDEX, CONTACTS, SESSIONS, SESSION_PAIRS, CONVERSATIONS,
     MESSAGE_IDS, MESSAGE_INDEX, MESSAGE_AGE, MESSAGE_STATE, AGREEMENTS, POLICIES,
-    INSTALLATIONS,
+    INSTALLATIONS, LEDGER,
 )
 
 _MAX_KEY: Final = 511  # LMDB's compiled-in limit (mdb_env_get_maxkeysize)
@@ -103,6 +106,7 @@ _DEC_CONTACT: Final = msgspec.msgpack.Decoder(ContactRecord)
 _DEC_SESSION: Final = msgspec.msgpack.Decoder(SessionRecord)
 _DEC_MESSAGE_IDS: Final = msgspec.msgpack.Decoder(MessageIdRecord)
 _DEC_MESSAGE_STATE: Final = msgspec.msgpack.Decoder(MessageState)
+_DEC_LEDGER: Final = msgspec.msgpack.Decoder(LedgerRecord)
 _DEC_AGREEMENT: Final = msgspec.msgpack.Decoder(DomainAgreement)
 _DEC_POLICY: Final = msgspec.msgpack.Decoder(UserPolicy)
 _DEC_INSTALLATION: Final = msgspec.msgpack.Decoder(Installation)
@@ -206,9 +210,14 @@ def _add_message_state(txn: lmdb.Transaction[bytes], handles: StoreHandles) -> N
     nothing to move, but a store holding state is one older code must not open."""
 
 
+def _add_ledger(txn: lmdb.Transaction[bytes], handles: StoreHandles) -> None:
+    """Schema 3 -> 4: the ``ledger`` sub-database, opened (empty) with the store."""
+
+
 #: the upgrades from each older schema version (see :class:`LmdbStore`)
 MIGRATIONS: Final[Mapping[int, Migration]] = {2: _index_conversations,
-                                              3: _add_message_state}
+                                              3: _add_message_state,
+                                              4: _add_ledger}
 
 _CACHE_LIMIT = 65_536
 #: a sub-database with at most this many keys may be cached whole (see _ReadCache)
@@ -764,6 +773,19 @@ class LmdbDirectory:
 
     async def put_user_policy(self, policy: UserPolicy) -> None:
         await self._store.put(POLICIES, _address_key(policy.address), _pack(policy))
+
+    # ----------------------------------------------------------------- ledger
+
+    async def put_ledger(self, record: LedgerRecord) -> None:
+        await self._store.put(LEDGER, _fit(_pack(record.event_id)), _pack(record))
+
+    async def resolve_ledger(self, event_id: str) -> None:
+        await self._store.delete(LEDGER, _fit(_pack(event_id)))
+
+    def open_ledger(self) -> list[LedgerRecord]:
+        found = [_load(_DEC_LEDGER, raw) for _, raw in self._store.scan(LEDGER)]
+        found.sort(key=lambda record: (record.accepted_at, record.event_id))
+        return found
 
     # --------------------------------------------------------- installations
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import time
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import Any, NamedTuple
 
@@ -24,9 +25,9 @@ from ._actors import Actor, ActorFailedError, ActorKind, ActorSystem
 from ._adapter import Adapter
 from ._address import Address
 from ._clock import Clock, SystemClock
-from ._directory import Directory
+from ._directory import Directory, LedgerRecord
 from ._errors import LocalError, UnavailableError
-from ._events import Event, failed_outcome, new_event_id
+from ._events import DeliveryOutcome, Event, failed_outcome, new_event_id
 from ._metadata_log import MetadataEntry, MetadataLog
 from ._policy import FederationPolicy
 from ._router import CONTACT_KIND, NOTICE_KIND, SESSION_KIND, Router, RoutingSettings
@@ -97,6 +98,9 @@ class Engine:
                 restart_window=self.settings.restart_window,
                 on_undeliverable=self._undeliverable))
         self._accepting = False
+        self._opened = trio.Event()
+        #: events a crash had left accepted, resolved since start (``/metrics``)
+        self.ledger_resolved_at_start = 0
         self._cancel_scope: trio.CancelScope | None = None
 
     # -- EnginePort ---------------------------------------------------------
@@ -162,6 +166,7 @@ class Engine:
         if event.wants_outcome:
             await self.router.notify_sender(
                 failed_outcome(event, reason, timestamp=self._clock.now()), None)
+        await self.router.settle_ledger(event.event_id)
 
     # -- lifecycle ------------------------------------------------------------
     def services(self) -> list[Service]:
@@ -176,6 +181,7 @@ class Engine:
                      for kind in (SESSION_KIND, CONTACT_KIND, NOTICE_KIND)
                      for shard in self.actors.shards(kind)]
         services.append(Service("engine", "housekeeping", self._housekeeping))
+        services.append(Service("engine", "ledger-recovery", self._recover_ledger))
         services += [Service("adapters", adapter.name, functools.partial(adapter.run, self))
                      for adapter in self.adapters.values()]
         return services
@@ -183,6 +189,7 @@ class Engine:
     def open_for_events(self) -> None:
         """Start accepting inbound events (once every service has started)."""
         self._accepting = True
+        self._opened.set()
         log.info("engine started", extra={"adapters": list(self.adapters)})
 
     @property
@@ -210,6 +217,46 @@ class Engine:
             if removed:
                 log.info("message ids pruned", extra={"removed": removed})
             await trio.sleep(self.settings.housekeeping_interval)
+
+    async def _recover_ledger(self, *,
+                              task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+                              ) -> None:
+        """Resolve the events a crash left accepted but undelivered.
+
+        Each waits ``restart_grace`` for its platform to redeliver it (a
+        redelivery is handled as usual and clears it); then its sender is told,
+        on their own platform, that it was not delivered and when it was sent
+        (never its content), and the metadata log records
+        ``failed:engine-restart``."""
+        records = self._directory.open_ledger()
+        for record in records:
+            self.router.interrupted[record.event_id] = record
+        task_status.started()
+        if records:
+            log.warning("events interrupted by a restart", extra={"count": len(records)})
+            await self._opened.wait()
+            await trio.sleep(self.settings.delivery.restart_grace)
+            resolved = 0
+            for event_id, record in list(self.router.interrupted.items()):
+                del self.router.interrupted[event_id]
+                await self._resolve_interrupted(record)
+                resolved += 1
+            self.ledger_resolved_at_start += resolved
+            log.info("interrupted events resolved", extra={"resolved": resolved})
+        await trio.sleep_forever()
+
+    async def _resolve_interrupted(self, record: LedgerRecord) -> None:
+        now = self._clock.now()
+        sent = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(record.accepted_at))
+        await self.metadata_log.record(MetadataEntry(
+            timestamp=now, event_id=record.event_id, sender=record.sender,
+            receiver=record.receiver, type=record.type,  # type: ignore[arg-type]
+            session_id=record.session_id, outcome="failed", reason="engine-restart"))
+        self.router.notify_sender_later(DeliveryOutcome(
+            source=record.receiver, destination=record.sender, session_id=record.session_id,
+            target_event_id=record.event_id, status="failed",
+            reason=f"engine restart; sent {sent}; please resend", timestamp=now))
+        await self._directory.resolve_ledger(record.event_id)
 
     async def stop(self) -> None:
         """Graceful stop: refuse new events, drain mailboxes, flush, then cancel."""

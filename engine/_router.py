@@ -20,7 +20,13 @@ from ._adapter import Adapter, DeliveryError
 from ._address import Address
 from ._clock import Clock
 from ._degrade import degrade
-from ._directory import Directory, SessionRecord, ordered_pair, session_id_for
+from ._directory import (
+    Directory,
+    LedgerRecord,
+    SessionRecord,
+    ordered_pair,
+    session_id_for,
+)
 from ._errors import InterlinkError
 from ._events import (
     ChannelInvite,
@@ -91,6 +97,10 @@ class Router:
         self.settings = settings or RoutingSettings()
         self.routed = 0
         self.refused = 0
+        #: ids of offered events whose ledger record is open in this run
+        self.ledgered: set[str] = set()
+        #: records a crash left open, until redelivered or resolved at start-up
+        self.interrupted: dict[str, LedgerRecord] = {}
         #: time from an inbound event to its place in a session's mailbox
         self.route_latency = LatencyHistogram()
         #: time a session spends handling one event (delivery included)
@@ -145,11 +155,35 @@ class Router:
                 self._session_refs[session_id] = ref
             if wait:
                 await ref.tell(event)
+            elif event.wants_outcome:
+                await self._accept(event, session_id, ref)
             else:
                 ref.tell_nowait(event)
             self.routed += 1
         finally:
             self.route_latency.observe(time.perf_counter() - started)
+
+    async def _accept(self, event: Event, session_id: str, ref: ActorRef[Any]) -> None:
+        """Ledger an inbound event, then queue it: the record is in the store's
+        generation before the session can resolve it, and gone again if the
+        mailbox is full (both usually in one commit, so neither reaches disk)."""
+        event_id = event.event_id
+        await self.directory.put_ledger(LedgerRecord(
+            event_id=event_id, sender=event.source, receiver=event.destination,
+            type=event.log_type, session_id=session_id, accepted_at=self.clock.now()))
+        self.ledgered.add(event_id)
+        self.interrupted.pop(event_id, None)  # redelivered after a crash: handled now
+        try:
+            ref.tell_nowait(event)
+        except BaseException:
+            await self.settle_ledger(event_id)
+            raise
+
+    async def settle_ledger(self, event_id: str) -> None:
+        """``event_id`` was delivered or its sender told: drop its ledger record."""
+        if event_id in self.ledgered:
+            self.ledgered.discard(event_id)
+            await self.directory.resolve_ledger(event_id)
 
     def refusal(self, event: Event) -> str | None:
         """Why the router would refuse ``event`` now (content-free), or ``None``.

@@ -59,6 +59,9 @@ _CHANGES_CONTACTS = (ContactRequest, ContactAccept, ContactRemove)
 class DeliverySettings(msgspec.Struct, frozen=True, kw_only=True):
     #: how long transient delivery failures are retried before the sender is told
     retry_window: float = 30.0
+    #: after a restart, how long events a crash interrupted wait for their platform
+    #: to redeliver them before their senders are told to resend
+    restart_grace: float = 60.0
     initial_backoff: float = 0.2
     max_backoff: float = 5.0
 
@@ -99,6 +102,7 @@ class SessionActor:
             outgoing = degrade(event, adapter.capabilities)
             if outgoing is None:
                 await self._log(event, "delivered", "unsupported-by-destination")
+                await router.settle_ledger(event.event_id)
                 return
             try:
                 result = await adapter.deliver(outgoing, record)
@@ -112,6 +116,7 @@ class SessionActor:
                 await router.notify_sender(
                     failed_outcome(event, failure.reason, timestamp=router.clock.now()),
                     self._record)
+            await router.settle_ledger(event.event_id)
             return
         finally:
             router.handle_latency.observe(time.perf_counter() - started)
@@ -119,6 +124,8 @@ class SessionActor:
         entry = self._entry(event, "delivered", "")
         if not router.metadata_log.record_nowait(entry):  # no coroutine while it has room
             await router.metadata_log.record(entry)
+        if event.event_id in router.ledgered:
+            await router.settle_ledger(event.event_id)
         if event.wants_outcome:
             source_adapter = router.adapter_for(event.source.domain)
             if source_adapter is not None and \

@@ -403,6 +403,16 @@ class EngineCollector(Collector):
             "interlink_shard_runner_handoffs",
             "Runners started because every runner of a shard was held by a waiting handler",
             labels=["kind"])
+        ledger_open = GaugeMetricFamily(
+            "interlink_ledger_open",
+            "Accepted inbound events not yet delivered or failed to their sender")
+        ledger_open.add_metric([], len(engine.router.ledgered) + len(engine.router.interrupted))
+        ledger_resolved = CounterMetricFamily(
+            "interlink_ledger_resolved_at_start",
+            "Events a crash had interrupted, failed to their senders after the restart grace")
+        ledger_resolved.add_metric([], engine.ledger_resolved_at_start)
+        yield ledger_open
+        yield ledger_resolved
         for kind in actors.kinds:
             snapshots = actors.list_active(kind=kind)
             depth.add_metric([kind], sum(s.mailbox_depth for s in snapshots))

@@ -29,13 +29,14 @@ from engine._directory import (
     DomainAgreement,
     DomainRoute,
     Installation,
+    LedgerRecord,
     MessageIdRecord,
     PlatformIdentity,
     SessionRecord,
     UserPolicy,
     session_id_for,
 )
-from engine._directory_lmdb import DIRECTORY_DBS, ROUTES, LmdbDirectory
+from engine._directory_lmdb import DIRECTORY_DBS, MIGRATIONS, ROUTES, LmdbDirectory
 from engine._errors import DirectoryError
 from engine._lmdb_store import META_DB, SCHEMA_KEY, LmdbStore, StoreHandles
 from engine.testing._memory_directory import MemoryDirectory
@@ -394,10 +395,28 @@ async def test_schema_2_stores_gain_message_state(tmp_path: Path) -> None:
     await v2.aclose()
     current = await LmdbDirectory.open(tmp_path / "d")
     try:
-        assert current.schema_version == SCHEMA_VERSION == 3
+        assert current.schema_version == SCHEMA_VERSION  # 2 -> 3 -> ... migrated
         assert current.find_canonical_id("xmpp", "x1") == "c1"
         await current.put_message_state("c1", "xmpp", {"receipt": "1"}, now=2.0)
         assert current.get_message_state("c1", "xmpp") == {"receipt": "1"}
+    finally:
+        await current.aclose()
+
+
+async def test_schema_3_stores_gain_the_ledger(tmp_path: Path) -> None:
+    v3 = await LmdbDirectory.open(tmp_path / "d", schema_version=3,
+                                  migrations={2: MIGRATIONS[2], 3: MIGRATIONS[3]})
+    await v3.put_message_state("c1", "xmpp", {"receipt": "1"}, now=2.0)
+    await v3.aclose()
+    current = await LmdbDirectory.open(tmp_path / "d")
+    try:
+        assert current.schema_version == SCHEMA_VERSION == 4
+        assert current.get_message_state("c1", "xmpp") == {"receipt": "1"}
+        assert current.open_ledger() == []
+        record = LedgerRecord(event_id="e1", sender=Address.parse("a@x.test"),
+                              receiver=Address.parse("b@y.test"), type="im", accepted_at=3.0)
+        await current.put_ledger(record)
+        assert current.open_ledger() == [record]
     finally:
         await current.aclose()
 

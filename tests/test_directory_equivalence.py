@@ -25,6 +25,7 @@ from engine._directory import (
     DomainAgreement,
     DomainRoute,
     Installation,
+    LedgerRecord,
     MessageIdRecord,
     PlatformIdentity,
     SessionRecord,
@@ -113,6 +114,10 @@ steps = st.one_of(
     call("put_domain_agreement", agreements),
     call("put_user_policy", policies),
     call("put_installation", installations),
+    call("put_ledger", st.builds(LedgerRecord, event_id=st.sampled_from(CANONICAL_IDS),
+                                 sender=addresses, receiver=addresses,
+                                 type=st.sampled_from(["im", "edit"]), accepted_at=times)),
+    call("resolve_ledger", st.sampled_from(CANONICAL_IDS)),
     st.just(Step("flush")),
     st.just(Step("checkpoint")),
 )
@@ -135,6 +140,7 @@ def snapshot(directory: Directory) -> dict[str, object]:
         "list_domain_routes": directory.list_domain_routes(),
         "list_domain_agreements": directory.list_domain_agreements(),
         "count_sessions": directory.count_sessions(),
+        "open_ledger": directory.open_ledger(),
     }
     for domain in [*DOMAINS, "unknown.org"]:
         reads[f"get_domain_route({domain!r})"] = directory.get_domain_route(domain)

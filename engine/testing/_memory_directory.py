@@ -27,6 +27,7 @@ from .._directory import (
     DomainAgreement,
     DomainRoute,
     Installation,
+    LedgerRecord,
     MessageIdRecord,
     MessageState,
     PlatformIdentity,
@@ -74,6 +75,7 @@ class MemoryDirectory:
         self._message_index: dict[tuple[str, str], str] = {}
         #: canonical id -> platform -> that platform's state for the message
         self._message_states: dict[str, dict[str, MessageState]] = {}
+        self._ledger: dict[str, LedgerRecord] = {}
         self._agreements: dict[tuple[str, str], DomainAgreement] = {}
         self._policies: dict[Address, UserPolicy] = {}
         self._installations: dict[tuple[str, str], Installation] = {}
@@ -277,6 +279,19 @@ class MemoryDirectory:
             if not states:
                 del self._message_states[canonical_id]
         return len(doomed)
+
+    async def put_ledger(self, record: LedgerRecord) -> None:
+        self._check()
+        await trio.lowlevel.checkpoint_if_cancelled()
+        self._ledger[record.event_id] = record
+
+    async def resolve_ledger(self, event_id: str) -> None:
+        self._check()
+        await trio.lowlevel.checkpoint_if_cancelled()
+        self._ledger.pop(event_id, None)
+
+    def open_ledger(self) -> list[LedgerRecord]:
+        return sorted(self._ledger.values(), key=lambda r: (r.accepted_at, r.event_id))
 
     def get_message_state(self, canonical_id: str, platform: str) -> dict[str, str]:
         self._check()

@@ -1,0 +1,119 @@
+"""The delivery ledger (issue #13 item 1): an accepted inbound event has a record of
+metadata until it is delivered or its sender told; one a crash interrupted is failed
+to its sender after the restart grace, unless its platform redelivers it first."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import trio
+import trio.testing
+
+from engine import (
+    DeliveryOutcome,
+    EngineSettings,
+    LmdbDirectory,
+    MailboxFullError,
+    Message,
+)
+from engine._session import DeliverySettings
+
+from ._harness import JOHN, PETER, federation, next_event
+from .test_edges import GatedLoopback, message
+
+
+async def test_an_offered_message_is_ledgered_until_delivered() -> None:
+    widget = GatedLoopback("widget", held=PETER)
+    async with federation(widget=widget) as fed:
+        sent = message(JOHN, PETER, "hello")
+        await fed.engine.offer(sent)
+        await trio.testing.wait_all_tasks_blocked()
+        (record,) = fed.directory.open_ledger()
+        assert (record.event_id, record.sender, record.receiver, record.type) == (
+            sent.event_id, JOHN, PETER, "im")
+        assert not hasattr(record, "body") and not hasattr(record, "text")  # metadata only
+        widget.gate.set()
+        await next_event(widget)
+        await fed.settle()
+        assert fed.directory.open_ledger() == []
+
+
+async def test_a_busy_answer_leaves_no_ledger_record() -> None:
+    widget = GatedLoopback("widget", held=PETER)
+    async with federation(widget=widget,
+                          settings=EngineSettings(shard_count=1, mailbox_capacity=1)) as fed:
+        sent = [message(JOHN, PETER, str(i)) for i in range(3)]
+        await fed.engine.offer(sent[0])
+        await trio.testing.wait_all_tasks_blocked()
+        await fed.engine.offer(sent[1])
+        with pytest.raises(MailboxFullError):
+            await fed.engine.offer(sent[2])
+        assert [r.event_id for r in fed.directory.open_ledger()] == [
+            sent[0].event_id, sent[1].event_id]
+        widget.gate.set()
+
+
+async def _crash_with_one_message_in_flight(path: Path) -> Message:
+    """Run an engine, accept a message its destination never takes, make the ledger
+    durable (as an adapter does before acknowledging), then stop without draining."""
+    directory = await LmdbDirectory.open(path)
+    try:
+        widget = GatedLoopback("widget", held=PETER)  # never released: the crash comes first
+        async with federation(directory=directory, widget=widget) as fed:
+            sent = message(JOHN, PETER, "caught by the crash")
+            await fed.engine.offer(sent)
+            await directory.flush()
+            await trio.testing.wait_all_tasks_blocked()
+            assert widget.waiting == 1
+        return sent  # the federation's nursery is cancelled: no drain, no resolution
+    finally:
+        await directory.aclose()
+
+
+async def test_an_interrupted_message_is_failed_to_its_sender_after_a_restart(
+        tmp_path: Path, autojump_clock: trio.testing.MockClock) -> None:
+    sent = await _crash_with_one_message_in_flight(tmp_path / "directory")
+    directory = await LmdbDirectory.open(tmp_path / "directory")
+    try:
+        assert [r.event_id for r in directory.open_ledger()] == [sent.event_id]
+        settings = EngineSettings(shard_count=2, delivery=DeliverySettings(restart_grace=30.0))
+        async with federation(directory=directory, settings=settings) as fed:
+            started = trio.current_time()
+            with trio.fail_after(300):  # autojumped: a missing resolution fails, not hangs
+                outcome = await next_event(fed.acme)
+            assert trio.current_time() - started >= 30.0  # the platform had its chance
+            assert isinstance(outcome, DeliveryOutcome)
+            assert (outcome.status, outcome.target_event_id, outcome.destination) == (
+                "failed", sent.event_id, JOHN)
+            assert outcome.reason.startswith("engine restart; sent ")
+            assert "caught" not in outcome.reason  # the time, never the content
+            await fed.settle()
+            (entry,) = [e for e in fed.log.entries() if e.event_id == sent.event_id]
+            assert (entry.outcome, entry.reason) == ("failed", "engine-restart")
+            assert directory.open_ledger() == []
+            assert fed.engine.ledger_resolved_at_start == 1
+    finally:
+        await directory.aclose()
+
+
+async def test_a_redelivered_message_is_delivered_once_and_not_failed(
+        tmp_path: Path, autojump_clock: trio.testing.MockClock) -> None:
+    sent = await _crash_with_one_message_in_flight(tmp_path / "directory")
+    directory = await LmdbDirectory.open(tmp_path / "directory")
+    try:
+        settings = EngineSettings(shard_count=2, delivery=DeliverySettings(restart_grace=30.0))
+        async with federation(directory=directory, settings=settings) as fed:
+            await fed.engine.offer(sent)  # the platform redelivers within the grace
+            with trio.fail_after(10):
+                assert (await next_event(fed.widget)).event_id == sent.event_id
+            await trio.sleep(60.0)  # past the grace
+            await fed.settle()
+            failures = [e for e in fed.acme.delivered_nowait()
+                        if isinstance(e, DeliveryOutcome) and e.status == "failed"]
+            assert failures == []
+            assert fed.widget.delivered_nowait() == []  # once
+            assert directory.open_ledger() == []
+            assert fed.engine.ledger_resolved_at_start == 0
+    finally:
+        await directory.aclose()

@@ -243,8 +243,12 @@ class WebhookEndpoint:
         return event
 
     async def _offer(self, event: Event) -> None:
+        engine = self._intake.engine
         try:
-            await self._intake.engine.offer(event)
+            await engine.offer(event)
+            # The ledger's record is durable before the partner hears 202: a crash
+            # after the answer is resolved at restart, never lost silently.
+            await engine.directory.flush()
         except UnavailableError as exc:  # MailboxFullError too: nothing routed
             self.stats.busy += 1
             log.warning("webhook not taken: engine busy", extra={

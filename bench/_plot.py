@@ -3,7 +3,9 @@
 - core: latency (p50, p99) against offered load, per session count,
   one panel per storage, with the baseline's p99 dashed;
 - scale: memory per actor and total resident memory against actor count;
-- peers: maximum throughput and p99 at the common load, per implementation.
+- peers: maximum throughput and p99 at the common load, per implementation;
+- e2e: maximum throughput of Interlink and of the raw platforms per scenario, and
+  Interlink's p50/p99 against offered load.
 
 Figures are built with the object API (``Figure`` + ``FigureCanvasAgg``), so
 plotting never touches pyplot's global state.
@@ -19,6 +21,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from ._core import CoreReport
+from ._e2e import E2eReport, PathResult
 from ._peers import PeersReport
 from ._scale import ScaleReport
 
@@ -129,3 +132,42 @@ def plot_peers(report: PeersReport, path: Path) -> None:
     _bars(right, names, sizes, latency)
     right.set_ylabel(f"p99 at {report.params.load_fraction:.0%} of Interlink's max (us)")
     _save(figure, path, "peers: the same workload on each runtime", report.machine.cpu)
+
+
+def plot_e2e(report: E2eReport, path: Path) -> None:
+    scenarios = report.results.scenarios
+    labels = [f"{'S>X' if s.direction == 'slack_to_xmpp' else 'X>S'} K={s.conversations:,}"
+              f"\n{s.pacing}" for s in scenarios]
+    figure = Figure(figsize=(max(8, 1.6 * len(scenarios)) + 6, 4.8))
+    left, right = _panels(figure, 2)
+    width = 0.27
+    for i, (name, attribute) in enumerate((("interlink", "interlink"),
+                                           ("raw sandbox", "raw_sandbox"),
+                                           ("raw prosody", "raw_prosody"))):
+        values = []
+        for scenario in scenarios:
+            result: PathResult | None = getattr(scenario, attribute)
+            maximum = result.maximum if result is not None else None
+            values.append(maximum.throughput_msgs_per_s if maximum is not None else 0.0)
+        left.bar([j + i * width for j in range(len(scenarios))], values, width, label=name)
+    left.set_xticks([j + width for j in range(len(scenarios))], labels, fontsize=7)
+    left.set_yscale("log")
+    left.set_ylabel("maximum (messages/s)")
+    left.legend(fontsize=7)
+    left.grid(True, axis="y", which="both", alpha=0.3)
+    for scenario, label in zip(scenarios, labels, strict=True):
+        points = [p for p in scenario.latency_us if p.offered_msgs_per_s is not None]
+        if not points:
+            continue
+        loads = [float(p.load.rstrip("%")) for p in points]
+        line = right.plot(loads, [p.p99 / 1000 for p in points], marker="o",
+                          label=f"{label.replace(chr(10), ' ')} p99")[0]
+        right.plot(loads, [p.p50 / 1000 for p in points], marker=".", linestyle=":",
+                   color=line.get_color())
+    right.set_yscale("log")
+    right.set_xlabel("offered load (% of Interlink's maximum)")
+    right.set_ylabel("latency from scheduled send (ms; dotted: p50)")
+    right.legend(fontsize=6)
+    right.grid(True, which="both", alpha=0.3)
+    _save(figure, path, "e2e: Slack <-> XMPP through interlink run vs the raw platforms",
+          report.machine.cpu)

@@ -17,7 +17,7 @@ from typing import Any
 
 from ._progress import Progress
 
-SUITES = ("core", "scale", "peers")
+SUITES = ("core", "scale", "peers", "e2e")
 DEFAULT_PROG = "interlink bench"
 
 DESCRIPTION = """\
@@ -34,11 +34,14 @@ suites:
          (lookups per second on LMDB and in memory)
   peers  the core workload on Interlink, plain trio tasks, asyncio queues and
          pykka threads, side by side
+  e2e    a Slack user <-> an XMPP user through `interlink run`, the Slack sandbox and
+         Prosody (separate processes), K = 1/100/1,000 conversations, Slack pacing off
+         and modelled, against the raw platforms in the same run (needs prosody)
 """
 
 EPILOG = """\
 A full run takes minutes (core ~7, scale ~6, peers ~4 on 2 cores); --quick
-takes under 30 s and gives indicative numbers only. See bench/README.md for
+takes under 30 s (e2e: under 60 s) and gives indicative numbers only. See bench/README.md for
 the JSON shape and how to read the results.
 """
 
@@ -57,7 +60,8 @@ def build_parser(prog: str = DEFAULT_PROG) -> argparse.ArgumentParser:
     parser.add_argument("--plot", type=Path, metavar="FILE.png",
                         help="draw the suite's chart into FILE.png (core: latency against "
                              "offered load; scale: memory against actor count; peers: "
-                             "throughput and latency per runtime)")
+                             "throughput and latency per runtime; e2e: throughput against the "
+                             "raw platforms and latency against offered load)")
     parser.add_argument("--quiet", action="store_true",
                         help="no progress lines on stderr")
     return parser
@@ -103,6 +107,17 @@ def _run(suite: str, quick: bool, progress: Progress) -> tuple[Any, str, Callabl
             plot_scale(scale, path)
 
         return scale, scale_table(scale), plot_scale
+    if suite == "e2e":
+        from ._e2e import E2eConfig, e2e_table, run_e2e
+
+        e2e = run_e2e(E2eConfig.quick_run() if quick else E2eConfig.full(), progress)
+
+        def plot_e2e(path: Path) -> None:
+            from ._plot import plot_e2e
+
+            plot_e2e(e2e, path)
+
+        return e2e, e2e_table(e2e), plot_e2e
     from ._peers import PeersConfig, peers_table, run_peers
 
     peers = run_peers(PeersConfig.quick_run() if quick else PeersConfig.full(), progress)

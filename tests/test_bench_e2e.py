@@ -1,0 +1,294 @@
+"""The e2e suite's pieces, without starting any process: the sequence check, the load
+driver over an in-process fake path, the generated seed and config, and the JSON shape.
+
+The suite itself (three processes and up to 2,000 XMPP logins) is a benchmark, not a
+test: ``python -m bench e2e --quick``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from collections.abc import Set as AbstractSet
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import pytest
+import trio
+
+from adapters.slack.sandbox import parse_seed
+from bench._e2e import (
+    E2eConfig,
+    E2eReport,
+    PathResult,
+    ProcessCpu,
+    Sink,
+    build_report,
+    drive,
+    e2e_table,
+    make_scenario,
+)
+from bench._e2e_check import Integrity, SequenceCheck, message_text, parse_text
+from bench._e2e_seed import (
+    COMPONENT_SECRET,
+    Layout,
+    Pair,
+    engine_config,
+    prosody_host_dir,
+    sandbox_seed,
+    write_prosody_accounts,
+    write_secrets,
+)
+from bench._load import Timeline
+from bench._plot import plot_e2e
+from bench._report import encode_json
+from bench._trials import summarize
+from bench.cli import main
+from supervisor import load_config
+from tests.test_bench import check_report, struct_fields
+
+E2E_GOLDEN_FIELDS: dict[str, list[str]] = {
+    "Report": ["suite", "schema_version", "generated_at", "duration_s", "machine", "params",
+               "results", "baseline", "ratio_to_baseline"],
+    "Machine": ["cpu", "cores", "python", "platform"],
+    "Baseline": ["name", "description", "throughput_msgs_per_s", "latency_us"],
+    "LatencyUs": ["p50", "p99", "p999", "max", "mean", "samples"],
+    "Run": ["mode", "load_fraction", "offered_msgs_per_s", "throughput_msgs_per_s",
+            "throughput_trials", "spread_pct", "latency_us", "p99_trials_us",
+            "events_per_trial", "complete"],
+    "E2eParams": ["conversations", "pacings", "directions", "loads", "trials", "trial_seconds",
+                  "min_events", "max_events", "window", "per_conversation", "lanes",
+                  "setup_timeout_s", "drain_timeout_s", "slack_pacing_model", "quick",
+                  "versions"],
+    "E2eResults": ["throughput_msgs_per_s", "latency_us", "headline", "scenarios"],
+    "E2eHeadline": ["direction", "conversations", "pacing"],
+    "E2eScenario": ["direction", "conversations", "pacing", "status", "detail",
+                    "throughput_msgs_per_s", "ratio_to_baseline",
+                    "baseline_throughput_msgs_per_s", "baseline_path",
+                    "engine_cpu_us_per_msg", "latency_us", "lost", "duplicated", "reordered",
+                    "setup_s", "interlink", "raw_sandbox", "raw_prosody"],
+    "LatencyAtLoad": ["load", "offered_msgs_per_s", "throughput_msgs_per_s", "p50", "p99"],
+    "PathResult": ["path", "maximum", "loads", "integrity", "cpu_us_per_msg", "ratelimited"],
+    "Integrity": ["sent", "received", "lost", "duplicated", "reordered", "unexpected"],
+    "ProcessCpu": ["engine", "engine_writers", "sandbox", "prosody", "driver", "total"],
+}
+
+
+def test_the_e2e_schema_matches_its_golden_field_lists() -> None:
+    assert struct_fields(E2eReport) == E2E_GOLDEN_FIELDS
+
+
+# -- the sequence check ---------------------------------------------------------------
+def _check(sent: dict[int, int], arrivals: list[tuple[int, int]]) -> Integrity:
+    check = SequenceCheck("t1")
+    for conversation, count in sent.items():
+        for seq in range(count):
+            check.sent(conversation, seq)
+    for conversation, seq in arrivals:
+        check.arrived(conversation, seq)
+    return check.result()
+
+
+@pytest.mark.parametrize(("arrivals", "lost", "duplicated", "reordered", "unexpected"), [
+    ([(0, 0), (0, 1), (0, 2), (1, 0), (1, 1)], 0, 0, 0, 0),
+    ([(0, 0), (0, 2), (1, 0), (1, 1)], 1, 0, 0, 0),                  # 0/1 never came
+    ([(0, 0), (0, 1), (0, 1), (0, 2), (1, 0), (1, 1), (1, 1)], 0, 2, 0, 0),
+    ([(0, 1), (0, 0), (0, 2), (1, 1), (1, 0)], 0, 0, 2, 0),          # 0/0 and 1/0 late
+    ([(0, 2), (0, 0), (0, 1), (1, 0), (1, 1)], 0, 0, 2, 0),          # both after 0/2
+    ([(0, 1), (0, 0), (0, 0), (0, 2), (1, 0), (1, 1)], 0, 1, 1, 0),  # a late copy: dup only
+    ([(0, 0), (0, 1), (0, 2), (0, 3), (2, 0), (1, 0), (1, 1)], 0, 0, 0, 2),
+    ([], 5, 0, 0, 0),
+])
+def test_the_sequence_check_counts_lost_duplicated_and_reordered(
+        arrivals: list[tuple[int, int]], lost: int, duplicated: int, reordered: int,
+        unexpected: int) -> None:
+    result = _check({0: 3, 1: 2}, arrivals)
+    assert (result.sent, result.lost, result.duplicated, result.reordered,
+            result.unexpected) == (5, lost, duplicated, reordered, unexpected)
+    assert result.received == 5 - lost
+
+
+def test_messages_carry_their_run_conversation_and_number() -> None:
+    text = message_text("r7ab", 12, 345)
+    assert parse_text(text) == ("r7ab", 12, 345)
+    assert parse_text(f"*Sender 3*: {text}") == ("r7ab", 12, 345)  # decorated by a relay
+    assert parse_text("hello") is None
+    check = SequenceCheck("r7ab")
+    check.sent(12, 345)
+    assert not check.arrived_text(message_text("other", 12, 345))  # another run's: ignored
+    assert check.arrived_text(text) and check.result().received == 1
+
+
+# -- the driver over an in-process path ------------------------------------------------
+FakePath = Callable[[Pair, str, int], Any]
+
+
+def _loopback(sink: Sink, *, drop: AbstractSet[int] = frozenset(),
+              twice: AbstractSet[int] = frozenset(),
+              hold: AbstractSet[int] = frozenset()) -> FakePath:
+    """Delivers each message at once through ``sink``; drops, doubles or holds back
+    (until the next one of its conversation) the messages whose global numbers are listed."""
+    held: dict[int, list[str]] = {}
+
+    async def send(pair: Pair, text: str, g: int) -> None:
+        await trio.lowlevel.checkpoint()
+        if g in drop:
+            return
+        if g in hold:
+            held.setdefault(pair.index, []).append(text)
+            return
+        sink.from_xmpp(pair.index, text)
+        for late in held.pop(pair.index, []):
+            sink.from_xmpp(pair.index, late)
+        if g in twice:
+            sink.from_xmpp(pair.index, text)
+
+    return send
+
+
+@pytest.mark.parametrize("rate", [None, 20_000.0])
+async def test_the_driver_counts_what_a_path_loses_doubles_and_reorders(
+        rate: float | None) -> None:
+    pairs = list(Layout(3).pairs())
+    sink = Sink(channels={}, xmpp=True)
+    # message g goes to conversation g % 3 as number g // 3: 4 -> c1 n1, 7 -> c1 n2
+    send = _loopback(sink, drop={5}, twice={0}, hold={4})
+    trial = await drive(send, pairs, sink, 12, rate=rate, lanes=1, window=4,
+                        per_conversation=2, drain_timeout=0.05)
+    assert trial.integrity == Integrity(sent=12, received=11, lost=1, duplicated=1,
+                                        reordered=1, unexpected=0)
+    assert trial.timeline.completed_count == 11
+    assert sink.check is None  # detached after the run
+
+
+async def test_a_message_in_the_wrong_conversation_is_unexpected() -> None:
+    pairs = list(Layout(2).pairs())
+    sink = Sink(channels={}, xmpp=True)
+
+    async def crossed(pair: Pair, text: str, g: int) -> None:
+        sink.from_xmpp(1 - pair.index if g == 2 else pair.index, text)
+
+    trial = await drive(crossed, pairs, sink, 4, rate=None, lanes=2, window=4,
+                        drain_timeout=0.05)
+    assert (trial.integrity.lost, trial.integrity.unexpected) == (1, 1)
+
+
+async def test_a_closed_loop_keeps_each_conversation_in_order_with_several_lanes() -> None:
+    pairs = list(Layout(5).pairs())
+    sink = Sink(channels={}, xmpp=True)
+    trial = await drive(_loopback(sink), pairs, sink, 100, rate=None, lanes=3, window=8,
+                        drain_timeout=1.0)
+    assert trial.integrity == Integrity(sent=100, received=100, lost=0, duplicated=0,
+                                        reordered=0, unexpected=0)
+    assert trial.timeline.done
+
+
+async def test_senders_stop_at_the_time_cap_and_the_trial_is_what_was_sent() -> None:
+    pairs = list(Layout(1).pairs())
+    sink = Sink(channels={}, xmpp=True)
+    trial = await drive(_loopback(sink), pairs, sink, 1000, rate=100.0, lanes=1, window=4,
+                        drain_timeout=1.0, send_for=0.05)
+    assert 1 <= trial.integrity.sent <= 6  # 100/s for 50 ms
+    assert trial.timeline.count == trial.integrity.sent == trial.integrity.received
+
+
+def test_slack_arrivals_count_only_for_the_app_the_run_listens_to() -> None:
+    layout = Layout(2)
+    sink = Sink(channels=layout.channel_index(), slack_app="observer")
+    check = SequenceCheck("t")
+    check.sent(1, 0)
+    sink.check = check
+    text = message_text("t", 1, 0)
+    sink.from_slack("interlink", "GB000001", text)
+    sink.from_xmpp(1, text)  # XMPP arrivals are off in this run
+    assert check.result().received == 0
+    sink.from_slack("observer", "GB000000", text)  # wrong channel
+    sink.from_slack("observer", "GB000001", text)
+    assert (check.result().received, check.result().unexpected) == (1, 1)
+
+
+# -- what the processes are given --------------------------------------------------------
+def test_the_seed_is_valid_and_pairs_each_user_with_a_private_channel() -> None:
+    seed = parse_seed(sandbox_seed(Layout(3)), source="bench")
+    [workspace] = seed.workspace
+    assert [u.id for u in workspace.user] == ["UB000000", "UB000001", "UB000002"]
+    assert {c.id: c.members for c in workspace.channel}["GB000001"] == [
+        "UB000001", "U0BOT", "U0OBSBOT"]
+    assert all(c.is_private for c in workspace.channel)
+    assert [a.id for a in workspace.app] == ["A0INTERLINK", "A0OBSERVER"]
+
+
+def test_the_engine_config_loads_with_every_pair_as_identity_and_contact(
+        tmp_path: Path) -> None:
+    write_secrets(tmp_path / "secrets")
+    config_path = tmp_path / "interlink.toml"
+    config_path.write_text(engine_config(
+        Layout(3), data_dir=tmp_path / "data", api_url="http://127.0.0.1:1/api/",
+        component_port=5347, secrets_dir=tmp_path / "secrets", post_message_per_second=1000))
+    config = load_config(config_path)
+    assert [i.address for i in config.identities] == [
+        "s0@slack.localhost", "s1@slack.localhost", "s2@slack.localhost"]
+    assert [(c.a, c.b, c.state) for c in config.contacts][1] == (
+        "s1@slack.localhost", "x1@xmpp.localhost", "accepted")
+    assert not config.control.enabled
+    assert (tmp_path / "secrets" / "component_secret").read_text().strip() == COMPONENT_SECRET
+
+
+def test_prosody_accounts_are_written_as_its_internal_store_reads_them(tmp_path: Path) -> None:
+    assert write_prosody_accounts(tmp_path, Layout(2)) == 4
+    assert prosody_host_dir("xmpp.localhost") == "xmpp%2elocalhost"
+    account = tmp_path / "data" / "xmpp%2elocalhost" / "accounts" / "y1.dat"
+    assert account.read_text() == 'return {\n\t["password"] = "pw-1";\n};\n'
+
+
+# -- the report ------------------------------------------------------------------------------
+def _path(name: str, rate: float, loads: tuple[float, ...] = ()) -> PathResult:
+    def timeline(per_s: float, count: int = 10) -> Timeline:
+        line = Timeline(count, now=lambda: 0.0)
+        for i in range(count):
+            line.scheduled[i] = 1.0 + i / per_s
+            line.completed[i] = line.scheduled[i] + 0.002
+        return line
+
+    return PathResult(
+        path=name, maximum=summarize([timeline(rate)], mode="max"),
+        loads=[summarize([timeline(rate * f)], mode="open", load_fraction=f,
+                         offered=rate * f) for f in loads],
+        integrity=Integrity(sent=10, received=10, lost=0, duplicated=0, reordered=0,
+                            unexpected=0),
+        cpu_us_per_msg=ProcessCpu(engine=900.0, engine_writers=50.0, sandbox=400.0,
+                                  prosody=60.0, driver=300.0, total=1710.0),
+        ratelimited=0)
+
+
+def test_a_report_carries_one_scenario_per_direction_k_and_pacing(tmp_path: Path) -> None:
+    config = E2eConfig(conversations=(1,), loads=(0.5,))
+    scenarios = [
+        make_scenario("slack_to_xmpp", 1, "off", _path("interlink", 400.0, (0.5,)),
+                      _path("raw_sandbox", 800.0), _path("raw_prosody", 5000.0), (0.3, "")),
+        make_scenario("xmpp_to_slack", 1, "off", None, _path("raw_sandbox", 900.0),
+                      _path("raw_prosody", 5000.0),
+                      (20.0, "warm-up: 0 of 1 conversations carried their first message")),
+    ]
+    report = build_report(config, scenarios, 1.0)
+    data = check_report(encode_json(report), E2eReport, "e2e")
+    first, second = data["results"]["scenarios"]
+    assert (first["status"], first["baseline_path"]) == ("ok", "raw_sandbox")
+    assert first["ratio_to_baseline"] == pytest.approx(
+        first["throughput_msgs_per_s"] / first["raw_sandbox"]["maximum"]["throughput_msgs_per_s"])
+    assert first["ratio_to_baseline"] == pytest.approx(0.5, rel=0.1)
+    assert [p["load"] for p in first["latency_us"]] == ["max", "50%"]
+    assert first["engine_cpu_us_per_msg"] == 900.0
+    assert (first["lost"], first["duplicated"], first["reordered"]) == (0, 0, 0)
+    assert (second["status"], second["interlink"]) == ("setup_incomplete", None)
+    assert data["ratio_to_baseline"] == pytest.approx(first["ratio_to_baseline"])
+    assert "warm-up: 0 of 1" in e2e_table(report)
+    plot_e2e(report, tmp_path / "e2e.png")
+    assert (tmp_path / "e2e.png").read_bytes().startswith(b"\x89PNG")
+    assert msgspec.json.decode(encode_json(report), type=E2eReport) == report
+
+
+def test_the_command_line_offers_the_e2e_suite(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--help"]) == 0
+    assert "e2e" in capsys.readouterr().out
+    assert main(["e2e", "--plot", "e2e.jpg"]) == 2

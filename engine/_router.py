@@ -36,6 +36,8 @@ from ._events import (
     DeliveryOutcome,
     Error,
     Event,
+    FileShare,
+    Message,
     Presence,
     Profile,
     failed_outcome,
@@ -69,6 +71,8 @@ class _PolicyVersioned(Protocol):
 
 # a tuple, not `Presence | Profile`: a union would be built on every routed event
 _ABOUT_ONESELF = (Presence, Profile)
+#: events whose delivery writes the message-id map (so a redelivery is recognised)
+_POSTS_A_MESSAGE = (Message, FileShare)
 
 
 class RoutingSettings(msgspec.Struct, frozen=True, kw_only=True):
@@ -97,6 +101,8 @@ class Router:
         self.settings = settings or RoutingSettings()
         self.routed = 0
         self.refused = 0
+        #: redeliveries of events taken before, not routed again
+        self.duplicates = 0
         #: ids of offered events whose ledger record is open in this run
         self.ledgered: set[str] = set()
         #: records a crash left open, until redelivered or resolved at start-up
@@ -156,12 +162,28 @@ class Router:
             if wait:
                 await ref.tell(event)
             elif event.wants_outcome:
+                if self._is_duplicate(event):
+                    return
                 await self._accept(event, session_id, ref)
             else:
                 ref.tell_nowait(event)
             self.routed += 1
         finally:
             self.route_latency.observe(time.perf_counter() - started)
+
+    def _is_duplicate(self, event: Event) -> bool:
+        """A platform's redelivery of an event taken before: in flight in this run, or a
+        message already delivered (its id is in the message-id map, which outlives a
+        restart and every platform's retry window). Taken again, it is not routed."""
+        event_id = event.event_id
+        if event_id in self.ledgered or (
+                isinstance(event, _POSTS_A_MESSAGE)
+                and self.directory.get_message_ids(event_id) is not None):
+            self.duplicates += 1
+            log.info("duplicate event not routed again", extra={
+                "event_id": event_id, "kind": event.log_type})
+            return True
+        return False
 
     async def _accept(self, event: Event, session_id: str, ref: ActorRef[Any]) -> None:
         """Ledger an inbound event, then queue it: the record is in the store's

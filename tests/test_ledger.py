@@ -117,3 +117,33 @@ async def test_a_redelivered_message_is_delivered_once_and_not_failed(
             assert fed.engine.ledger_resolved_at_start == 0
     finally:
         await directory.aclose()
+
+
+async def test_a_redelivery_is_not_routed_again_even_after_a_restart(tmp_path: Path) -> None:
+    """Durable de-duplication (issue #13 item 2): a platform's retry of a message taken
+    before is answered as taken and not delivered twice, in flight or after a restart."""
+    path = tmp_path / "directory"
+    sent = message(JOHN, PETER, "once")
+    directory = await LmdbDirectory.open(path)
+    try:
+        widget = GatedLoopback("widget", held=PETER)
+        async with federation(directory=directory, widget=widget) as fed:
+            await fed.engine.offer(sent)
+            await trio.testing.wait_all_tasks_blocked()
+            await fed.engine.offer(sent)  # a retry while the first is in flight
+            widget.gate.set()
+            assert (await next_event(widget)).event_id == sent.event_id
+            await fed.settle()
+            assert fed.engine.router.duplicates == 1
+        await directory.flush()
+    finally:
+        await directory.aclose()
+    directory = await LmdbDirectory.open(path)
+    try:
+        async with federation(directory=directory) as fed:
+            await fed.engine.offer(sent)  # a retry after the restart
+            await fed.settle()
+            assert fed.widget.delivered_nowait() == []
+            assert fed.engine.router.duplicates == 1
+    finally:
+        await directory.aclose()

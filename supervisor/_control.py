@@ -411,8 +411,13 @@ class EngineCollector(Collector):
             "interlink_ledger_resolved_at_start",
             "Events a crash had interrupted, failed to their senders after the restart grace")
         ledger_resolved.add_metric([], engine.ledger_resolved_at_start)
+        duplicates = CounterMetricFamily(
+            "interlink_duplicates",
+            "Platform redeliveries of events taken before, answered as taken, not routed again")
+        duplicates.add_metric([], engine.router.duplicates)
         yield ledger_open
         yield ledger_resolved
+        yield duplicates
         for kind in actors.kinds:
             snapshots = actors.list_active(kind=kind)
             depth.add_metric([kind], sum(s.mailbox_depth for s in snapshots))

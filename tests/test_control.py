@@ -166,6 +166,7 @@ async def test_metrics_in_prometheus_text_format() -> None:
         assert 'interlink_shard_runner_handoffs_total{kind="session"}' in text
         assert "interlink_ledger_open 0.0" in text  # the delivered message was resolved
         assert "interlink_ledger_resolved_at_start_total 0.0" in text
+        assert "interlink_duplicates_total 0.0" in text
 
 
 async def test_say_sends_as_a_loopback_user() -> None:

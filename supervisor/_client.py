@@ -3,7 +3,9 @@
 Where to connect and which token to use come from, in order: ``--url`` /
 ``--token-file`` / ``$INTERLINK_CONTROL_TOKEN``, then the engine's
 configuration file (``--config`` or ``$INTERLINK_CONFIG``), then the defaults
-(``http://127.0.0.1:8700`` and ``state/data/control.token``).
+(``http://127.0.0.1:8700`` and ``state/data/control.token``). A config whose
+``[control] listen`` has port 0 (a free port) is reached at the address the
+running engine wrote to ``control.json`` in its data directory.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ import msgspec
 from ._config import Config, load_config
 
 DEFAULT_URL = "http://127.0.0.1:8700"
+#: written by ``interlink run`` in its data directory: where its control API listens
+CONTROL_FILE = "control.json"
 
 
 class ClientError(Exception):
@@ -35,11 +39,7 @@ def resolve_endpoint(args: argparse.Namespace) -> tuple[str, str]:
         config = load_config(config_path)
     url = args.url
     if not url:
-        if config is not None:
-            host, port = config.control.host_port()
-            url = f"http://{host}:{port}"
-        else:
-            url = DEFAULT_URL
+        url = control_url(config) if config is not None else DEFAULT_URL
     token_env = config.control.token_env if config is not None else "INTERLINK_CONTROL_TOKEN"
     token = os.environ.get(token_env, "").strip()
     if args.token_file:
@@ -49,6 +49,37 @@ def resolve_endpoint(args: argparse.Namespace) -> tuple[str, str]:
             else Path("state/data/control.token").resolve()
         token = _read_token(path)
     return url.rstrip("/"), token
+
+
+def control_url(config: Config) -> str:
+    """The control API's base URL for ``config``: its ``[control] listen``, or with port 0
+    the address the running engine published in ``control.json``."""
+    host, port = config.control.host_port()
+    if port != 0:
+        return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+    path = config.data_dir() / CONTROL_FILE
+    try:
+        published = msgspec.json.decode(path.read_bytes())
+    except FileNotFoundError:
+        raise ClientError(f"no running engine found: {path} is missing (the control API "
+                          f"listens on a free port; is `interlink run` running with this "
+                          f"config?)") from None
+    except (OSError, msgspec.DecodeError) as exc:
+        raise ClientError(f"cannot read {path}: {exc}") from None
+    url = published.get("url") if isinstance(published, dict) else None
+    if not isinstance(url, str) or not url.startswith("http"):
+        raise ClientError(f"{path} names no control API URL")
+    return url
+
+
+def write_control_file(config: Config, url: str) -> Path:
+    """Publish where the control API listens (``interlink run``, after binding)."""
+    path = config.data_dir() / CONTROL_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_suffix(".tmp")
+    temporary.write_bytes(msgspec.json.encode({"url": url}) + b"\n")
+    temporary.replace(path)
+    return path
 
 
 def _read_token(path: Path) -> str:

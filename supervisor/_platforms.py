@@ -96,8 +96,9 @@ def demo_details(config: Config, services: dict[str, Any]) -> dict[str, Any] | N
     if slack is None or person is None:
         return None
     user = config.prosody.users[0]
+    api_url = slack.api_url or sandbox.api_url  # empty: the embedded sandbox's (port 0 too)
     return {
-        "slack": {"api_url": slack.api_url, "sandbox": slack.api_url.removesuffix("/api/"),
+        "slack": {"api_url": api_url, "sandbox": api_url.removesuffix("/api/"),
                   "user": {"address": person.address, "team_id": person.tenant,
                            "user_id": person.user_id}},
         "xmpp": {"host": "127.0.0.1", "c2s_port": instance.c2s_port,

@@ -61,6 +61,7 @@ from engine import (
 )
 from engine.testing import LoopbackAdapter, LoopbackAdapterConfig, MemoryDirectory
 
+from ._client import write_control_file
 from ._config import Config, build_adapters
 from ._control import ControlApp
 from ._demo import write_demo_info
@@ -191,6 +192,8 @@ def _control_child(engine: Engine, config: Config, root_holder: list[Supervisor]
         async with trio.open_nursery() as nursery:
             addresses = await nursery.start(_serve, app, hypercorn_config, stopping)
             bound[:] = addresses
+            if addresses:  # where `interlink say`, `tree`... find it (port 0 too)
+                write_control_file(config, addresses[0])
             log.info("control API listening", extra={"urls": addresses})
             task_status.started()
 

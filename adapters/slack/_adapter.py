@@ -114,6 +114,9 @@ class SlackAdapter(CommandsPart):
         #: answer (bounded: Slack's redeliveries come within minutes)
         self._partly_routed: Bounded = Bounded(10_000)
         self.listen_port: int | None = None
+        #: where contacts reach the listener (file links): ``public_url``, or, when
+        #: ``listen`` picks a free port and no public URL is set, that port on its host
+        self.public_url = self.settings.public_url
         self.ready = trio.Event()
         self._run_files: httpx.AsyncClient | None = None
         self._profile_requests, self._profile_requests_out = \
@@ -158,6 +161,10 @@ class SlackAdapter(CommandsPart):
                                                        host=self.settings.listen_host,
                                                        port=self.settings.listen_port or 0,
                                                        task_status=task_status))
+                    if self.settings.listen_port == 0 and not self.settings.public_url:
+                        host = self.settings.listen_host
+                        host = f"[{host}]" if ":" in host else host
+                        self.public_url = f"http://{host}:{self.listen_port}"
                 nursery.start_soon(self._poll_presence)
                 nursery.start_soon(self._publish_profiles)
                 nursery.start_soon(self._refresh_tokens)
@@ -195,11 +202,11 @@ class SlackAdapter(CommandsPart):
 
     def _link_file(self, event: Event, team_id: str) -> Event:
         """A Slack file as a signed link to this adapter (Slack's URL needs a login)."""
-        if not isinstance(event, FileShare) or not self.settings.public_url:
+        if not isinstance(event, FileShare) or not self.public_url:
             return event
         ticket = FileTicket(url=event.url, team_id=team_id, name=event.name,
                             expires=self.port.clock.now() + self.settings.file_link_lifetime)
-        link = (self.settings.public_url.rstrip("/") + "/slack/files/"
+        link = (self.public_url.rstrip("/") + "/slack/files/"
                 + sign_ticket(ticket, self._file_key))
         return msgspec.structs.replace(event, url=link)
 

@@ -235,6 +235,14 @@ class SlackWebClient(FileTransfers):
         self._errors = 0
         self._backoff_waited = 0.0
 
+    def use_base_url(self, base_url: str) -> None:
+        """Send calls to ``base_url`` from now on (an embedded sandbox's, known once it
+        serves); the pacing state is kept."""
+        self.settings = msgspec.structs.replace(self.settings, base_url=base_url)
+        self._base_url = base_url if base_url.endswith("/") else base_url + "/"
+        origin = urlsplit(self._base_url)
+        self._origin = (origin.scheme, origin.netloc.lower())
+
     async def __aenter__(self) -> Self:
         return self
 

@@ -10,12 +10,18 @@ The rules:
   does not retry commands, so every failure (busy, restarting, not installed,
   not an address) becomes words for the person, never an error.
 - ``list`` shows at most 100 contacts and their state.
+- ``add`` / ``accept`` of a contact already connected sends nothing to them: it
+  makes sure the private conversation is there (checked with Slack, reopened if
+  it was deleted, archived, the app removed from it, or Slack forgot it) and
+  names it. That is what a person does when the conversation has vanished.
 """
 from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
 from typing import Any
+
+import trio
 
 from engine import (
     Address,
@@ -35,6 +41,9 @@ from ._errors import SlackApiError
 from ._views import UsersInfo
 
 log = logging.getLogger("interlink.slack")
+
+#: seconds a command may spend reopening a conversation (Slack wants an answer in 3)
+_REOPEN_BUDGET = 2.0
 
 HELP = ("*Interlink* connects you with people on other chat platforms.\n"
         "• `/interlink add name@domain` — ask an external contact to connect\n"
@@ -73,6 +82,10 @@ class CommandsPart(DeliveryPart):
                               "Write it as name@domain, e.g. `peter@widget.com`.")
         if contact == me:
             return _ephemeral("That is your own address.")
+        if verb in ("add", "accept"):
+            existing = self.port.directory.get_contact(me, contact)
+            if existing is not None and existing.state == "accepted":
+                return _ephemeral(await self._reopen(me, contact))
         now = self.port.clock.now()
         event: Event = (ContactRequest(source=me, destination=contact, timestamp=now)
                         if verb == "add" else
@@ -92,6 +105,22 @@ class CommandsPart(DeliveryPart):
             "remove": f"Removed {contact}.",
             "accept": f"Accepted {contact}; chat with them in your private conversation.",
         }[verb])
+
+    async def _reopen(self, me: Address, contact: Address) -> str:
+        """The answer to adding a contact already connected: their conversation, reopened
+        if it is gone (within the command's answer budget)."""
+        channel = ""
+        with trio.move_on_after(_REOPEN_BUDGET):
+            try:
+                channel = await self.ensure_conversation(me, contact)
+            except (DeliveryError, SlackApiError) as exc:
+                reason = exc.reason if isinstance(exc, DeliveryError) else exc.error
+                return (f"You are already connected with {contact}, but Interlink could not "
+                        f"open your conversation with them: {reason}.")
+        if not channel:
+            return (f"You are already connected with {contact}; your private conversation "
+                    f"with them is being opened, try again in a moment.")
+        return f"You are already connected with {contact}: chat with them in <#{channel}>."
 
     def _contact_list(self, me: Address) -> str:
         contacts = [c for c in self.port.directory.list_contacts(me) if c.state != "removed"]

@@ -15,6 +15,10 @@ The rules:
   (nothing on disk; no Slack token is sent to that URL).
 - Presence becomes the conversation's topic, set only when it changes.
 - Slack has no delivery receipts: ``delivered`` outcomes are not shown.
+- A conversation that no longer exists for the bot (``channel_not_found``,
+  ``is_archived``, ``not_in_channel``: deleted, archived, the app removed, or a
+  Slack that forgot it) is forgotten in the session and a new one created; the
+  event is tried once more there before the failure goes back to the sender.
 - Failures leave as :class:`engine.DeliveryError` (retryable or not); a token
   Slack refuses revokes its installation.
 """
@@ -63,6 +67,9 @@ log = logging.getLogger("interlink.slack")
 
 _NAME_LIMIT = 80  # Slack's channel-name limit
 _NAME_ATTEMPTS = 20
+#: Slack's answers meaning "this conversation is gone for the bot": reopen it
+CONVERSATION_GONE = frozenset({"channel_not_found", "is_archived", "not_in_channel",
+                               "channel_is_archived"})
 
 
 def conversation_name(prefix: str, contact: Address) -> str:
@@ -122,7 +129,25 @@ class DeliveryPart(PresencePart):
         elif known is not None and known.conversation_ids.get(self.name):
             channel = known.conversation_ids[self.name]  # e.g. a refusal of a message there
         else:
-            channel = await self._direct_channel(identity, token)
+            return await self._send(event, identity, await self._direct_channel(identity,
+                                                                                token),
+                                    token, in_session=False)
+        try:
+            return await self._send(event, identity, channel, token,
+                                    in_session=session is not None)
+        except SlackApiError as exc:
+            if exc.error not in CONVERSATION_GONE or known is None:
+                raise
+            # gone for the bot: forget it, open a new one, and try once more there
+            await self._forget_conversation(known.session_id, channel, identity, exc.error)
+            contact = known.b if known.a == event.destination else known.a
+            channel = await self._conversation(known, identity, contact, token)
+            return await self._send(event, identity, channel, token,
+                                    in_session=session is not None)
+
+    async def _send(self, event: Event, identity: PlatformIdentity, channel: str, token: str,
+                    *, in_session: bool) -> DeliveryResult:
+        """The Web API calls of ``event`` into ``channel``."""
         if isinstance(event, Presence):
             return await self._show_presence(event, identity, channel, token)
         context = OutboundContext(
@@ -142,7 +167,7 @@ class DeliveryPart(PresencePart):
             "channel": channel, "destination": str(event.destination)})
         return DeliveryResult(
             platform_message_id=message_key(channel, message_ts) if message_ts else "",
-            conversation_id=channel if session is not None else "")
+            conversation_id=channel if in_session else "")
 
     async def _call(self, call: ApiCall, team_id: str, token: str) -> Posted:
         try:
@@ -230,6 +255,15 @@ class DeliveryPart(PresencePart):
             async with lock:
                 current = directory.get_session(session.session_id) or session
                 channel = current.conversation_ids.get(self.name)
+                if channel and channel not in self._invited:
+                    try:  # first use in this process: the user is in it, it still exists
+                        await self._invite(channel, identity, contact, token)
+                    except SlackApiError as exc:
+                        if exc.error not in CONVERSATION_GONE:
+                            raise
+                        current = await self._drop_conversation(current, channel, identity,
+                                                                exc.error)
+                        channel = ""
                 if not channel:
                     channel = await self._create_conversation(identity, contact, token)
                     # stored at once: a failure below must not create a second channel
@@ -242,6 +276,66 @@ class DeliveryPart(PresencePart):
         finally:
             if not lock.locked() and lock.statistics().tasks_waiting == 0:
                 self._conversation_locks.pop(session.session_id, None)
+
+    async def _forget_conversation(self, session_id: str, channel: str,
+                                   identity: PlatformIdentity, error: str) -> None:
+        """``channel`` is gone for the bot: the session forgets it (unless another
+        delivery has already replaced it), so the next use creates a new one."""
+        lock = self._conversation_locks.setdefault(session_id, trio.Lock())
+        try:
+            async with lock:
+                current = self.port.directory.get_session(session_id)
+                if current is not None:
+                    await self._drop_conversation(current, channel, identity, error)
+        finally:
+            if not lock.locked() and lock.statistics().tasks_waiting == 0:
+                self._conversation_locks.pop(session_id, None)
+
+    async def _drop_conversation(self, current: SessionRecord, channel: str,
+                                 identity: PlatformIdentity, error: str) -> SessionRecord:
+        """Forget ``channel`` (call with the session's lock held); the updated session."""
+        self._invited.pop(channel, None)
+        self._topics.pop(channel, None)
+        if current.conversation_ids.get(self.name) != channel:
+            return current
+        self.stats.conversations_reopened += 1
+        log.warning("slack conversation gone; opening a new one", extra={
+            "team_id": identity.tenant, "channel": channel, "user_id": identity.user_id,
+            "error": error})
+        updated = msgspec.structs.replace(current, conversation_ids={
+            k: v for k, v in current.conversation_ids.items() if k != self.name})
+        await self.port.directory.put_session(updated)
+        return updated
+
+    async def ensure_conversation(self, local: Address, contact: Address) -> str:
+        """The private conversation of ``local`` with an accepted contact, checked with
+        Slack and reopened if it is gone; the user is invited again (they may have left)."""
+        directory = self.port.directory
+        identity = directory.get_identity(local)
+        session = directory.find_session(local, contact)
+        if identity is None or identity.platform != self.name or session is None:
+            return await self.open_conversation(local, contact)
+        token = self._bot_token(identity.tenant)
+        channel = session.conversation_ids.get(self.name)
+        if channel:
+            gone = ""
+            try:
+                info = await self.web.call("conversations.info", token=token,
+                                           team_id=identity.tenant,
+                                           args={"channel": channel}, into=ChannelAnswer)
+                if info.channel is not None and info.channel.is_archived:
+                    gone = "is_archived"
+                elif info.channel is not None and info.channel.is_member is False:
+                    gone = "not_in_channel"
+            except SlackApiError as exc:
+                if exc.error not in CONVERSATION_GONE:
+                    raise
+                gone = exc.error
+            if gone:
+                await self._forget_conversation(session.session_id, channel, identity, gone)
+            else:
+                self._invited.pop(channel, None)  # invite again: they may have left it
+        return await self._conversation(session, identity, contact, token)
 
     async def _create_conversation(self, identity: PlatformIdentity, contact: Address,
                                    token: str) -> str:

@@ -106,6 +106,8 @@ class SlackStats(msgspec.Struct, kw_only=True):
     deliveries: int = 0
     delivery_failures: int = 0
     conversations_created: int = 0
+    #: conversations found gone (channel_not_found, archived, app removed) and reopened
+    conversations_reopened: int = 0
     presence_changes: int = 0
     profiles_skipped: int = 0
 

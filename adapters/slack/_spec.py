@@ -16,6 +16,7 @@ import logging
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 import msgspec
 import trio
@@ -89,7 +90,8 @@ class SlackPacingConfig(ConfigSection, frozen=True, kw_only=True):
 class SlackAdapterConfig(AdapterConfig, frozen=True, kw_only=True, tag="slack",
                          tag_field="type"):
     name: str = "slack"
-    #: Slack's Web API, or the local sandbox's (``http://127.0.0.1:3000/api/``)
+    #: Slack's Web API, or the local sandbox's (``http://127.0.0.1:3000/api/``); empty:
+    #: the embedded sandbox's (``[sandbox]``), found when the adapter starts
     api_url: str = "https://slack.com/api/"
     #: "socket": Socket Mode over a websocket; "http": Slack POSTs events to ``listen``
     mode: Literal["socket", "http"] = "socket"
@@ -148,7 +150,12 @@ def check_slack_config(entry: SlackAdapterConfig, where: str, context: BuildCont
         raise ConfigError(f"the ceiling must be at least the start rate "
                           f"({pacing.workspace_per_minute}) - at "
                           f"`{where}.pacing.workspace_max_per_minute`")
-    if not entry.api_url.endswith("/"):
+    if not entry.api_url:
+        sandbox = context.sections.get("sandbox")
+        if not isinstance(sandbox, SandboxSection) or not sandbox.enabled:
+            raise ConfigError(f"an empty API URL means the embedded sandbox's, but "
+                              f"`[sandbox]` is not enabled - at `{where}.api_url`")
+    elif not entry.api_url.endswith("/"):
         raise ConfigError(f"the API URL must end with '/' - at `{where}.api_url`")
     for k, installation in enumerate(entry.installations):
         if not installation.bot_token.env and not installation.bot_token.file:
@@ -164,9 +171,15 @@ def build_slack_adapter(entry: SlackAdapterConfig, context: BuildContext) -> Sla
         listen_port=int(port) if entry.listen else None, authorize_url=entry.authorize_url,
         redirect_uri=entry.redirect_uri, conversation_prefix=entry.conversation_prefix,
         presence_interval=entry.presence_interval, public_url=entry.public_url)
-    web = SlackWebClient(settings=web_api_settings(entry, entry.api_url))
+    web = SlackWebClient(settings=web_api_settings(entry, entry.api_url or _NO_URL_YET))
 
     def read_secrets() -> tuple[SlackSecrets, list[SlackInstallationConfig]]:
+        if not entry.api_url:  # the embedded sandbox's, published once it serves
+            handle = context.services.get("sandbox")
+            if not isinstance(handle, SandboxHandle):
+                raise ConfigError(f"adapter {entry.name!r}: the embedded Slack sandbox is "
+                                  f"not serving (its URL is the adapter's API URL)")
+            web.use_base_url(handle.api_url)
         found = SlackSecrets(
             signing_secret=context.secret(entry.signing_secret, "signing secret"),
             app_token=context.secret(entry.app_token, "app-level token"),
@@ -215,12 +228,24 @@ def web_api_settings(entry: SlackAdapterConfig, base_url: str) -> WebApiSettings
         pacing_back_off_by=pacing.back_off_by)
 
 
+#: event ids a sandbox run may use before a restart's take over
+_EVENT_IDS_PER_START = 10**9
+
+
+#: the client's base URL until the embedded sandbox's is known (never called)
+_NO_URL_YET = "http://127.0.0.1:0/api/"
+
+
 class SandboxHandle:
-    """What a started sandbox publishes: its base URL and seed."""
+    """What a started sandbox publishes: its base URL (``http://HOST:PORT``) and seed."""
 
     def __init__(self, url: str, seed: Seed) -> None:
         self.url = url
         self.seed = seed
+
+    @property
+    def api_url(self) -> str:
+        return self.url + "/api/"
 
 
 def start_sandbox(section: SandboxSection, context: BuildContext,
@@ -231,14 +256,19 @@ def start_sandbox(section: SandboxSection, context: BuildContext,
     seed = load_seed(context.path(section.seed))
     host, port = parse_host_port(section.listen, "$.sandbox.listen")
     secrets_dir = context.path(section.secrets_dir)
+    starts = 0  # port 0: a free one, then the same one after a restart
 
     async def run_sandbox(*, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
                           ) -> None:
+        nonlocal starts, port
+        starts += 1  # a restart forgets everything but must not reuse event ids
         sandbox = Sandbox(seed, settings=SandboxSettings(
-            rate_limits=sandbox_rate_limits(section.rate_limits, seed)))
+            rate_limits=sandbox_rate_limits(section.rate_limits, seed),
+            first_event_id=1 + (starts - 1) * _EVENT_IDS_PER_START))
         async with trio.open_nursery() as nursery:
             url = await nursery.start(lambda task_status: sandbox.serve(
                 host=host, port=port, task_status=task_status))
+            port = urlsplit(url).port or port
             write_sandbox_secrets(seed, secrets_dir)
             publish(SandboxHandle(url, seed))
             log.info("slack sandbox started", extra={"url": url,

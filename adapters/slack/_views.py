@@ -312,10 +312,13 @@ class OAuthAccess(Answer, kw_only=True):
 
 class ChannelRef(msgspec.Struct, kw_only=True):
     id: str = ""
+    is_archived: bool = False
+    #: conversations.info: whether the caller (the bot) is a member; None if not said
+    is_member: bool | None = None
 
 
 class ChannelAnswer(Answer, kw_only=True):
-    """conversations.create, conversations.open"""
+    """conversations.create, conversations.open, conversations.info"""
 
     channel: ChannelRef | None = None
 

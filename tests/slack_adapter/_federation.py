@@ -11,6 +11,7 @@ import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import msgspec
@@ -19,7 +20,7 @@ import trio
 from adapters.slack._adapter import SlackAdapter
 from adapters.slack._client import SlackWebClient, WebApiSettings
 from adapters.slack._installations import SlackInstallationConfig, SlackSecrets, SlackSettings
-from adapters.slack.sandbox import RateLimitSettings, Sandbox
+from adapters.slack.sandbox import RateLimitSettings, Sandbox, SandboxSettings, Seed
 from engine import (
     METADATA_DBS,
     Address,
@@ -40,7 +41,7 @@ from engine import (
     SystemClock,
 )
 from engine.testing import LoopbackAdapter, MemoryDirectory
-from tests.slack_sandbox._kit import APP, JOHN, TEST_DEADLINE, fast_settings, make_seed, running
+from tests.slack_sandbox._kit import APP, JOHN, TEST_DEADLINE, fast_settings, make_seed
 
 TEAM = "T0ACME"
 JOHN_ADDRESS = Address.parse("john@acme.localhost")
@@ -90,16 +91,60 @@ class GatedLoopback(LoopbackAdapter):
         return await super().deliver(event, session)
 
 
+class SandboxRunner:
+    """Serves sandboxes from one seed in a nursery; can restart one with fresh state on
+    its port (as a Slack that forgot everything, under a running engine)."""
+
+    def __init__(self, seed: Seed, settings: SandboxSettings,
+                 nursery: trio.Nursery) -> None:
+        self.seed = seed
+        self.settings = settings
+        self.nursery = nursery
+        self.starts = 0
+        self._stopped = trio.Event()
+
+    async def start(self, port: int = 0) -> Sandbox:
+        self.starts += 1
+        sandbox = Sandbox(self.seed, settings=msgspec.structs.replace(
+            self.settings, first_event_id=1 + (self.starts - 1) * 10**6))
+        stopped = self._stopped = trio.Event()
+
+        async def serve(*, task_status: trio.TaskStatus[str]) -> None:
+            try:
+                await sandbox.serve(port=port, task_status=task_status)
+            finally:
+                stopped.set()
+
+        await self.nursery.start(serve)
+        return sandbox
+
+    async def restart(self, sandbox: Sandbox) -> Sandbox:
+        port = urlsplit(sandbox.url).port
+        assert port is not None
+        sandbox.stop()
+        await self._stopped.wait()
+        return await self.start(port)
+
+
 class SlackFederation:
     def __init__(self, sandbox: Sandbox, engine: Engine, slack: SlackAdapter,
                  widget: GatedLoopback, directory: MemoryDirectory,
-                 http: httpx.AsyncClient) -> None:
+                 http: httpx.AsyncClient, runner: SandboxRunner | None = None) -> None:
         self.sandbox = sandbox
         self.engine = engine
         self.slack = slack
         self.widget = widget
         self.directory = directory
         self.http = http
+        self._runner = runner
+
+    async def restart_sandbox(self) -> Sandbox:
+        """Stop the sandbox and start a fresh one (the seed only) on its port; wait until
+        the adapter's Socket Mode connection is back."""
+        assert self._runner is not None
+        self.sandbox = await self._runner.restart(self.sandbox)
+        await self.sandbox.wait_socket_connections(APP)
+        return self.sandbox
 
     async def act(self, token: str, method: str, **args: Any) -> dict[str, Any]:
         """Call the sandbox's Web API as a person (``xoxp-john``) and return Slack's answer."""
@@ -181,48 +226,66 @@ async def slack_federation(
                                               per_minute=(600.0, 6000.0, 6000.0, 6000.0, 6000.0))
     settings = msgspec.structs.replace(
         fast_settings(ack_timeout=ack_timeout, retry_scale=retry_scale), rate_limits=limits)
-    async with running(seed, settings=settings, deadline=deadline) as sandbox, \
-            httpx.AsyncClient(trust_env=False) as http:
-        directory = MemoryDirectory()
-        await directory.put_domain_route(DomainRoute(domain="acme.localhost", platform="slack",
-                                                     tenant=TEAM, internal=True))
-        await directory.put_domain_route(DomainRoute(domain="widget.test", platform="widget"))
-        await directory.put_domain_agreement(DomainAgreement(
-            domain_a="acme.localhost", domain_b="widget.test", decision="allow"))
-        if register_john:
-            await directory.put_identity(PlatformIdentity(
-                address=JOHN_ADDRESS, platform="slack", tenant=TEAM, user_id=JOHN))
-        for other in (PETER_ADDRESS, PAUL_ADDRESS):
-            await directory.put_identity(PlatformIdentity(address=other, platform="widget",
-                                                          user_id=other.user))
-            if contacts:
-                for owner, contact in ((JOHN_ADDRESS, other), (other, JOHN_ADDRESS)):
-                    await directory.put_contact(ContactRecord(
-                        owner=owner, contact=contact, state="accepted",
-                        requested_by=JOHN_ADDRESS))
-        web = SlackWebClient(settings=WebApiSettings(
-            base_url=sandbox.api_url, post_message_per_second=pacing,
-            post_message_burst=pacing_burst), http=http)
-        slack = SlackAdapter(
-            settings=SlackSettings(mode=mode, listen_port=port,
+    with trio.fail_after(deadline):
+        async with trio.open_nursery() as sandboxes, \
+                httpx.AsyncClient(trust_env=False) as http:
+            runner = SandboxRunner(seed, settings, sandboxes)
+            sandbox = await runner.start()
+            async with _federation(sandbox, runner, http, mode=mode, port=port,
+                                   contacts=contacts, register_john=register_john,
+                                   pacing=pacing, pacing_burst=pacing_burst,
                                    presence_interval=presence_interval,
-                                   authorize_url=sandbox.url + "/oauth/v2/authorize",
-                                   redirect_uri=f"http://127.0.0.1:{port}/slack/oauth_redirect"
-                                   if port else "",
-                                   public_url=f"http://127.0.0.1:{port}" if port else ""),
-            secrets=SECRETS, web=web,
-            installations=[SlackInstallationConfig(team_id=TEAM, bot_token="xoxb-interlink"),
-                           *installations])
-        widget = GatedLoopback("widget")
-        clock = SystemClock()  # signatures are checked against real time
-        engine = Engine(directory=directory, adapters=[slack, widget], clock=clock,
-                        metadata_log=MetadataLog(MemoryKV(METADATA_DBS), directory, clock),
-                        settings=EngineSettings(shard_count=2,
-                                                mailbox_capacity=mailbox_capacity))
-        with trio.fail_after(deadline):
-            async with trio.open_nursery() as nursery:
-                await nursery.start(engine.run)
-                if mode == "socket":
-                    await sandbox.wait_socket_connections(APP)
-                yield SlackFederation(sandbox, engine, slack, widget, directory, http)
-                nursery.cancel_scope.cancel()
+                                   installations=installations,
+                                   mailbox_capacity=mailbox_capacity) as federation:
+                yield federation
+            sandboxes.cancel_scope.cancel()
+
+
+@asynccontextmanager
+async def _federation(sandbox: Sandbox, runner: SandboxRunner, http: httpx.AsyncClient, *,
+                      mode: str, port: int | None, contacts: bool, register_john: bool,
+                      pacing: float, pacing_burst: int, presence_interval: float,
+                      installations: tuple[SlackInstallationConfig, ...],
+                      mailbox_capacity: int) -> AsyncIterator[SlackFederation]:
+    directory = MemoryDirectory()
+    await directory.put_domain_route(DomainRoute(domain="acme.localhost", platform="slack",
+                                                 tenant=TEAM, internal=True))
+    await directory.put_domain_route(DomainRoute(domain="widget.test", platform="widget"))
+    await directory.put_domain_agreement(DomainAgreement(
+        domain_a="acme.localhost", domain_b="widget.test", decision="allow"))
+    if register_john:
+        await directory.put_identity(PlatformIdentity(
+            address=JOHN_ADDRESS, platform="slack", tenant=TEAM, user_id=JOHN))
+    for other in (PETER_ADDRESS, PAUL_ADDRESS):
+        await directory.put_identity(PlatformIdentity(address=other, platform="widget",
+                                                      user_id=other.user))
+        if contacts:
+            for owner, contact in ((JOHN_ADDRESS, other), (other, JOHN_ADDRESS)):
+                await directory.put_contact(ContactRecord(
+                    owner=owner, contact=contact, state="accepted",
+                    requested_by=JOHN_ADDRESS))
+    web = SlackWebClient(settings=WebApiSettings(
+        base_url=sandbox.api_url, post_message_per_second=pacing,
+        post_message_burst=pacing_burst), http=http)
+    slack = SlackAdapter(
+        settings=SlackSettings(mode=mode, listen_port=port,
+                               presence_interval=presence_interval,
+                               authorize_url=sandbox.url + "/oauth/v2/authorize",
+                               redirect_uri=f"http://127.0.0.1:{port}/slack/oauth_redirect"
+                               if port else "",
+                               public_url=f"http://127.0.0.1:{port}" if port else ""),
+        secrets=SECRETS, web=web,
+        installations=[SlackInstallationConfig(team_id=TEAM, bot_token="xoxb-interlink"),
+                       *installations])
+    widget = GatedLoopback("widget")
+    clock = SystemClock()  # signatures are checked against real time
+    engine = Engine(directory=directory, adapters=[slack, widget], clock=clock,
+                    metadata_log=MetadataLog(MemoryKV(METADATA_DBS), directory, clock),
+                    settings=EngineSettings(shard_count=2,
+                                            mailbox_capacity=mailbox_capacity))
+    async with trio.open_nursery() as nursery:
+        await nursery.start(engine.run)
+        if mode == "socket":
+            await sandbox.wait_socket_connections(APP)
+        yield SlackFederation(sandbox, engine, slack, widget, directory, http, runner)
+        nursery.cancel_scope.cancel()

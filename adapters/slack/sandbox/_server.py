@@ -81,6 +81,10 @@ class SandboxSettings(msgspec.Struct, frozen=True, kw_only=True):
     #: send url_verification to every HTTP app at start (results in the delivery log)
     verify_request_urls: bool = False
     max_socket_connections: int = 10
+    #: the first event id's number (``Ev`` + 8 characters). Slack never sends an event id
+    #: twice, so a sandbox started again for the same app (fresh state, same receiver,
+    #: which deduplicates by event id) must start past the ids it sent before
+    first_event_id: int = 1
 
 
 class SandboxStatistics(msgspec.Struct, frozen=True, kw_only=True):
@@ -136,7 +140,8 @@ class Sandbox:
                 rate_limits=seed.rate_limits.settings())
         self.settings = settings
         self.clock: Clock = clock or SystemClock()
-        self.world = World(seed, now=self.clock.now())
+        self.world = World(seed, now=self.clock.now(),
+                           first_event_id=self.settings.first_event_id)
         self.world.max_upload_bytes = self.settings.max_upload_bytes
         self.limiter = RateLimiter(self.settings.rate_limits, self.clock.now)
         self.deliveries = DeliveryLog()

@@ -376,7 +376,7 @@ def default_verification_token(app_id: str) -> str:
 class World:
     """Everything the sandbox knows; every rule that is not argument parsing."""
 
-    def __init__(self, seed: Seed, *, now: float) -> None:
+    def __init__(self, seed: Seed, *, now: float, first_event_id: int = 1) -> None:
         self.source = seed.source
         #: the sandbox's own URL, for URLs it hands out (set once the server has bound)
         self.base_url = "http://127.0.0.1"
@@ -398,7 +398,7 @@ class World:
         #: upload ticket -> file id (files.getUploadURLExternal)
         self.upload_tickets: dict[str, str] = {}
         self._last_ts_us = 0
-        self._counters: dict[str, Iterator[int]] = {}
+        self._counters: dict[str, Iterator[int]] = {"Ev": itertools.count(first_event_id)}
         created = int(now)
         for ws in seed.workspace:
             self.workspaces[ws.id] = Workspace(id=ws.id, name=ws.name, domain=ws.domain,

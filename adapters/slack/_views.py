@@ -179,11 +179,11 @@ def read_events_body(data: bytes | str) -> EventsBody | Malformed:
         return _body_decoder.decode(data)
     except msgspec.ValidationError as exc:
         where = _path_of(exc)
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, RecursionError):  # RecursionError: nested too deep
         return Malformed("invalid_json")
     try:
         head = _body_head_decoder.decode(data)
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, RecursionError):  # RecursionError: nested too deep
         return Malformed("invalid_body", where)
     if head.type == "url_verification":
         return Malformed("invalid_challenge", where)
@@ -193,7 +193,7 @@ def read_events_body(data: bytes | str) -> EventsBody | Malformed:
             and isinstance(head.team_id, str | None):
         try:
             event_type = _event_head_decoder.decode(head.event).type
-        except msgspec.DecodeError:
+        except (msgspec.DecodeError, RecursionError):  # RecursionError: nested too deep
             event_type = None
         if isinstance(event_type, str) and event_type not in HANDLED_EVENT_TYPES:
             return EventsBody(type=head.type, event_id=head.event_id,
@@ -245,11 +245,11 @@ def read_frame(data: bytes | str) -> SocketFrame | Malformed:
         return _frame_decoder.decode(data)
     except msgspec.ValidationError as exc:
         where = _path_of(exc)
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, RecursionError):  # RecursionError: nested too deep
         return Malformed("invalid_json")
     try:
         envelope_id = _frame_head_decoder.decode(data).envelope_id
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, RecursionError):  # RecursionError: nested too deep
         return Malformed("invalid_frame", where)
     if isinstance(envelope_id, str):
         return SocketFrame(type=MALFORMED_ENVELOPE, envelope_id=envelope_id, reason=where)
@@ -264,7 +264,7 @@ def read_command_form(payload: msgspec.Raw) -> dict[str, str] | None:
     """A slash command's fields from a Socket Mode payload (flat strings), or None."""
     try:
         fields = _form_decoder.decode(payload)
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, RecursionError):  # RecursionError: nested too deep
         return None
     return {str(k): str(v) for k, v in fields.items()}
 

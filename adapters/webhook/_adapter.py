@@ -206,6 +206,6 @@ def _partner_id(answer: bytes) -> str:
         return ""
     try:
         found = _answer_decoder.decode(answer).id
-    except msgspec.DecodeError:  # not JSON, or not the shape: no id, still delivered
+    except (msgspec.DecodeError, RecursionError):  # not JSON or not the shape: still delivered
         return ""
     return found if 0 < len(found) <= 256 else ""

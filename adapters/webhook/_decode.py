@@ -143,6 +143,8 @@ def decode_body(body: bytes) -> Inbound:
         raise PayloadError("invalid-payload", str(exc)) from None
     except msgspec.DecodeError:
         raise PayloadError("invalid-json", "the body is not valid JSON") from None
+    except RecursionError:  # msgspec gives up on JSON nested ~1,000 deep
+        raise PayloadError("invalid-json", "the body is nested too deeply") from None
     return payload
 
 

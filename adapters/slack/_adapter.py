@@ -241,6 +241,9 @@ class SlackAdapter(CommandsPart):
                     self._partly_routed.remember(event_id, index)
                 raise  # not acked: Slack sends it again (HTTP 503, no Socket Mode ack)
             self.stats.events_submitted += 1
+        # The ledger's records are durable before Slack hears the ack: a crash after it
+        # is resolved at restart (the sender is told), never lost silently.
+        await self.port.directory.flush()
 
     def _ignore(self, reason: str) -> None:
         counts = self.stats.ignored

@@ -41,6 +41,7 @@ import itertools
 import os
 import secrets
 import shutil
+import signal
 import sys
 import tempfile
 import time
@@ -130,7 +131,9 @@ class E2eConfig(msgspec.Struct, frozen=True, kw_only=True):
 
     @classmethod
     def full(cls) -> E2eConfig:
-        return cls(conversations=(1, 100, 1000))
+        """K = 1, 100, 1,000, both pacings, 25/50/75 %: about 11 minutes on 2 cores."""
+        return cls(conversations=(1, 100, 1000), trials=2, trial_seconds=2.5,
+                   setup_timeout_s=75.0)
 
     @classmethod
     def quick_run(cls) -> E2eConfig:
@@ -786,7 +789,8 @@ async def _one_k(config: E2eConfig, k: int, root: Path,
             for pacing in config.pacings:
                 try:
                     scenarios += await _pacing_block(state, pacing, config, progress)
-                except (ProcessError, NetError, OSError, httpx.HTTPError) as exc:
+                except* (ProcessError, NetError, OSError, httpx.HTTPError) as group:
+                    exc = _first_leaf(group)
                     progress.say(f"K={k:,} pacing={pacing}: FAILED: {exc}")
                     scenarios += _failed(config, k, pacing, f"{type(exc).__name__}: {exc}",
                                          state.raw_prosody)
@@ -796,6 +800,12 @@ async def _one_k(config: E2eConfig, k: int, root: Path,
         finally:
             nursery.cancel_scope.cancel()
     return scenarios
+
+
+def _first_leaf(error: BaseException) -> BaseException:
+    while isinstance(error, BaseExceptionGroup):
+        error = error.exceptions[0]
+    return error
 
 
 async def _enter_nursery(parent: trio.Nursery) -> trio.Nursery:
@@ -811,10 +821,33 @@ async def _enter_nursery(parent: trio.Nursery) -> trio.Nursery:
 
 
 async def _suite(config: E2eConfig, progress: Progress) -> list[E2eScenario]:
+    """Every K in turn. SIGINT or SIGTERM cancels the whole run (so every process is
+    stopped and the temporary directory removed on the way out), then raises
+    ``KeyboardInterrupt``."""
     scenarios: list[E2eScenario] = []
+    interrupted = False
     with tempfile.TemporaryDirectory(prefix="interlink-e2e-") as root:
-        for k in config.conversations:
-            scenarios += await _one_k(config, k, Path(root), progress)
+        async with trio.open_nursery() as nursery:
+
+            async def on_signal() -> None:
+                nonlocal interrupted
+                with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+                    async for _ in signals:
+                        interrupted = True
+                        progress.say("interrupted: stopping every process")
+                        nursery.cancel_scope.cancel()
+                        return
+
+            async def every_k() -> None:
+                nonlocal scenarios
+                for k in config.conversations:
+                    scenarios += await _one_k(config, k, Path(root), progress)
+                nursery.cancel_scope.cancel()
+
+            nursery.start_soon(on_signal)
+            nursery.start_soon(every_k)
+    if interrupted:
+        raise KeyboardInterrupt
     return scenarios
 
 

@@ -292,3 +292,13 @@ def test_the_command_line_offers_the_e2e_suite(capsys: pytest.CaptureFixture[str
     assert main(["--help"]) == 0
     assert "e2e" in capsys.readouterr().out
     assert main(["e2e", "--plot", "e2e.jpg"]) == 2
+
+
+def test_stanza_ids_are_unique_per_run_and_message() -> None:
+    """Interlink drops a repeated stanza id from one sender as a redelivery: a probe and
+    the warm-up after it must not share one."""
+    from bench._e2e import _stanza_id
+
+    ids = {_stanza_id(message_text(tag, c, n)) for tag in ("r1aa", "r2bb") for c in (0, 1)
+           for n in (0, 1)}
+    assert len(ids) == 8 and all(" " not in i for i in ids)

@@ -237,6 +237,20 @@ async def _quiesce(engine: Engine) -> None:
             await adapter.wait_echo_idle()
 
 
+@asynccontextmanager
+async def _adapters_closed_on_exit(engine: Engine) -> AsyncIterator[None]:
+    """Adapters that own connections (HTTP clients) close them however the run ends:
+    a graceful stop, an error, or a cancellation of ``run_engine`` itself."""
+    try:
+        yield
+    finally:
+        with trio.CancelScope(shield=True):
+            for adapter in engine.adapters.values():
+                close = getattr(adapter, "aclose", None)
+                if close is not None:
+                    await close()
+
+
 async def run_engine(config: Config, *, clock: Clock | None = None, config_path: str = "",
                      task_status: trio.TaskStatus[Runtime] = trio.TASK_STATUS_IGNORED) -> None:
     """Run the engine described by ``config`` until SIGINT/SIGTERM, then stop gracefully."""
@@ -258,8 +272,8 @@ async def run_engine(config: Config, *, clock: Clock | None = None, config_path:
         platforms = service_children(config, services)
         root = build_tree(engine, directory, store, control, platforms)
         root_holder.append(root)
-        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-            async with trio.open_nursery() as nursery:
+        async with _adapters_closed_on_exit(engine), trio.open_nursery() as nursery:
+            with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
                 await nursery.start(root.run)
                 tune_gc()  # start-up objects frozen; fewer young collections while routing
                 engine.open_for_events()
@@ -277,7 +291,3 @@ async def run_engine(config: Config, *, clock: Clock | None = None, config_path:
                 await engine.stop()
                 stopping.set()
                 await root.stop()
-                for adapter in engine.adapters.values():
-                    close = getattr(adapter, "aclose", None)
-                    if close is not None:  # adapters that own connections (HTTP clients)
-                        await close()

@@ -317,7 +317,8 @@ async def drive(send: Send, pairs: Sequence[Pair], sink: Sink, count: int, *,
     ``per_conversation`` in one conversation); else open loop at ``rate`` messages/s.
     Message ``g`` goes to conversation ``g % K`` as its number ``g // K``. Senders stop
     starting new messages ``send_for`` seconds after the start (a path slower than
-    planned makes a shorter trial, not a longer one); then arrivals are awaited at most
+    planned makes a shorter trial, not a longer one); a sender still blocked
+    ``drain_timeout`` seconds later is cancelled; then arrivals are awaited at most
     ``drain_timeout`` seconds: what has not arrived by then counts as lost.
     """
     k = len(pairs)
@@ -368,10 +369,14 @@ async def drive(send: Send, pairs: Sequence[Pair], sink: Sink, count: int, *,
             check.sent(conversation, seq)
             await send(pairs[conversation], message_text(check.tag, conversation, seq), g)
 
+    # a sender still waiting at stop_at + drain_timeout (a full window of messages that
+    # never arrive, a 429 wait) is cancelled: a trial is bounded whatever the path does
+    hard_stop = trio.current_time() + (stop_at + drain_timeout - clock.now())
     try:
-        async with trio.open_nursery() as nursery:
-            for number in range(lane_count):
-                nursery.start_soon(lane, number)
+        with trio.move_on_at(hard_stop):
+            async with trio.open_nursery() as nursery:
+                for number in range(lane_count):
+                    nursery.start_soon(lane, number)
         sending = False
         if check.received < check.total_sent:
             with trio.move_on_after(drain_timeout):
@@ -680,10 +685,9 @@ async def _pacing_block(state: _KState, pacing: Pacing, config: E2eConfig,
             started = time.perf_counter()
             try:
                 await _probe(send, state.pairs[0], sink, config.setup_timeout_s)
+                left = max(1.0, config.setup_timeout_s - (time.perf_counter() - started))
                 warm = await drive(send, state.pairs, sink, k, rate=None, lanes=config.lanes,
-                                   window=config.window,
-                                   drain_timeout=max(1.0, config.setup_timeout_s
-                                                     - (time.perf_counter() - started)))
+                                   window=config.window, send_for=left, drain_timeout=1.0)
             except trio.TooSlowError:
                 setup[direction] = (time.perf_counter() - started,
                                     f"no message arrived within {config.setup_timeout_s:g} s "

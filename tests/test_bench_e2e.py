@@ -302,3 +302,17 @@ def test_stanza_ids_are_unique_per_run_and_message() -> None:
     ids = {_stanza_id(message_text(tag, c, n)) for tag in ("r1aa", "r2bb") for c in (0, 1)
            for n in (0, 1)}
     assert len(ids) == 8 and all(" " not in i for i in ids)
+
+
+async def test_a_closed_loop_whose_messages_never_arrive_still_ends() -> None:
+    """Every message lost: the window fills, the sender blocks; the trial still ends."""
+    pairs = list(Layout(1).pairs())
+    sink = Sink(channels={}, xmpp=True)
+
+    async def black_hole(pair: Pair, text: str, g: int) -> None:
+        await trio.lowlevel.checkpoint()
+
+    with trio.fail_after(5):
+        trial = await drive(black_hole, pairs, sink, 100, rate=None, lanes=1, window=4,
+                            per_conversation=2, drain_timeout=0.05, send_for=0.05)
+    assert (trial.integrity.sent, trial.integrity.lost) == (2, 2)

@@ -92,17 +92,23 @@ class EnginePort(Protocol):
     @property
     def directory(self) -> Directory: ...
 
-    async def submit(self, event: Event) -> None:
+    async def submit(self, event: Event) -> bool:
         """Route an inbound event. Raises ``UnavailableError`` while the engine stops:
         the adapter must then not acknowledge the event to its platform."""
         ...
 
-    async def offer(self, event: Event) -> None:
+    async def offer(self, event: Event) -> bool:
         """Route an inbound event without waiting for mailbox room: what inbound
         edges use. Raises ``MailboxFullError`` (a retryable ``UnavailableError``)
         with nothing routed when the conversation is busy; the adapter then gives
         its platform's "busy" answer (an HTTP 503, an unacknowledged envelope, a
-        stanza error of type ``wait``) so the platform sends it again."""
+        stanza error of type ``wait``) so the platform sends it again.
+
+        Returns ``False`` when the event is a duplicate of one taken before (in
+        flight, or a message already delivered): not routed again. For a
+        platform that redelivers, that is its retry: acknowledge it as taken.
+        For one that never redelivers, a repeated id is the sender's mistake:
+        tell the sender, never drop it silently."""
         ...
 
     def refusal(self, event: Event) -> str | None:

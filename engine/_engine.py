@@ -112,16 +112,17 @@ class Engine:
     def directory(self) -> Directory:
         return self._directory
 
-    def submit(self, event: Event) -> Coroutine[Any, Any, None]:
+    def submit(self, event: Event) -> Coroutine[Any, Any, bool]:
         """``EnginePort.submit``: the router's coroutine itself (no extra layer per event);
         raises at once while the engine is not accepting events."""
         if not self._accepting:
             raise UnavailableError("the engine is not accepting events (starting or stopping)")
         return self.router.route(event)
 
-    def offer(self, event: Event) -> Coroutine[Any, Any, None]:
+    def offer(self, event: Event) -> Coroutine[Any, Any, bool]:
         """``EnginePort.offer``: like :meth:`submit`, but a full mailbox raises
-        :class:`MailboxFullError` at once (nothing routed) instead of waiting."""
+        :class:`MailboxFullError` at once (nothing routed) instead of waiting; ``False``
+        for a duplicate of an event taken before (not routed again)."""
         if not self._accepting:
             raise UnavailableError("the engine is not accepting events (starting or stopping)")
         return self.router.route(event, wait=False)

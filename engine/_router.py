@@ -126,8 +126,9 @@ class Router:
         route = self.directory.get_domain_route(domain)
         return None if route is None else self.adapters.get(route.platform)
 
-    async def route(self, event: Event, *, wait: bool = True) -> None:
-        """Route one inbound event. Returns once it is in a mailbox or refused.
+    async def route(self, event: Event, *, wait: bool = True) -> bool:
+        """Route one inbound event. Returns once it is in a mailbox or refused: ``True``,
+        or ``False`` for a duplicate of an event taken before (not routed again).
 
         ``wait=False`` (what adapters' inbound edges use) never waits for
         mailbox room: a full mailbox raises :class:`MailboxFullError` with
@@ -143,10 +144,11 @@ class Router:
                     await contact.tell(event)
                 else:
                     contact.tell_nowait(event)
-                return
+                return True
             reason = self.refusal(event)
             if reason is not None:
-                return await self.refuse(event, reason)
+                await self.refuse(event, reason)
+                return True
             session_id = event.session_id
             if not session_id:
                 found = self._session_id(source, destination)
@@ -163,11 +165,12 @@ class Router:
                 await ref.tell(event)
             elif event.wants_outcome:
                 if self._is_duplicate(event):
-                    return
+                    return False
                 await self._accept(event, session_id, ref)
             else:
                 ref.tell_nowait(event)
             self.routed += 1
+            return True
         finally:
             self.route_latency.observe(time.perf_counter() - started)
 

@@ -64,6 +64,7 @@ from ._stanza import (
     BUSY,
     NS_CLIENT,
     RESTARTING,
+    REUSED_ID,
     MessageIdLookup,
     StanzaError,
     canonical_id_for,
@@ -255,7 +256,7 @@ class XmppAdapter:
                 await self._fetch_profile(stanza, event.destination, event.source)
             await self._remember_inbound(stanza, event)
             try:
-                await port.offer(event)
+                taken = await port.offer(event)
             except MailboxFullError:
                 # the conversation is busy: nothing routed, the sender is told to send
                 # it again (no acks on a component stream); other conversations go on
@@ -265,6 +266,11 @@ class XmppAdapter:
                 return
             except UnavailableError:
                 await self._reject(stanza, RESTARTING)
+                return
+            if not taken:
+                # XMPP never redelivers: the same id again is a client reusing ids,
+                # told so instead of being dropped in silence
+                await self._reject(stanza, REUSED_ID)
                 return
             self.stats.events_submitted += 1
             await self._track_reaction(event)

@@ -148,6 +148,9 @@ _REFUSALS: dict[str, StanzaError] = {
 _POLICY_REFUSAL = StanzaError("not-allowed", "cancel", "not allowed by federation policy")
 #: the answer to a stanza whose conversation is busy: the sender should send it again
 BUSY = StanzaError("resource-constraint", "wait", "busy, try again")
+#: a message whose id was taken before: XEP-0359 wants an id unique per message
+REUSED_ID = StanzaError("conflict", "modify",
+                        "this message id was used before: give each message a new id")
 #: the answer to a stanza that arrives while the engine starts or stops
 RESTARTING = StanzaError("service-unavailable", "wait", "restarting")
 

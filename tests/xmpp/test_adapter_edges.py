@@ -207,6 +207,23 @@ async def test_refusals_are_the_routers_answered_as_stanza_errors(
         assert platform.delivered == []
 
 
+async def test_a_reused_message_id_is_answered_conflict_not_dropped(
+        prosody: ProsodyInstance) -> None:
+    """XMPP never redelivers: a second message with a delivered message's id is a client
+    reusing ids. The engine would take it as a duplicate; the sender is told instead."""
+    platform = StuckPlatform(stuck=JOHN)
+    async with stuck_federation(prosody, platform) as (engine, xmpp, peter):
+        await peter.send_raw(chat(MARY, "same-id", "first"))
+        await platform.wait_delivered("first")
+        await engine.actors.drain()
+        await peter.send_raw(chat(MARY, "same-id", "second"))
+        error = await peter.next_stanza("message")
+        assert (error.id, error.type, error.error_type, error.error_condition) == (
+            "same-id", "error", "modify", "conflict"), error
+        assert [m.text for m in platform.delivered] == ["first"]
+        assert engine.router.duplicates == 1 and xmpp.stats.rejected == 1
+
+
 # --------------------------------------- protocol state in the directory, not RAM
 
 NS_REACTIONS = "urn:xmpp:reactions:0"

@@ -310,7 +310,7 @@ def _new_tag() -> str:
 async def drive(send: Send, pairs: Sequence[Pair], sink: Sink, count: int, *,
                 rate: float | None, lanes: int, window: int, drain_timeout: float,
                 send_for: float | None = None, per_conversation: int = 8,
-                processes: Processes | None = None) -> Trial:
+                deadline: float | None = None, processes: Processes | None = None) -> Trial:
     """Send up to ``count`` messages round-robin over ``pairs`` and wait for them (bounded).
 
     ``rate=None``: closed loop (at most ``window`` messages in flight, and at most
@@ -319,7 +319,8 @@ async def drive(send: Send, pairs: Sequence[Pair], sink: Sink, count: int, *,
     starting new messages ``send_for`` seconds after the start (a path slower than
     planned makes a shorter trial, not a longer one); a sender still blocked
     ``drain_timeout`` seconds later is cancelled; then arrivals are awaited at most
-    ``drain_timeout`` seconds: what has not arrived by then counts as lost.
+    ``drain_timeout`` seconds: what has not arrived by then counts as lost. ``deadline``
+    (``time.perf_counter``) bounds the whole call, draining included.
     """
     k = len(pairs)
     clock = TrioLoadClock()
@@ -371,7 +372,8 @@ async def drive(send: Send, pairs: Sequence[Pair], sink: Sink, count: int, *,
 
     # a sender still waiting at stop_at + drain_timeout (a full window of messages that
     # never arrive, a 429 wait) is cancelled: a trial is bounded whatever the path does
-    hard_stop = trio.current_time() + (stop_at + drain_timeout - clock.now())
+    end = float("inf") if deadline is None else deadline
+    hard_stop = trio.current_time() + (min(stop_at + drain_timeout, end) - clock.now())
     try:
         with trio.move_on_at(hard_stop):
             async with trio.open_nursery() as nursery:
@@ -379,7 +381,7 @@ async def drive(send: Send, pairs: Sequence[Pair], sink: Sink, count: int, *,
                     nursery.start_soon(lane, number)
         sending = False
         if check.received < check.total_sent:
-            with trio.move_on_after(drain_timeout):
+            with trio.move_on_after(min(drain_timeout, end - clock.now())):
                 await arrived.wait()
     finally:
         sink.check = None
@@ -687,7 +689,8 @@ async def _pacing_block(state: _KState, pacing: Pacing, config: E2eConfig,
                 await _probe(send, state.pairs[0], sink, config.setup_timeout_s)
                 left = max(1.0, config.setup_timeout_s - (time.perf_counter() - started))
                 warm = await drive(send, state.pairs, sink, k, rate=None, lanes=config.lanes,
-                                   window=config.window, send_for=left, drain_timeout=1.0)
+                                   window=config.window, send_for=left, drain_timeout=left,
+                                   deadline=started + config.setup_timeout_s)
             except trio.TooSlowError:
                 setup[direction] = (time.perf_counter() - started,
                                     f"no message arrived within {config.setup_timeout_s:g} s "

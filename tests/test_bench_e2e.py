@@ -7,6 +7,7 @@ test: ``python -m bench e2e --quick``.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from collections.abc import Set as AbstractSet
 from pathlib import Path
@@ -315,4 +316,19 @@ async def test_a_closed_loop_whose_messages_never_arrive_still_ends() -> None:
     with trio.fail_after(5):
         trial = await drive(black_hole, pairs, sink, 100, rate=None, lanes=1, window=4,
                             per_conversation=2, drain_timeout=0.05, send_for=0.05)
+    assert (trial.integrity.sent, trial.integrity.lost) == (2, 2)
+
+
+async def test_a_deadline_bounds_the_drain_too() -> None:
+    pairs = list(Layout(2).pairs())
+    sink = Sink(channels={}, xmpp=True)
+
+    async def black_hole(pair: Pair, text: str, g: int) -> None:
+        await trio.lowlevel.checkpoint()
+
+    started = trio.current_time()
+    trial = await drive(black_hole, pairs, sink, 2, rate=None, lanes=2, window=4,
+                        drain_timeout=30.0, send_for=30.0,
+                        deadline=time.perf_counter() + 0.05)
+    assert trio.current_time() - started < 5
     assert (trial.integrity.sent, trial.integrity.lost) == (2, 2)

@@ -511,6 +511,12 @@ class ComponentConnection:
         while True:
             while not (self._connected and self._queue):
                 await self._writer_lot.park()
+            # One scheduler pass first: every task ready in this turn queues its stanzas,
+            # and they cross to the loop thread and the socket as one batch (a crossing
+            # is a self-pipe write and a thread wake-up, paid per batch, not per stanza)
+            await trio.lowlevel.checkpoint()
+            if not (self._connected and self._queue):
+                continue
             generation = self._generation
             batch: list[_Pending] = []
             count = 0

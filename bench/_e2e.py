@@ -381,7 +381,7 @@ async def drive(send: Send, pairs: Sequence[Pair], sink: Sink, count: int, *,
                     nursery.start_soon(lane, number)
         sending = False
         if check.received < check.total_sent:
-            with trio.move_on_after(min(drain_timeout, end - clock.now())):
+            with trio.move_on_after(max(0.0, min(drain_timeout, end - clock.now()))):
                 await arrived.wait()
     finally:
         sink.check = None

@@ -332,3 +332,7 @@ async def test_a_deadline_bounds_the_drain_too() -> None:
                         deadline=time.perf_counter() + 0.05)
     assert trio.current_time() - started < 5
     assert (trial.integrity.sent, trial.integrity.lost) == (2, 2)
+    # a deadline already past when the senders finish: no wait at all, and no error
+    trial = await drive(black_hole, pairs, sink, 2, rate=None, lanes=2, window=4,
+                        drain_timeout=30.0, send_for=30.0, deadline=time.perf_counter() - 1)
+    assert trial.integrity.lost == trial.integrity.sent

@@ -4,10 +4,12 @@ running as ``interlink run`` beside the Slack sandbox and Prosody, each its own 
 For each K (conversations) the suite starts **Prosody** (free ports; K accounts ``x<i>``
 and K partners ``y<i>`` written into its data directory) and logs every account in with
 a lean XMPP client (:mod:`._e2e_net`). Then, for each **pacing** (``off``: the sandbox
-answers every call; ``slack``: Slack's posting limits, see :mod:`._e2e_sandbox`):
+answers every call and Interlink's ``[adapters.pacing]`` is raised out of the way;
+``slack``: Slack's limits in the seed's ``[rate_limits]``, Interlink's pacing at its
+defaults; see :mod:`._e2e_seed`):
 
-1. the **sandbox** starts (``interlink slack-sandbox --no-rate-limits``, or the bench's
-   launcher with Slack's limits) from a generated seed (:mod:`._e2e_seed`): K users, each
+1. the **sandbox** starts (``interlink slack-sandbox``, ``--no-rate-limits`` for
+   ``off``) from a generated seed (:mod:`._e2e_seed`): K users, each
    alone in a private channel with Interlink's bot and the bench's observer bot;
 2. **raw sandbox baseline**, per direction, with nothing in between: Slack -> XMPP is a
    person posting (``chat.postMessage``, user token) and the event arriving on Interlink's
@@ -61,13 +63,16 @@ from ._cpu import read_cpu
 from ._e2e_check import Integrity, SequenceCheck, message_text, parse_text
 from ._e2e_net import NetError, SlackPoster, SocketModeListener, XmppUser
 from ._e2e_procs import ProcessError, Spawned, children_of, process_cpu_s, spawned
-from ._e2e_sandbox import SLACK_PER_MINUTE, SLACK_POST_BURST, SLACK_POSTS_PER_CHANNEL_PER_S
 from ._e2e_seed import (
     COMPONENT_SECRET,
     INTERLINK_APP_TOKEN,
     INTERLINK_BOT_TOKEN,
     OBSERVER_APP_TOKEN,
+    SLACK_CHANNEL_BURST,
+    SLACK_CHANNEL_PER_S,
     SLACK_DOMAIN,
+    SLACK_TIERS_PER_MINUTE,
+    SLACK_WORKSPACE_PER_MINUTE,
     XMPP_DOMAIN,
     Layout,
     Pair,
@@ -93,14 +98,11 @@ Status = Literal["ok", "setup_incomplete", "failed"]
 DIRECTIONS: tuple[Direction, ...] = ("slack_to_xmpp", "xmpp_to_slack")
 PACINGS: tuple[Pacing, ...] = ("off", "slack")
 SLACK_MODEL = (
-    f"chat.postMessage {SLACK_POSTS_PER_CHANNEL_PER_S:g}/s per channel with a burst of "
-    f"{SLACK_POST_BURST}, {SLACK_PER_MINUTE[4]:g}/min per app (or person) per workspace; "
-    f"tiers 1-4 {'/'.join(f'{n:g}' for n in SLACK_PER_MINUTE[:4])} per minute "
-    "(tier 1 raised from 1: connection opens); the sandbox's RateLimitSettings")
-#: the Slack adapter's ``post_message_per_second`` per pacing: with the sandbox's limits
-#: off, the adapter's own per-channel pacing is taken out of the way too (as in issue
-#: #22's measurements); its per-workspace budget has no configuration key yet
-ENGINE_POSTS_PER_S: dict[Pacing, float] = {"off": 1000.0, "slack": 1.0}
+    f"chat.postMessage {SLACK_CHANNEL_PER_S:g}/s per channel with a burst of "
+    f"{SLACK_CHANNEL_BURST}, {SLACK_WORKSPACE_PER_MINUTE:g}/min per app (or person) per "
+    f"workspace; tiers 1-4 {'/'.join(f'{n:g}' for n in SLACK_TIERS_PER_MINUTE)} per minute "
+    "(tier 1 raised from 1: connection opens); the seed's [rate_limits]; Interlink's "
+    "[adapters.pacing] at its defaults")
 #: seconds to wait for the whole suite's processes to stop
 STOP_TIMEOUT_S = 15.0
 
@@ -494,12 +496,10 @@ def _interlink_command() -> list[str]:
 async def run_sandbox(workdir: Path, seed: Path, pacing: Pacing,
                       config: E2eConfig) -> AsyncIterator[tuple[Spawned, str]]:
     """The sandbox on a free port; yields it and its Web API URL."""
+    command = [*_interlink_command(), "slack-sandbox", "--port", "0", "--seed", str(seed),
+               "--log-level", "warning"]
     if pacing == "off":
-        command = [*_interlink_command(), "slack-sandbox", "--port", "0", "--seed", str(seed),
-                   "--no-rate-limits", "--log-level", "warning"]
-    else:
-        command = [sys.executable, "-m", "bench._e2e_sandbox", "--seed", str(seed), "--port",
-                   "0", "--limits", "slack"]
+        command.append("--no-rate-limits")
     async with spawned("sandbox", command, ready="listening on", log_path=workdir / "sandbox.log",
                        start_timeout=config.start_timeout_s, stop_timeout=STOP_TIMEOUT_S,
                        env=_child_env()) as sandbox:
@@ -529,7 +529,7 @@ async def run_engine(workdir: Path, layout: Layout, api_url: str, component_port
     config_path.write_text(engine_config(layout, data_dir=data_dir, api_url=api_url,
                                          component_port=component_port,
                                          secrets_dir=secrets_dir,
-                                         post_message_per_second=ENGINE_POSTS_PER_S[pacing]),
+                                         paced=pacing == "slack"),
                           encoding="utf-8")
     command = [*_interlink_command(), "run", "--config", str(config_path)]
     async with spawned("interlink run", command, ready='"msg": "ready"',
@@ -627,7 +627,8 @@ async def _pacing_block(state: _KState, pacing: Pacing, config: E2eConfig,
     workdir = state.workdir / pacing
     workdir.mkdir()
     seed = workdir / "seed.toml"
-    seed.write_text(sandbox_seed(state.layout), encoding="utf-8")
+    seed.write_text(sandbox_seed(state.layout, slack_limits=pacing == "slack"),
+                    encoding="utf-8")
     sink = state.sink
     raw_sandbox: dict[str, PathResult] = {}
     interlink: dict[str, PathResult] = {}

@@ -17,6 +17,7 @@ import msgspec
 import pytest
 import trio
 
+from adapters.slack import SlackAdapterConfig
 from adapters.slack.sandbox import parse_seed
 from bench._e2e import (
     E2eConfig,
@@ -217,6 +218,10 @@ def test_the_seed_is_valid_and_pairs_each_user_with_a_private_channel() -> None:
         "UB000001", "U0BOT", "U0OBSBOT"]
     assert all(c.is_private for c in workspace.channel)
     assert [a.id for a in workspace.app] == ["A0INTERLINK", "A0OBSERVER"]
+    limited = parse_seed(sandbox_seed(Layout(1), slack_limits=True), source="bench")
+    assert limited.rate_limits is not None
+    assert (limited.rate_limits.channel_per_second, limited.rate_limits.workspace_per_minute,
+            limited.rate_limits.tiers) == (1.0, 600.0, [60.0, 20.0, 50.0, 100.0])
 
 
 def test_the_engine_config_loads_with_every_pair_as_identity_and_contact(
@@ -225,8 +230,10 @@ def test_the_engine_config_loads_with_every_pair_as_identity_and_contact(
     config_path = tmp_path / "interlink.toml"
     config_path.write_text(engine_config(
         Layout(3), data_dir=tmp_path / "data", api_url="http://127.0.0.1:1/api/",
-        component_port=5347, secrets_dir=tmp_path / "secrets", post_message_per_second=1000))
+        component_port=5347, secrets_dir=tmp_path / "secrets", paced=False))
     config = load_config(config_path)
+    [slack] = [a for a in config.adapters if isinstance(a, SlackAdapterConfig)]
+    assert (slack.pacing.workspace_per_minute, slack.pacing.channel_per_second) == (60_000, 1000)
     assert [i.address for i in config.identities] == [
         "s0@slack.localhost", "s1@slack.localhost", "s2@slack.localhost"]
     assert [(c.a, c.b, c.state) for c in config.contacts][1] == (

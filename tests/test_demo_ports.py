@@ -19,8 +19,8 @@ from supervisor._client import call, control_url, resolve_endpoint
 from supervisor._config import Config, load_config
 from supervisor._demo import STEP_TIMEOUT, Tour, read_demo_info
 from supervisor._runner import Runtime, run_engine
+from tests._prosody import require_prosody
 from tests.test_cli import ROOT
-from tests.xmpp.conftest import require_prosody
 
 DEMO = ROOT / "examples" / "demo.toml"
 

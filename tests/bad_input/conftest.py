@@ -7,25 +7,16 @@ locally and FAILS under ``CI=true``, as the XMPP tests do.
 
 from __future__ import annotations
 
-import os
-import shutil
-
 import pytest
 import trio
+
+from tests._prosody import require_prosody
 
 from ._suite import Row, SuiteResult, run_suite
 
 RESULT_KEY = pytest.StashKey[SuiteResult]()
 
 
-def require_prosody() -> None:
-    """Skip (locally) or fail (CI) when the prosody binary is missing."""
-    if shutil.which("prosody") is not None and shutil.which("prosodyctl") is not None:
-        return
-    message = "prosody is not installed; apt-get install -y prosody"
-    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
-        pytest.fail(f"CI=true and {message}", pytrace=False)
-    pytest.skip(message)
 
 
 @pytest.fixture(scope="session")

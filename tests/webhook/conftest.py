@@ -10,9 +10,7 @@ locally, and FAIL under ``CI=true``.
 from __future__ import annotations
 
 import base64
-import os
 import secrets
-import shutil
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -49,6 +47,7 @@ from engine import (
 )
 from engine.asgi import Receive, Scope, Send, answer_lifespan, serve_http
 from engine.testing import LoopbackAdapter, MemoryDirectory
+from tests._prosody import require_prosody
 
 PARTNER_DOMAIN = "partner.localhost"
 WENDY = Address.parse(f"wendy@{PARTNER_DOMAIN}")
@@ -286,14 +285,6 @@ async def webhook_world(*, settings: EngineSettings | None = None,
 # -- Prosody -----------------------------------------------------------------------------------
 
 
-def require_prosody() -> None:
-    """Skip (locally) or fail (CI) when the prosody binary is missing."""
-    if shutil.which("prosody") is not None and shutil.which("prosodyctl") is not None:
-        return
-    message_text = "prosody is not installed; apt-get install -y prosody"
-    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
-        pytest.fail(f"CI=true and {message_text}", pytrace=False)
-    pytest.skip(message_text)
 
 
 @pytest.fixture

@@ -7,8 +7,6 @@ tests that need it are skipped with that reason locally, and FAIL under
 
 from __future__ import annotations
 
-import os
-import shutil
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
@@ -16,8 +14,9 @@ import pytest
 import trio
 
 from adapters.xmpp._component import ComponentConnection
-from adapters.xmpp._prosody import INSTALL_HINT, ProsodyInstance, ProsodySettings, run_prosody
+from adapters.xmpp._prosody import ProsodyInstance, ProsodySettings, run_prosody
 from engine import Backoff
+from tests._prosody import require_prosody
 
 HOST = "widget.localhost"
 COMPONENT = "slack.widget.localhost"
@@ -30,14 +29,6 @@ JOHN = f"john@{COMPONENT}"
 FAST_RECONNECT = Backoff(initial=0.05, maximum=0.25, jitter=0.2)
 
 
-def require_prosody() -> None:
-    """Skip (locally) or fail (CI) when the prosody binary is missing."""
-    if shutil.which("prosody") is not None and shutil.which("prosodyctl") is not None:
-        return
-    message = f"prosody is not installed; {INSTALL_HINT}"
-    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
-        pytest.fail(f"CI=true and {message}", pytrace=False)
-    pytest.skip(message)
 
 
 def prosody_settings(state_dir: Path) -> ProsodySettings:

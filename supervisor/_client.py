@@ -13,9 +13,10 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 import msgspec
@@ -93,14 +94,16 @@ def _read_token(path: Path) -> str:
 
 
 def call(url: str, token: str, method: str, path: str, *,
-         params: dict[str, str] | None = None, body: object = None) -> Any:
-    """One request; translate every failure into a :class:`ClientError`."""
+         params: dict[str, str] | None = None, body: object = None,
+         answers: Collection[int] = (), timeout: float = 10.0) -> Any:
+    """One request; translate every failure into a :class:`ClientError`. A status in
+    ``answers`` is an answer, not a failure: its payload is returned."""
     try:
         response = httpx.request(
             method, f"{url}{path}", params=params,
             content=None if body is None else msgspec.json.encode(body),
             headers={"authorization": f"Bearer {token}", "content-type": "application/json"},
-            timeout=10.0)
+            timeout=timeout)
     except httpx.ConnectError:
         raise ClientError(f"no engine is answering at {url}: is `interlink run` running "
                           "(and is --url or the config's [control] listen right)?") from None
@@ -114,9 +117,10 @@ def call(url: str, token: str, method: str, path: str, *,
         payload = response.json()
     except ValueError:
         raise ClientError(f"unexpected answer from {url} (HTTP {response.status_code})") from None
-    if response.status_code >= 400:
-        raise ClientError(payload.get("detail") or payload.get("error")
-                          or f"HTTP {response.status_code}")
+    if response.status_code >= 400 and response.status_code not in answers:
+        detail = (payload.get("detail") or payload.get("error")) \
+            if isinstance(payload, dict) else None
+        raise ClientError(detail or f"HTTP {response.status_code}")
     return payload
 
 
@@ -126,7 +130,11 @@ def add_endpoint_options(parser: argparse.ArgumentParser) -> None:
                        help="the running engine's configuration (for its address and token)")
     group.add_argument("--url", help=f"control API base URL (default {DEFAULT_URL})")
     group.add_argument("--token-file", metavar="FILE", help="file holding the bearer token")
-    group.add_argument("--json", action="store_true", help="print JSON for scripts")
+
+
+def add_json_option(parser: argparse.ArgumentParser, what: str) -> None:
+    """``--json``: ``what`` (e.g. "print the session as JSON") instead of the text for people."""
+    parser.add_argument("--json", action="store_true", help=f"{what}, for scripts")
 
 
 def _when(value: object) -> str:
@@ -147,9 +155,23 @@ def print_table(rows: Sequence[dict[str, Any]], columns: Sequence[tuple[str, str
         print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
 
 
+def format_record(record: dict[str, Any], keys: Sequence[str]) -> str:
+    """One ``key: value`` line per key, in ``keys``' order, values aligned; then any key
+    the record has beyond them, sorted. Times as UTC dates, nested maps as ``k=v``
+    pairs, nothing as ``-``: the same lines for the same record, whatever its JSON order."""
+    ordered = [*keys, *sorted(k for k in record if k not in keys)]
+    width = max(len(key) for key in ordered) + 1
+    return "\n".join(f"{key + ':':{width}} {_cell(key, record.get(key))}"
+                     for key in ordered)
+
+
 def _cell(key: str, value: object) -> str:
     if key.endswith("_at") or key == "last_activity":
         return _when(value)
+    if isinstance(value, dict):
+        return ", ".join(f"{k}={_cell('', v)}" for k, v in sorted(value.items())) or "-"
+    if isinstance(value, list | tuple):
+        return ", ".join(_cell("", v) for v in value) or "-"
     if value is None or value == "":
         return "-"
     return str(value)
@@ -158,73 +180,107 @@ def _cell(key: str, value: object) -> str:
 SESSION_COLUMNS = [("SESSION", "id"), ("STATE", "state"), ("A", "a"), ("B", "b"),
                    ("MAILBOX", "mailbox_depth"), ("RESTARTS", "restarts"),
                    ("LAST ERROR", "last_error")]
+#: ``sessions show``: its lines, in this order
+SESSION_KEYS = ("id", "state", "a", "b", "mailbox_depth", "restarts", "handled",
+                "last_error", "last_error_at", "last_activity", "created_at",
+                "conversation_ids")
+CONTACT_COLUMNS = [("CONTACT", "address"), ("STATE", "state"), ("MAILBOX", "mailbox_depth"),
+                   ("RESTARTS", "restarts"), ("LAST ERROR", "last_error")]
+#: ``contacts show``: its lines, in this order
+CONTACT_KEYS = ("address", "state", "mailbox_depth", "restarts", "handled", "last_error",
+                "last_error_at", "last_activity")
+#: the control API's limits (``supervisor/_control.py``), checked before asking it
+MAX_PAGE = 500
+MAX_SAY_WAIT = 60.0
 
 
-def run_sessions(args: argparse.Namespace) -> int:
-    url, token = resolve_endpoint(args)
-    if args.action == "list":
-        params = {k: v for k, v in (("state", args.state), ("domain", args.domain),
-                                    ("user", args.user), ("after", args.after),
-                                    ("limit", str(args.limit))) if v}
-        payload = call(url, token, "GET", "/v1/sessions", params=params)
-        if args.json:
-            _print_json(payload)
-        else:
-            print_table(payload["sessions"], SESSION_COLUMNS)
-            if payload.get("next"):
-                print(f"(more: --after {payload['next']})")
-        return 0
-    if args.action == "restart" and args.all_failed:
-        payload = call(url, token, "POST", "/v1/sessions/restart-failed")
-        if args.json:
-            _print_json(payload)
-        else:
-            print(f"restarted {len(payload['restarted'])} failed session(s)")
-            for session_id in payload["restarted"]:
-                print(f"  {session_id}")
-        return 0
-    if not args.id:
-        raise ClientError(f"sessions {args.action} needs a session ID"
-                          + (" or --all-failed" if args.action == "restart" else ""))
-    if args.action == "show":
-        payload = call(url, token, "GET", f"/v1/sessions/{args.id}")
-    else:
-        payload = call(url, token, "POST", f"/v1/sessions/{args.id}/{args.action}")
+def _list_params(args: argparse.Namespace, *names: str) -> dict[str, str]:
+    values = {name: getattr(args, name) for name in (*names, "after")}
+    return {**{k: v for k, v in values.items() if v}, "limit": str(args.limit)}
+
+
+def _print_page(args: argparse.Namespace, payload: dict[str, Any], items: str,
+                columns: Sequence[tuple[str, str]]) -> None:
+    if args.json:
+        _print_json(payload)
+        return
+    print_table(payload[items], columns)
+    if payload.get("next"):
+        print(f"(more: --after {payload['next']})")
+
+
+def _print_record(args: argparse.Namespace, payload: dict[str, Any],
+                  keys: Sequence[str]) -> None:
     if args.json:
         _print_json(payload)
     else:
-        for key in ("id", "state", "a", "b", "mailbox_depth", "restarts", "handled",
-                    "last_error", "last_error_at", "last_activity", "created_at",
-                    "conversation_ids"):
-            print(f"{key + ':':18} {_cell(key, payload.get(key))}")
+        print(format_record(payload, keys))
+
+
+def sessions_list(args: argparse.Namespace) -> int:
+    url, token = resolve_endpoint(args)
+    payload = call(url, token, "GET", "/v1/sessions",
+                   params=_list_params(args, "state", "domain", "user"))
+    _print_page(args, payload, "sessions", SESSION_COLUMNS)
     return 0
 
 
-def run_contacts(args: argparse.Namespace) -> int:
+def sessions_show(args: argparse.Namespace) -> int:
     url, token = resolve_endpoint(args)
-    if args.action == "list":
-        params = {k: v for k, v in (("state", args.state), ("after", args.after),
-                                    ("limit", str(args.limit))) if v}
-        payload = call(url, token, "GET", "/v1/contacts", params=params)
-        if args.json:
-            _print_json(payload)
-        else:
-            print_table(payload["contacts"], [("CONTACT", "address"), ("STATE", "state"),
-                                              ("MAILBOX", "mailbox_depth"),
-                                              ("RESTARTS", "restarts"),
-                                              ("LAST ERROR", "last_error")])
-        return 0
-    if not args.address:
-        raise ClientError(f"contacts {args.action} needs an ADDRESS")
-    method = "GET" if args.action == "show" else "POST"
-    suffix = "" if args.action == "show" else f"/{args.action}"
-    payload = call(url, token, method, f"/v1/contacts/{args.address}{suffix}")
+    _print_record(args, call(url, token, "GET", f"/v1/sessions/{_segment(args.id)}"),
+                  SESSION_KEYS)
+    return 0
+
+
+def sessions_restart(args: argparse.Namespace) -> int:
+    if not args.all_failed:
+        return sessions_operate(args, "restart")
+    url, token = resolve_endpoint(args)
+    payload = call(url, token, "POST", "/v1/sessions/restart-failed")
     if args.json:
         _print_json(payload)
     else:
-        for key, value in payload.items():
-            print(f"{key + ':':18} {_cell(key, value)}")
+        print(f"restarted {len(payload['restarted'])} failed session(s)")
+        for session_id in payload["restarted"]:
+            print(f"  {session_id}")
     return 0
+
+
+def sessions_operate(args: argparse.Namespace, operation: str = "") -> int:
+    """``sessions restart|stop|start ID``: the session as it is afterwards."""
+    url, token = resolve_endpoint(args)
+    operation = operation or args.operation
+    payload = call(url, token, "POST", f"/v1/sessions/{_segment(args.id)}/{operation}")
+    _print_record(args, payload, SESSION_KEYS)
+    return 0
+
+
+def contacts_list(args: argparse.Namespace) -> int:
+    url, token = resolve_endpoint(args)
+    payload = call(url, token, "GET", "/v1/contacts", params=_list_params(args, "state"))
+    _print_page(args, payload, "contacts", CONTACT_COLUMNS)
+    return 0
+
+
+def contacts_show(args: argparse.Namespace) -> int:
+    url, token = resolve_endpoint(args)
+    _print_record(args, call(url, token, "GET", f"/v1/contacts/{_segment(args.address)}"),
+                  CONTACT_KEYS)
+    return 0
+
+
+def contacts_operate(args: argparse.Namespace) -> int:
+    """``contacts restart|stop|start ADDRESS``: the contact actor as it is afterwards."""
+    url, token = resolve_endpoint(args)
+    payload = call(url, token, "POST",
+                   f"/v1/contacts/{_segment(args.address)}/{args.operation}")
+    _print_record(args, payload, CONTACT_KEYS)
+    return 0
+
+
+def _segment(text: str) -> str:
+    """``text`` as one path segment of a URL (an id or an address typed by a person)."""
+    return quote(text, safe="@")
 
 
 def run_tree(args: argparse.Namespace) -> int:
@@ -249,22 +305,43 @@ def _print_tree(node: dict[str, Any], indent: str) -> None:
 
 
 def run_say(args: argparse.Namespace) -> int:
+    """``interlink say``: 0 when delivered (or accepted, still in flight after ``--wait``);
+    1 when refused or failed, with the reason on stderr."""
     url, token = resolve_endpoint(args)
     payload = call(url, token, "POST", "/v1/say",
-                   body={"source": args.sender, "destination": args.to, "text": args.text})
+                   body={"source": args.sender, "destination": args.to, "text": args.text,
+                         "wait": args.wait},
+                   answers=(409, 502), timeout=args.wait + 10.0)
+    if not isinstance(payload, dict):
+        raise ClientError(f"unexpected answer from {url}: not a JSON object")
+    status = payload.get("status")
+    if status is None:  # an error without an outcome: e.g. the sender cannot be said as
+        raise ClientError(payload.get("detail") or payload.get("error") or "no outcome")
     if args.json:
         _print_json(payload)
-    else:
-        print(_describe_said(payload))
-    return 0
+    if status in ("delivered", "accepted"):
+        if not args.json:
+            print(_describe_said(args, payload))
+        return 0
+    if not args.json:
+        reason = payload.get("reason") or "no reason given"
+        detail = payload.get("detail") or reason
+        verdict = "refused" if status == "refused" else "not delivered"
+        print(f"interlink: {verdict} ({reason}): {args.sender} -> {args.to}"
+              + ("" if detail == reason else f": {detail}"), file=sys.stderr)
+    return 1
 
 
-def _describe_said(payload: object) -> str:
-    if isinstance(payload, dict) and "event_id" in payload:
-        return f"sent {payload['event_id']}"
-    if isinstance(payload, dict) and payload.get("platform") == "slack":
-        return f"posted in Slack conversation {payload.get('channel')} (ts {payload.get('ts')})"
-    return "sent"
+def _describe_said(args: argparse.Namespace, payload: dict[str, Any]) -> str:
+    where = ""
+    if payload.get("platform") == "slack":
+        where = f" (Slack conversation {payload.get('channel')}, ts {payload.get('ts')})"
+    elif payload.get("event_id"):
+        where = f" (event {payload['event_id']})"
+    if payload.get("status") == "delivered":
+        return f"delivered: {args.sender} -> {args.to}{where}"
+    return (f"accepted: {args.sender} -> {args.to}{where}; no outcome yet after "
+            f"{args.wait:g} s (still being delivered or retried)")
 
 
 def _print_json(payload: object) -> None:

@@ -15,8 +15,11 @@ says only that. Routes:
     GET  /v1/contacts?state=&after=&limit=
     GET  /v1/contacts/{address}
     POST /v1/contacts/{address}/restart | stop | start
-    POST /v1/say                       {"source", "destination", "text"}: a message from a
-                                       user of a loopback platform (demos and checks)
+    POST /v1/say                       {"source", "destination", "text", "wait"}: a message
+                                       from a user of a loopback platform or of the embedded
+                                       Slack sandbox (demos and checks), answered with its
+                                       outcome: 200 delivered, 202 accepted (no outcome within
+                                       "wait" seconds, default 5), 409 refused, 502 failed
 
 Errors are JSON ``{"error": code, "detail": text}`` with a fitting status.
 """
@@ -28,7 +31,7 @@ import logging
 import math
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
 from urllib.parse import parse_qs, unquote
 
 import msgspec
@@ -50,7 +53,9 @@ from engine import (
     Engine,
     InvalidAddressError,
     LatencyHistogram,
+    MailboxFullError,
     Message,
+    MetadataEntry,
     SessionRecord,
     new_event_id,
 )
@@ -305,30 +310,118 @@ class ControlApp:
 
     # -- say -------------------------------------------------------------------------
     async def _say(self, body: bytes) -> tuple[int, Any]:
+        """Say ``text`` as ``source`` and report what became of it.
+
+        The engine's own rules are asked first (:meth:`Engine.refusal`): a message they
+        refuse is not sent and the answer names the reason. Otherwise it is sent as its
+        platform would send it, and the answer waits up to ``wait`` seconds for its
+        outcome in the metadata log: delivered, refused or failed (with the reason);
+        still in flight then, it is reported as accepted.
+        """
         try:
             request = msgspec.json.decode(body, type=_SayRequest)
             source = Address.parse(request.source)
             destination = Address.parse(request.destination)
         except (msgspec.ValidationError, msgspec.DecodeError, InvalidAddressError) as exc:
             raise _HttpError(400, "bad_request", str(exc)) from None
-        adapter = self._engine.router.adapter_for(source.domain)
-        if not self._engine.accepting:
+        engine = self._engine
+        adapter = engine.router.adapter_for(source.domain)
+        if not engine.accepting:
             raise _HttpError(503, "not_ready", "the engine is not accepting events")
         sayer = self._sayers.get(adapter.name) if adapter is not None else None
-        if sayer is not None:
-            try:
-                return 202, await sayer(source, destination, request.text)
-            except SayError as exc:
-                raise _HttpError(409, "cannot_say", str(exc)) from None
-        if not isinstance(adapter, LoopbackAdapter):
+        if adapter is None or (sayer is None and not isinstance(adapter, LoopbackAdapter)):
             raise _HttpError(409, "not_loopback",
                              f"{source.domain} is not served by a loopback platform or a local "
                              "sandbox; say as a user of one of those")
+        since = engine.clock.now()
         event = Message.create(source=source, destination=destination, body=request.text,
-                               timestamp=self._engine.clock.now(),
+                               timestamp=since,
                                platform_ids={adapter.name: f"say-{new_event_id()}"})
-        await adapter.send(event)
-        return 202, {"event_id": event.event_id}
+        reason = engine.refusal(event)
+        if reason is not None:
+            return _said("refused", reason)
+        if sayer is not None:
+            try:
+                posted = await sayer(source, destination, request.text)
+            except SayError as exc:
+                raise _HttpError(409, "cannot_say", str(exc)) from None
+
+            def matches(entry: MetadataEntry) -> bool:
+                # the platform names the event: the first outcome for this pair is its
+                return entry.sender == source and entry.receiver == destination \
+                    and entry.type in ("im", "error")
+        else:
+            try:
+                await engine.offer(event)
+            except MailboxFullError:
+                raise _HttpError(503, "busy", "the conversation's mailbox is full; "
+                                              "say it again later") from None
+            posted = {"event_id": event.event_id}
+
+            def matches(entry: MetadataEntry) -> bool:
+                return entry.event_id == event.event_id
+        entry = await self._outcome(matches, since, request.wait)
+        if entry is None:
+            return 202, {"status": "accepted", **posted}
+        return _said(entry.outcome, entry.reason, **posted)
+
+    async def _outcome(self, matches: Callable[[MetadataEntry], bool], since: float,
+                       wait: float) -> MetadataEntry | None:
+        """The first metadata entry from ``since`` on that ``matches``, looked for every
+        :data:`OUTCOME_POLL` seconds during ``wait`` seconds; ``None`` if none came."""
+        metadata_log = self._engine.metadata_log
+        with trio.move_on_after(wait):
+            while True:
+                page = metadata_log.entries(since=since, limit=OUTCOME_PAGE)
+                found = next((entry for entry in page if matches(entry)), None)
+                if found is not None:
+                    return found
+                if len(page) == OUTCOME_PAGE and page[-1].timestamp > since:
+                    since = page[-1].timestamp  # a busy engine: read on
+                    await trio.lowlevel.checkpoint()
+                else:
+                    await trio.sleep(OUTCOME_POLL)
+        return None
+
+
+#: how often ``/v1/say`` looks for its message's outcome, and how many entries at a time
+OUTCOME_POLL = 0.05
+OUTCOME_PAGE = 1000
+#: the longest a ``/v1/say`` request may wait for its outcome (the client's timeout is longer)
+MAX_SAY_WAIT = 60.0
+
+#: what the reasons a message is refused or fails for mean, for the person saying it
+SAY_REASONS = {
+    "not-a-contact": "the sender and the recipient are not accepted contacts; one asks, "
+                     "the other accepts (e.g. /interlink add on Slack)",
+    "unknown-address": "the recipient's domain has no such user",
+    "unknown-user": "the recipient's platform has no such user",
+    "no-route": "no platform serves the recipient's domain",
+    "platform-unavailable": "the platform serving the recipient's domain is not running",
+    "no-agreement": "no federation agreement between the two domains",
+    "agreement-denies": "the agreement between the two domains denies federation",
+    "user-denied": "federation is denied for this user",
+    "not-opted-in": "a user has not opted in to federation",
+    "actor-failed": "the conversation has failed or was stopped (see `interlink sessions "
+                    "list --state failed`, then `interlink sessions restart`)",
+    "internal-error": "delivering it crashed (see `interlink sessions list --state failed`)",
+    "not-in-session": "the message does not belong to its conversation",
+}
+
+
+def explain_reason(reason: str) -> str:
+    """``reason`` (a code such as ``not-a-contact``) in words; the code itself when it
+    has none."""
+    return SAY_REASONS.get(reason) or SAY_REASONS.get(reason.partition(":")[0]) or reason
+
+
+def _said(outcome: str, reason: str, **posted: Any) -> tuple[int, Any]:
+    """The answer to a say: 200 delivered, 409 refused, 502 failed (with the reason)."""
+    if outcome == "delivered":
+        return 200, {"status": "delivered", **posted}
+    status, error = (409, "refused") if outcome == "refused" else (502, "not_delivered")
+    return status, {"error": error, "detail": explain_reason(reason), "status": outcome,
+                    "reason": reason, **posted}
 
 
 class SayError(Exception):
@@ -343,6 +436,8 @@ class _SayRequest(msgspec.Struct, forbid_unknown_fields=True):
     source: str
     destination: str
     text: str
+    #: seconds to wait for the outcome (0: answer once the message is accepted)
+    wait: Annotated[float, msgspec.Meta(ge=0, le=MAX_SAY_WAIT)] = 5.0
 
 
 def _query(scope: Scope) -> dict[str, str]:

@@ -12,7 +12,11 @@ token, Peter through an XMPP client logged in to Prosody.
 from __future__ import annotations
 
 import json
+import os
 import secrets
+import shlex
+import shutil
+import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -95,6 +99,60 @@ def read_demo_info(config: Config) -> DemoInfo:
         john_token=tokens.get((john["team_id"], john["user_id"]), ""),
         john_user_id=john["user_id"], xmpp_host=info["xmpp"]["host"],
         xmpp_port=int(info["xmpp"]["c2s_port"]), peter=peter, peter_password=password)
+
+
+def interlink_command(cwd: Path | None = None) -> str:
+    """``interlink`` as a shell runs it from ``cwd``: the ``interlink`` script beside the
+    running interpreter (``.venv/bin/interlink`` in a fresh clone: a path, as the virtual
+    environment is not on the ``PATH``), relative to ``cwd`` when inside it; else the one
+    on the ``PATH``; else ``python -m supervisor.cli`` with this interpreter."""
+    cwd = (cwd or Path.cwd()).resolve()
+    executable = Path(sys.executable)
+    script = executable.parent / "interlink"
+    if script.is_file() and os.access(script, os.X_OK):
+        return _shell_path(script, cwd)
+    if shutil.which("interlink"):
+        return "interlink"
+    return f"{_shell_path(executable, cwd)} -m supervisor.cli"
+
+
+def _shell_path(path: Path, cwd: Path) -> str:
+    """``path`` for a shell in ``cwd``: relative (with a ``/``, so not looked up on the
+    ``PATH``) when inside ``cwd``, else absolute; quoted when needed."""
+    absolute = path if path.is_absolute() else cwd / path
+    try:
+        relative = absolute.relative_to(cwd)
+    except ValueError:
+        return shlex.quote(str(absolute))
+    text = str(relative)
+    return shlex.quote(text if "/" in text else f"./{text}")
+
+
+def demo_banner(details: dict[str, Any], config_path: str, *, command: str = "") -> str:
+    """How to talk as each side, printed when the demo is up: commands that run as
+    printed from the directory ``interlink run`` was started in (``command``: how to
+    run ``interlink`` there, by default :func:`interlink_command`)."""
+    slack, xmpp = details["slack"], details["xmpp"]
+    john, peter = slack["user"]["address"], xmpp["user"]
+    password = Path(xmpp["password_file"]).read_text(encoding="utf-8").strip()
+    interlink = command or interlink_command()
+    config = f" --config {shlex.quote(config_path)}" if config_path else ""
+    return f"""
+Interlink demo is up: {john} on Slack <-> {peter} on XMPP.
+
+  Slack side (the local sandbox at {slack["sandbox"]}, workspace Acme, user John):
+    {interlink} say --as {john} --to {peter} 'hi *Peter*'{config}
+    slash commands:  curl -H 'Authorization: Bearer xoxp-john' \\
+      -H 'Content-Type: application/json' {slack["sandbox"]}/sandbox/command \\
+      -d '{{"command": "/interlink", "channel": "C0GENERAL", "text": "add {peter}"}}'
+
+  XMPP side (Prosody at {xmpp["host"]}:{xmpp["c2s_port"]}; plaintext login allowed, STARTTLS
+  with a self-signed certificate) - any XMPP client:
+    JID {peter}   password {password}
+
+  The whole tour, every feature, checked on the other side:
+    {interlink} demo --script{config}
+"""
 
 
 class Tour:

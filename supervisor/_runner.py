@@ -64,8 +64,8 @@ from engine.testing import LoopbackAdapter, LoopbackAdapterConfig, MemoryDirecto
 from ._client import write_control_file
 from ._config import Config, build_adapters
 from ._control import ControlApp
-from ._demo import write_demo_info
-from ._platforms import demo_banner, demo_details, sandbox_sayers, service_children
+from ._demo import demo_banner, write_demo_info
+from ._platforms import demo_details, sandbox_sayers, service_children
 from ._supervisor import ChildSpec, Supervisor
 
 log = logging.getLogger("interlink.run")

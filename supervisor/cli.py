@@ -7,16 +7,25 @@ import functools
 import sys
 from collections.abc import Callable, Sequence
 from importlib.metadata import PackageNotFoundError, version
+from typing import Any, NoReturn
 
 from engine import ConfigError, InterlinkError, configure_logging
 
 from ._client import (
+    MAX_PAGE,
+    MAX_SAY_WAIT,
     ClientError,
     add_endpoint_options,
-    run_contacts,
+    add_json_option,
+    contacts_list,
+    contacts_operate,
+    contacts_show,
     run_say,
-    run_sessions,
     run_tree,
+    sessions_list,
+    sessions_operate,
+    sessions_restart,
+    sessions_show,
 )
 from ._config import load_config, quiet_loggers
 
@@ -31,7 +40,7 @@ def _version() -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="interlink",
         description="Interlink: chat federation between Slack, XMPP and more, "
                     "with no guest accounts and no stored message content.")
@@ -74,51 +83,36 @@ def build_parser() -> argparse.ArgumentParser:
                         help="generate the new key and rotate the key file in one step")
     rotate.set_defaults(handler=_secrets_rotate)
 
-    sessions = commands.add_parser(
-        "sessions", help="list, inspect, restart or stop chat sessions of a running engine",
-        description="Operate on the chat sessions of a running engine through its control API. "
-                    "A session is 'running' (active), 'passive' (idle, reactivated on its next "
-                    "message) or 'failed' (over its restart budget: messages to it are answered "
-                    "with a failure until you restart it).")
-    sessions.add_argument("action", choices=["list", "show", "restart", "stop", "start"])
-    sessions.add_argument("id", nargs="?", help="session id (s-…), for show/restart/stop/start")
-    sessions.add_argument("--state", choices=["running", "failed", "passive"],
-                          help="list only sessions in this state")
-    sessions.add_argument("--domain", help="list only sessions with a party in this domain")
-    sessions.add_argument("--user", metavar="ADDR", help="list only sessions of this address")
-    sessions.add_argument("--limit", type=int, default=100, help="page size (1-500)")
-    sessions.add_argument("--after", metavar="CURSOR", help="continue a listing after CURSOR")
-    sessions.add_argument("--all-failed", action="store_true",
-                          help="with restart: restart every failed session")
-    add_endpoint_options(sessions)
-    sessions.set_defaults(handler=run_sessions)
-
-    contacts = commands.add_parser(
-        "contacts", help="list, inspect, restart or stop contact actors of a running engine",
-        description="Operate on the contact actors (presence and profile fan-out) of a running "
-                    "engine.")
-    contacts.add_argument("action", choices=["list", "show", "restart", "stop", "start"])
-    contacts.add_argument("address", nargs="?", help="the contact's user@domain")
-    contacts.add_argument("--state", choices=["running", "failed"])
-    contacts.add_argument("--limit", type=int, default=100, help="page size (1-500)")
-    contacts.add_argument("--after", metavar="CURSOR")
-    add_endpoint_options(contacts)
-    contacts.set_defaults(handler=run_contacts)
+    _add_sessions(commands)
+    _add_contacts(commands)
 
     tree = commands.add_parser("tree", help="show the live supervision tree of a running engine",
                                description="Show the running engine's supervision tree with "
                                            "each child's state and restarts.")
     add_endpoint_options(tree)
+    add_json_option(tree, "print the tree as JSON")
     tree.set_defaults(handler=run_tree)
 
     say = commands.add_parser(
-        "say", help="send a message as a user of a loopback platform or the Slack sandbox",
-        description="Send TEXT from --as to --to through the running engine, as if the sender "
-                    "had written it on their (loopback) platform.")
-    say.add_argument("--as", dest="sender", required=True, metavar="ADDR")
-    say.add_argument("--to", required=True, metavar="ADDR")
-    say.add_argument("text")
+        "say", help="send a message as a loopback user or a Slack user of the embedded sandbox",
+        description="Send TEXT from --as to --to through the running engine, as the sender "
+                    "would on their own platform, and report its outcome. The sender must be "
+                    "a user of a loopback platform or a Slack user of the engine's embedded "
+                    "Slack sandbox (examples/demo.toml, examples/slack.toml); users of XMPP, "
+                    "of the webhook adapter or of a real Slack workspace write in their own "
+                    "clients. Exits 0 when the message was delivered (or accepted and still "
+                    "in flight after --wait), 1 when it was refused or failed, with the "
+                    "reason.")
+    say.add_argument("--as", dest="sender", required=True, metavar="ADDR",
+                     help="the sender, user@domain (a loopback or sandbox Slack user)")
+    say.add_argument("--to", required=True, metavar="ADDR", help="the recipient, user@domain")
+    say.add_argument("text", metavar="TEXT",
+                     help="the message text (for a Slack user, Slack markup: *bold*, _italic_)")
+    say.add_argument("--wait", type=_seconds, default=5.0, metavar="SECONDS",
+                     help=f"how long to wait for the outcome (default 5, at most "
+                          f"{MAX_SAY_WAIT:g}; 0: report once the engine accepted it)")
     add_endpoint_options(say)
+    add_json_option(say, "print the outcome as JSON")
     say.set_defaults(handler=run_say)
 
     demo = commands.add_parser(
@@ -140,6 +134,142 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser("bench", add_help=False,
                         help="run a benchmark suite (interlink bench --help)")
     return parser
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, with a usage error as one line naming the command and its ``--help``."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: {message} (see `{self.prog} --help`)\n")
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not 0 <= value <= MAX_SAY_WAIT:
+        raise argparse.ArgumentTypeError(f"between 0 and {MAX_SAY_WAIT:g} seconds, not {text}")
+    return value
+
+
+def _page_size(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if not 1 <= value <= MAX_PAGE:
+        raise argparse.ArgumentTypeError(f"between 1 and {MAX_PAGE}, not {text}")
+    return value
+
+
+def _add_sessions(commands: Any) -> None:
+    sessions = commands.add_parser(
+        "sessions", help="list, inspect, restart, stop or start chat sessions of a running "
+                         "engine",
+        description="Operate on the chat sessions of a running engine through its control API. "
+                    "A session is 'running' (active), 'passive' (idle, reactivated on its next "
+                    "message) or 'failed' (over its restart budget: messages to it are answered "
+                    "with a failure until you restart it). `interlink sessions VERB --help` "
+                    "describes each verb.")
+    verbs = sessions.add_subparsers(dest="verb", metavar="VERB", required=True)
+
+    listing = verbs.add_parser(
+        "list", help="list sessions, filtered, a page at a time",
+        description="List the sessions of the running engine as a table (or JSON), a page "
+                    "at a time; filters combine.")
+    listing.add_argument("--state", choices=["running", "failed", "passive"],
+                         help="only sessions in this state")
+    listing.add_argument("--domain", metavar="DOMAIN",
+                         help="only sessions with a party in this domain")
+    listing.add_argument("--user", metavar="ADDR",
+                         help="only sessions of this address (user@domain)")
+    listing.add_argument("--limit", type=_page_size, default=100, metavar="N",
+                         help=f"page size, 1-{MAX_PAGE} (default 100)")
+    listing.add_argument("--after", metavar="CURSOR",
+                         help="continue after CURSOR (the previous page ends with it)")
+    add_endpoint_options(listing)
+    add_json_option(listing, 'print {"sessions": [...], "next": CURSOR} as JSON')
+    listing.set_defaults(handler=sessions_list)
+
+    show = verbs.add_parser(
+        "show", help="one session: state, mailbox depth, restarts, last error and when",
+        description="Show one session: its parties, state, mailbox depth, restarts, events "
+                    "handled, last error and when, last activity, creation time and its "
+                    "conversation on each platform, as aligned `key: value` lines (or JSON).")
+    show.add_argument("id", metavar="ID", help="the session id (s-…, from `sessions list`)")
+    add_endpoint_options(show)
+    add_json_option(show, "print the session as JSON")
+    show.set_defaults(handler=sessions_show)
+
+    restart = verbs.add_parser(
+        "restart", help="restart a session (a failed one routes again), or every failed one",
+        description="Restart a session: its restart budget is reset and a failed session "
+                    "takes messages again. With --all-failed, every failed session.")
+    which = restart.add_mutually_exclusive_group(required=True)
+    which.add_argument("id", metavar="ID", nargs="?", help="the session id (s-…)")
+    which.add_argument("--all-failed", action="store_true",
+                       help="restart every failed session instead of one")
+    add_endpoint_options(restart)
+    add_json_option(restart, "print the restarted session (or the list of ids) as JSON")
+    restart.set_defaults(handler=sessions_restart)
+
+    for verb, summary, description in (
+            ("stop", "passivate a session (it reactivates on its next message)",
+             "Passivate a session: it finishes what is in its mailbox, then stops; its "
+             "next message reactivates it."),
+            ("start", "activate a session now",
+             "Activate a session now (a stopped one, or a passive one ahead of its next "
+             "message).")):
+        operate = verbs.add_parser(verb, help=summary, description=description)
+        operate.add_argument("id", metavar="ID", help="the session id (s-…)")
+        add_endpoint_options(operate)
+        add_json_option(operate, "print the session as JSON")
+        operate.set_defaults(handler=sessions_operate, operation=verb)
+
+
+def _add_contacts(commands: Any) -> None:
+    contacts = commands.add_parser(
+        "contacts", help="list, inspect, restart, stop or start contact actors of a running "
+                         "engine",
+        description="Operate on the contact actors (presence and profile fan-out, one per "
+                    "address) of a running engine through its control API. `interlink "
+                    "contacts VERB --help` describes each verb.")
+    verbs = contacts.add_subparsers(dest="verb", metavar="VERB", required=True)
+
+    listing = verbs.add_parser(
+        "list", help="list the active contact actors, a page at a time",
+        description="List the active contact actors as a table (or JSON), a page at a time.")
+    listing.add_argument("--state", choices=["running", "failed"],
+                         help="only contact actors in this state")
+    listing.add_argument("--limit", type=_page_size, default=100, metavar="N",
+                         help=f"page size, 1-{MAX_PAGE} (default 100)")
+    listing.add_argument("--after", metavar="CURSOR",
+                         help="continue after CURSOR (the previous page ends with it)")
+    add_endpoint_options(listing)
+    add_json_option(listing, 'print {"contacts": [...], "next": CURSOR} as JSON')
+    listing.set_defaults(handler=contacts_list)
+
+    for verb, summary, description in (
+            ("show", "one contact actor: state, mailbox depth, restarts, last error",
+             "Show one contact actor: its state, mailbox depth, restarts, events handled, "
+             "last error and when, last activity, as aligned `key: value` lines (or JSON)."),
+            ("restart", "restart a contact actor (a failed one works again)",
+             "Restart a contact actor: its restart budget is reset and a failed one fans "
+             "out presence and profiles again."),
+            ("stop", "passivate a contact actor (it reactivates when needed)",
+             "Passivate a contact actor: it finishes its mailbox, then stops; the next "
+             "presence or profile change reactivates it."),
+            ("start", "activate a contact actor now",
+             "Activate a contact actor now.")):
+        action = verbs.add_parser(verb, help=summary, description=description)
+        action.add_argument("address", metavar="ADDRESS", help="the contact's user@domain")
+        add_endpoint_options(action)
+        add_json_option(action, "print the contact actor as JSON")
+        if verb == "show":
+            action.set_defaults(handler=contacts_show)
+        else:
+            action.set_defaults(handler=contacts_operate, operation=verb)
 
 
 def _delegated(command: str) -> Callable[[Sequence[str]], int] | None:

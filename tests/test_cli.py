@@ -206,6 +206,26 @@ async def _operate_failed_session(process: trio.Process, cfg: tuple[str, str],
             shown = await _cli("sessions", "show", session_id, "--json", *cfg, token=token)
             detail = json.loads(shown.stdout)
             assert (detail["state"], detail["last_error"]) == ("failed", "InjectedCrash")
+            text = await _cli("sessions", "show", session_id, *cfg, token=token)
+            _assert_aligned_record(text.stdout.decode(), session_id)
+
+            # a failed session answers with a failure: say says so, and exits 1
+            failing = await _cli("say", "--as", "alice@acme.localhost", "--to",
+                                 "crash@widget.localhost", "while failed", *cfg, token=token)
+            assert failing.returncode == 1
+            assert failing.stderr.decode().startswith(
+                "interlink: not delivered (actor-failed): alice@acme.localhost -> "
+                "crash@widget.localhost: the conversation has failed or was stopped")
+            # a stranger is not a contact: refused, not sent, and the reason named
+            stranger = await _cli("say", "--as", "alice@acme.localhost", "--to",
+                                  "stranger@widget.localhost", "hi", *cfg, token=token)
+            assert stranger.returncode == 1
+            assert stranger.stdout == b""
+            assert stranger.stderr.decode().count("\n") == 1
+            assert stranger.stderr.decode().startswith(
+                "interlink: refused (not-a-contact): alice@acme.localhost -> "
+                "stranger@widget.localhost: the sender and the recipient are not accepted "
+                "contacts")
 
             refused = await _cli("sessions", "list", *cfg, token="wrong")
             assert refused.returncode == 1
@@ -220,6 +240,8 @@ async def _operate_failed_session(process: trio.Process, cfg: tuple[str, str],
             said = await _cli("say", "--as", "alice@acme.localhost", "--to",
                               "crash@widget.localhost", "again", *cfg, token=token)
             assert said.returncode == 0, said.stderr
+            assert said.stdout.decode().startswith(
+                "delivered: alice@acme.localhost -> crash@widget.localhost (event ")
             await live.wait_for(lambda r: r["msg"] == "loopback delivered"
                                 and r.get("kind") == "im"
                                 and r.get("destination") == "crash@widget.localhost")
@@ -231,6 +253,17 @@ async def _operate_failed_session(process: trio.Process, cfg: tuple[str, str],
     assert "again" not in json.dumps(live.records)
 
 
+def _assert_aligned_record(text: str, session_id: str) -> None:
+    """``sessions show``: aligned ``key: value`` lines, no Python reprs."""
+    lines = text.splitlines()
+    keys = [line.split(":", 1)[0] for line in lines]
+    assert keys[:4] == ["id", "state", "a", "b"] and "conversation_ids" in keys
+    assert lines[0].split() == ["id:", session_id]
+    columns = {len(line) - len(line.split(":", 1)[1].lstrip()) for line in lines}
+    assert len(columns) == 1, text  # every value starts in the same column
+    assert not any(c in text for c in "{}[]'"), text
+
+
 def test_operator_commands_explain_a_missing_engine(tmp_path: Path) -> None:
     token_file = tmp_path / "token"
     token_file.write_text("x")
@@ -238,7 +271,7 @@ def test_operator_commands_explain_a_missing_engine(tmp_path: Path) -> None:
                        "--token-file", str(token_file))
     assert result.returncode == 1
     assert "no engine is answering" in result.stderr and "Traceback" not in result.stderr
-    result = interlink("sessions", "show", "--url", "http://127.0.0.1:1",
+    result = interlink("sessions", "show", "s-0", "--url", "http://127.0.0.1:1",
                        "--token-file", str(tmp_path / "missing"))
     assert result.returncode == 1 and "no control token" in result.stderr
 

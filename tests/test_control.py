@@ -169,18 +169,74 @@ async def test_metrics_in_prometheus_text_format() -> None:
         assert "interlink_duplicates_total 0.0" in text
 
 
-async def test_say_sends_as_a_loopback_user() -> None:
+async def test_say_sends_as_a_loopback_user_and_reports_delivery(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
     async with federation() as fed, control(fed) as client:
         response = await client.post("/v1/say", json={
             "source": str(JOHN), "destination": str(PETER), "text": "hello"})
-        assert response.status_code == 202
+        assert response.status_code == 200, response.text
+        answer = response.json()
+        assert answer["status"] == "delivered"
         got = await next_event(fed.widget)
-        assert got.event_id == response.json()["event_id"]
+        assert got.event_id == answer["event_id"]
         bad = await client.post("/v1/say", json={"source": "x", "destination": str(PETER),
                                                  "text": "hello"})
         assert bad.status_code == 400
         unknown: dict[str, Any] = {"source": "a@nowhere.test", "destination": str(PETER),
                                    "text": "hi"}
-        assert (await client.post("/v1/say", json=unknown)).status_code == 409
+        not_loopback = await client.post("/v1/say", json=unknown)
+        assert not_loopback.status_code == 409
+        assert not_loopback.json()["error"] == "not_loopback"
         huge = await client.post("/v1/say", content=b"x" * 70_000)
         assert huge.status_code == 413
+        for wait in (-1, 61, "soon"):
+            too_long = await client.post("/v1/say", json={
+                "source": str(JOHN), "destination": str(PETER), "text": "x", "wait": wait})
+            assert too_long.status_code == 400, wait
+
+
+async def test_say_to_a_stranger_is_refused_with_the_reason_and_not_sent(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    stranger = Address.parse("paul@widget.test")
+    async with federation() as fed, control(fed) as client:
+        response = await client.post("/v1/say", json={
+            "source": str(JOHN), "destination": str(stranger), "text": "hello"})
+        assert response.status_code == 409
+        answer = response.json()
+        assert (answer["error"], answer["status"], answer["reason"]) == \
+            ("refused", "refused", "not-a-contact")
+        assert answer["detail"].startswith("the sender and the recipient are not accepted "
+                                           "contacts")
+        await fed.settle()
+        assert fed.widget.delivered_nowait() == []  # nothing was sent
+        assert fed.acme.delivered_nowait() == []  # and nobody was notified
+
+
+async def test_say_reports_a_failed_delivery_with_its_reason(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with federation() as fed, control(fed) as client:
+        fed.widget.fail_next("unknown-user")
+        response = await client.post("/v1/say", json={
+            "source": str(JOHN), "destination": str(PETER), "text": "hello"})
+        assert response.status_code == 502
+        answer = response.json()
+        assert (answer["status"], answer["reason"]) == ("failed", "unknown-user")
+        assert answer["detail"] == "the recipient's platform has no such user"
+        assert answer["event_id"]
+
+
+async def test_say_without_waiting_reports_it_accepted(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with federation() as fed, control(fed) as client:
+        fed.widget.fail_next("busy", retryable=True, times=1000)  # retried, never delivered
+        response = await client.post("/v1/say", json={
+            "source": str(JOHN), "destination": str(PETER), "text": "hello", "wait": 0})
+        assert response.status_code == 202
+        assert response.json()["status"] == "accepted"
+        waited = await client.post("/v1/say", json={
+            "source": str(JOHN), "destination": str(PETER), "text": "again", "wait": 1})
+        assert (waited.status_code, waited.json()["status"]) == (202, "accepted")

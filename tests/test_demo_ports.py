@@ -8,6 +8,9 @@ from __future__ import annotations
 import argparse
 import functools
 import io
+import os
+import shlex
+import shutil
 from pathlib import Path
 
 import httpx
@@ -58,8 +61,8 @@ async def a_message_each_way(config: Config) -> None:
                 await step()
 
 
-async def test_two_demos_run_side_by_side_on_free_ports(tmp_path: Path,
-                                                        prosody_available: None) -> None:
+async def test_two_demos_run_side_by_side_on_free_ports(
+        tmp_path: Path, prosody_available: None, capsys: pytest.CaptureFixture[str]) -> None:
     paths = [free_port_demo(tmp_path / name) for name in ("one", "two")]
     configs = [load_config(path) for path in paths]
     with trio.fail_after(120):
@@ -69,6 +72,7 @@ async def test_two_demos_run_side_by_side_on_free_ports(tmp_path: Path,
                                                       config_path=str(path)))
                 for config, path in zip(configs, paths, strict=True)]
             infos = [read_demo_info(config) for config in configs]
+            _assert_banner_commands_run_as_printed(capsys.readouterr().out, paths)
             assert len({info.slack_api for info in infos}) == 2
             assert all(":0/" not in info.slack_api for info in infos)
             urls = [control_url(config) for config in configs]
@@ -89,3 +93,18 @@ async def test_two_demos_run_side_by_side_on_free_ports(tmp_path: Path,
 
 def _endpoint_args(path: Path) -> argparse.Namespace:
     return argparse.Namespace(config=str(path), url=None, token_file=None)
+
+
+def _assert_banner_commands_run_as_printed(out: str, configs: list[Path]) -> None:
+    """Each demo's banner: its `say` and `demo --script` lines start with an executable
+    a shell finds from here (the checkout's .venv/bin/interlink is not on the PATH) and
+    name the demo's own config."""
+    lines = [shlex.split(line) for line in out.splitlines()
+             if " say --as " in line or line.rstrip().endswith(" demo --script")
+             or " demo --script --config " in line]
+    assert len(lines) == 2 * len(configs), out
+    for words in lines:
+        program = words[0]
+        path = Path(program) if "/" in program else Path(shutil.which(program) or "-")
+        assert path.is_file() and os.access(path, os.X_OK), words
+        assert words[words.index("--config") + 1] in {str(config) for config in configs}

@@ -48,6 +48,23 @@ The rules, in the order they apply:
    ``max_attempts`` attempts, within ``retry_window`` seconds of the first; then the
    last error is raised (``retryable=True``). Buckets that are full again are
    forgotten once there are more than ``max_buckets``.
+7. *Posting once.* A ``chat.postMessage`` carrying ``metadata`` (``event_type`` and
+   ``event_payload``) is never repeated blindly. After an attempt whose outcome is
+   unknown (``SlackApiError.outcome_unknown``: no answer in time, a dropped
+   connection, a 5xx, ``internal_error``...), the client looks for the post before
+   anything else — before the next attempt, or before giving up:
+   ``conversations.history`` (``conversations.replies`` for a ``thread_ts``) of the
+   channel from ``lookup_margin`` seconds before the first attempt (wall clock),
+   ``include_all_metadata``, at most ``lookup_pages`` pages of
+   ``lookup_page_size``. A message by a bot with the same metadata is the answer
+   (``{"ok": true, "channel", "ts"}``), and nothing is posted again. None: the next
+   attempt posts (or the last error is raised). The lookup is an ordinary call,
+   paced on its own tier-3 budget and retried like any other; if it fails, or the
+   pages end before the search does, :class:`UnconfirmedPost` is raised
+   (``post_unconfirmed``; retryable unless the lookup's error is permanent; an
+   auth error is raised as itself) and nothing is posted. A later call for the
+   same post passes ``unconfirmed_since`` (the first attempt's time): it looks
+   before posting.
 
 Durations come from trio (``trio.current_time``, ``trio.sleep``), so the pacing
 can be tested on trio's ``MockClock``. Logs carry method names, channel ids,
@@ -66,12 +83,12 @@ import httpx
 import msgspec
 import trio
 
-from engine import Backoff
+from engine import Backoff, Clock, SystemClock
 
-from ._errors import SlackApiError, translate_httpx_error
+from ._errors import SlackApiError, UnconfirmedPost, translate_httpx_error
 from ._files import FileTransfers
 from ._pacing import Adaptation, Budget, Pacer
-from ._views import Answer
+from ._views import Answer, History, HistoryMessage
 
 A = TypeVar("A", bound=Answer)
 
@@ -167,6 +184,11 @@ class WebApiSettings(msgspec.Struct, frozen=True, kw_only=True):
     download_hosts: tuple[str, ...] = ("files.slack.com",)
     #: buckets kept before full ones are forgotten
     max_buckets: int = 10_000
+    #: finding a chat.postMessage whose outcome is unknown (rule 7): seconds before its
+    #: first attempt the search starts (our clock against Slack's), and how far it reads
+    lookup_margin: float = 60.0
+    lookup_pages: int = 3
+    lookup_page_size: int = 200
 
     def tier_of(self, method: str) -> int:
         return self.method_tiers.get(method, self.default_tier)
@@ -190,6 +212,10 @@ class WebApiStatistics(msgspec.Struct, frozen=True, kw_only=True):
     #: chat.postMessage rates raised after quiet periods, and cut after 429s
     rates_raised: int = 0
     rates_cut: int = 0
+    #: posts whose outcome was unknown, looked up (rule 7); found there; left unconfirmed
+    post_lookups: int = 0
+    posts_found: int = 0
+    posts_unconfirmed: int = 0
 
 
 _decoder = msgspec.json.Decoder(dict[str, Any])
@@ -209,11 +235,13 @@ class SlackWebClient(FileTransfers):
 
     Usable as an async context manager; ``aclose()`` closes the HTTP client if this
     client made it. An injected ``http`` client stays open (its owner closes it).
+    ``clock``: wall time, for where a lookup of a post starts (rule 7).
     """
 
     def __init__(self, *, settings: WebApiSettings | None = None,
-                 http: httpx.AsyncClient | None = None) -> None:
+                 http: httpx.AsyncClient | None = None, clock: Clock | None = None) -> None:
         self.settings = settings or WebApiSettings()
+        self.clock: Clock = clock or SystemClock()
         base = self.settings.base_url
         self._base_url = base if base.endswith("/") else base + "/"
         origin = urlsplit(self._base_url)
@@ -234,6 +262,9 @@ class SlackWebClient(FileTransfers):
         self._retries = 0
         self._errors = 0
         self._backoff_waited = 0.0
+        self._post_lookups = 0
+        self._posts_found = 0
+        self._posts_unconfirmed = 0
 
     def use_base_url(self, base_url: str) -> None:
         """Send calls to ``base_url`` from now on (an embedded sandbox's, known once it
@@ -258,20 +289,24 @@ class SlackWebClient(FileTransfers):
             calls=self._calls, ratelimited=self._ratelimited, retries=self._retries,
             errors=self._errors, waited=self.pacer.waited + self._backoff_waited,
             buckets=self.pacer.bucket_count, rates_raised=self.pacer.raised,
-            rates_cut=self.pacer.cut)
+            rates_cut=self.pacer.cut, post_lookups=self._post_lookups,
+            posts_found=self._posts_found, posts_unconfirmed=self._posts_unconfirmed)
 
     # -- Web API calls --------------------------------------------------------------------
     @overload
     async def call(self, method: str, *, token: str, team_id: str,
-                   args: Mapping[str, Any] | None = None) -> dict[str, Any]: ...
+                   args: Mapping[str, Any] | None = None,
+                   unconfirmed_since: float | None = None) -> dict[str, Any]: ...
 
     @overload
     async def call(self, method: str, *, token: str, team_id: str,
-                   args: Mapping[str, Any] | None = None, into: type[A]) -> A: ...
+                   args: Mapping[str, Any] | None = None, into: type[A],
+                   unconfirmed_since: float | None = None) -> A: ...
 
     async def call(self, method: str, *, token: str, team_id: str,
                    args: Mapping[str, Any] | None = None,
-                   into: type[Answer] | None = None) -> Answer | dict[str, Any]:
+                   into: type[Answer] | None = None,
+                   unconfirmed_since: float | None = None) -> Answer | dict[str, Any]:
         """Call ``method`` as ``token`` in workspace ``team_id``; Slack's ok answer.
 
         ``into``: the view (a subclass of :class:`._views.Answer`) the answer is
@@ -279,6 +314,10 @@ class SlackWebClient(FileTransfers):
         fit the view is ``SlackApiError("invalid_response")``. Raises
         :class:`SlackApiError` for an error answer, after the retries and waits the
         settings allow (see the module's rules).
+
+        ``unconfirmed_since``: this ``chat.postMessage`` (with ``metadata``) was tried
+        before, from that wall-clock time, and its outcome is unknown
+        (:class:`UnconfirmedPost`): it is looked up before it is posted (rule 7).
         """
         args = dict(args or {})
         channel = str(args.get("channel") or "") if method == POST_MESSAGE else ""
@@ -289,7 +328,8 @@ class SlackWebClient(FileTransfers):
             if method == POST_MESSAGE:  # one post per channel in flight: order is kept
                 async with self.pacer.lane(key, deadline=deadline):
                     return await self._call(method, token, team_id, args, into, key,
-                                            deadline, hold_lane=True)
+                                            deadline, hold_lane=True,
+                                            unconfirmed_since=unconfirmed_since)
             return await self._call(method, token, team_id, args, into, key, deadline,
                                     hold_lane=False)
         except SlackApiError as exc:
@@ -313,13 +353,23 @@ class SlackWebClient(FileTransfers):
 
     async def _call(self, method: str, token: str, team_id: str, args: dict[str, Any],
                     into: type[Answer] | None, key: tuple[str, ...], deadline: float, *,
-                    hold_lane: bool) -> Answer | dict[str, Any]:
+                    hold_lane: bool, unconfirmed_since: float | None = None
+                    ) -> Answer | dict[str, Any]:
         s = self.settings
         budgets = self._budgets(team_id, method, key[2] if len(key) > 2 else "")
         failures = 0  # transient ones; 429s are counted apart
         refusals = 0
         window_end: float | None = None
+        post = _Post.of(method, args)  # a post to make once (rule 7), or None
+        since = unconfirmed_since if post is not None else None  # its first attempt
+        maybe_posted = since is not None  # an earlier attempt may have posted it
         while True:
+            if maybe_posted:
+                assert post is not None and since is not None
+                found = await self._find_post(post, token, team_id, since, into)
+                if found is not None:
+                    return found
+                maybe_posted = False
             if hold_lane:
                 await self.pacer.wait_turn(key, budgets, deadline=deadline)
             else:
@@ -327,6 +377,8 @@ class SlackWebClient(FileTransfers):
                     await self.pacer.wait_turn(key, budgets, deadline=deadline)
             if window_end is None:
                 window_end = trio.current_time() + s.retry_window
+            if post is not None and since is None:
+                since = self.clock.now()
             try:
                 return await self._post(method, token, args, into)
             except _RateLimited as limited:
@@ -347,11 +399,14 @@ class SlackWebClient(FileTransfers):
                 self._retries += 1
             except SlackApiError as exc:
                 failures += 1
+                maybe_posted = post is not None and exc.outcome_unknown
                 if not exc.retryable or failures >= s.max_attempts:
-                    raise
+                    return await self._give_up(exc, post if maybe_posted else None, token,
+                                               team_id, since, into)
                 backoff = self._backoff(failures)
                 if trio.current_time() + backoff > window_end:
-                    raise
+                    return await self._give_up(exc, post if maybe_posted else None, token,
+                                               team_id, since, into)
                 self._retries += 1
                 log.info("slack call will retry", extra={
                     "method": method, "team_id": team_id, "error": exc.error,
@@ -361,6 +416,60 @@ class SlackWebClient(FileTransfers):
 
     def _backoff(self, attempts: int) -> float:
         return self._backoff_policy.delay(attempts, self._random)
+
+    async def _give_up(self, exc: SlackApiError, post: _Post | None, token: str,
+                       team_id: str, since: float | None, into: type[Answer] | None
+                       ) -> Answer | dict[str, Any]:
+        """No more attempts: raise ``exc``, unless ``post`` (its last attempt's outcome
+        unknown) turns out to be there."""
+        if post is None or since is None:
+            raise exc
+        found = await self._find_post(post, token, team_id, since, into)
+        if found is None:
+            raise exc
+        return found
+
+    async def _find_post(self, post: _Post, token: str, team_id: str, since: float,
+                         into: type[Answer] | None) -> Answer | dict[str, Any] | None:
+        """The answer for ``post`` if Slack has it; None if it has not; UnconfirmedPost
+        if that cannot be told (rule 7)."""
+        s = self.settings
+        self._post_lookups += 1
+        method = "conversations.replies" if post.thread_ts else "conversations.history"
+        args: dict[str, Any] = {
+            "channel": post.channel, "oldest": f"{max(0.0, since - s.lookup_margin):.6f}",
+            "inclusive": True, "include_all_metadata": True,
+            "limit": max(1, s.lookup_page_size)}
+        if post.thread_ts:
+            args["ts"] = post.thread_ts
+        cursor = ""
+        for _ in range(max(1, s.lookup_pages)):
+            try:
+                page = await self.call(method, token=token, team_id=team_id,
+                                       args={**args, "cursor": cursor or None}, into=History)
+            except SlackApiError as exc:
+                if exc.auth_failed:  # the token is dead: nothing can be posted or read
+                    raise
+                raise self._unconfirmed(post, team_id, since, exc.error,
+                                        retryable=exc.retryable) from None
+            for message in page.messages:
+                if post.matches(message):
+                    self._posts_found += 1
+                    log.info("slack post found after an unknown outcome", extra={
+                        "team_id": team_id, "channel": post.channel, "ts": message.ts})
+                    answer = {"ok": True, "channel": post.channel, "ts": message.ts}
+                    return answer if into is None else msgspec.convert(answer, into)
+            cursor = page.next_cursor
+            if not page.has_more or not cursor:
+                return None
+        raise self._unconfirmed(post, team_id, since, "lookup_incomplete", retryable=True)
+
+    def _unconfirmed(self, post: _Post, team_id: str, since: float, cause: str, *,
+                     retryable: bool) -> UnconfirmedPost:
+        self._posts_unconfirmed += 1
+        log.info("slack post unconfirmed: its outcome is unknown and the lookup failed",
+                 extra={"team_id": team_id, "channel": post.channel, "cause": cause})
+        return UnconfirmedPost(since=since, cause=cause, retryable=retryable)
 
     async def _post(self, method: str, token: str, args: dict[str, Any],
                     into: type[Answer] | None) -> Answer | dict[str, Any]:
@@ -440,6 +549,39 @@ class SlackWebClient(FileTransfers):
                     httpx.CookieConflict) as exc:
                 raise translate_httpx_error(exc, method) from None
         raise SlackApiError("timeout", method=method, retryable=True)
+
+
+class _Post(msgspec.Struct, frozen=True, kw_only=True):
+    """A chat.postMessage that names itself in its ``metadata``: what finding it needs."""
+
+    channel: str
+    thread_ts: str
+    event_type: str
+    event_payload: dict[str, Any]
+
+    @classmethod
+    def of(cls, method: str, args: Mapping[str, Any]) -> _Post | None:
+        if method != POST_MESSAGE:
+            return None
+        metadata = args.get("metadata")
+        channel = args.get("channel")
+        if not isinstance(metadata, Mapping) or not isinstance(channel, str) or not channel:
+            return None
+        event_type = metadata.get("event_type")
+        payload = metadata.get("event_payload")
+        if not isinstance(event_type, str) or not event_type or not isinstance(
+                payload, Mapping) or not payload:
+            return None
+        thread_ts = args.get("thread_ts")
+        return cls(channel=channel, thread_ts=thread_ts if isinstance(thread_ts, str) else "",
+                   event_type=event_type, event_payload=dict(payload))
+
+    def matches(self, message: HistoryMessage) -> bool:
+        """A bot's message with this post's metadata (only apps post metadata)."""
+        metadata = message.metadata
+        return bool(message.bot_id) and metadata is not None \
+            and metadata.event_type == self.event_type \
+            and metadata.event_payload == self.event_payload
 
 
 def _form(args: Mapping[str, Any]) -> dict[str, str]:

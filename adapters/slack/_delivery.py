@@ -19,6 +19,15 @@ The rules:
   ``is_archived``, ``not_in_channel``: deleted, archived, the app removed, or a
   Slack that forgot it) is forgotten in the session and a new one created; the
   event is tried once more there before the failure goes back to the sender.
+- Posts are made once: each carries metadata naming its canonical event
+  (:func:`._translate.post_metadata`), and the Web API client looks a post whose
+  outcome is unknown up before posting it again (:mod:`._client`, rule 7). When
+  even that cannot tell (``post_unconfirmed``), the first attempt's channel and
+  time are kept in the directory beside the message-id map (message state), so
+  every later delivery of that event — the session's retries, a redelivery after
+  a restart — looks before it posts; found, or posted, the state is cleared.
+  A post that stays unconfirmed through the session's retry window fails to the
+  sender with ``post_unconfirmed``: it may have arrived; it was not posted twice.
 - Failures leave as :class:`engine.DeliveryError` (retryable or not); a token
   Slack refuses revokes its installation.
 """
@@ -51,7 +60,7 @@ from engine import (
 )
 from engine.richtext import Block, ListBlock, Paragraph, Quote
 
-from ._errors import SlackApiError
+from ._errors import SlackApiError, UnconfirmedPost
 from ._presence import PresencePart
 from ._translate import (
     ApiCall,
@@ -70,6 +79,10 @@ _NAME_ATTEMPTS = 20
 #: Slack's answers meaning "this conversation is gone for the bot": reopen it
 CONVERSATION_GONE = frozenset({"channel_not_found", "is_archived", "not_in_channel",
                                "channel_is_archived"})
+#: message-state keys of a post whose outcome stayed unknown: where, and since when
+#: (wall clock) to look for it before posting it again
+UNCONFIRMED_CHANNEL = "unconfirmed_channel"
+UNCONFIRMED_SINCE = "unconfirmed_since"
 
 
 def conversation_name(prefix: str, contact: Address) -> str:
@@ -158,7 +171,7 @@ class DeliveryPart(PresencePart):
             if isinstance(call, FileUpload):
                 message_ts = await self._upload(call, identity.tenant, token)
                 continue
-            answer = await self._call(call, identity.tenant, token)
+            answer = await self._call(call, identity.tenant, token, event_id=event.event_id)
             if call.result == "message":
                 message_ts = answer.ts
         self.stats.deliveries += 1
@@ -169,14 +182,50 @@ class DeliveryPart(PresencePart):
             platform_message_id=message_key(channel, message_ts) if message_ts else "",
             conversation_id=channel if in_session else "")
 
-    async def _call(self, call: ApiCall, team_id: str, token: str) -> Posted:
+    async def _call(self, call: ApiCall, team_id: str, token: str, *,
+                    event_id: str = "") -> Posted:
         try:
+            if call.method == "chat.postMessage" and event_id and "metadata" in call.args:
+                return await self._post_once(call, team_id, token, event_id)
             return await self.web.call(call.method, token=token, team_id=team_id,
                                        args=call.args, into=Posted)
         except SlackApiError as exc:
             if exc.error in call.harmless:
                 return Posted(ok=True)
             raise
+
+    async def _post_once(self, call: ApiCall, team_id: str, token: str,
+                         event_id: str) -> Posted:
+        """``call`` (a chat.postMessage showing ``event_id``), looked up first when an
+        earlier delivery of the event left its outcome unknown (see the module's rules)."""
+        directory = self.port.directory
+        channel = str(call.args.get("channel") or "")
+        state = directory.get_message_state(event_id, self.name)
+        since: float | None = None
+        if state.get(UNCONFIRMED_CHANNEL) == channel:  # the same conversation: look there
+            try:
+                since = float(state.get(UNCONFIRMED_SINCE, ""))
+            except ValueError:
+                since = None
+        try:
+            answer = await self.web.call(call.method, token=token, team_id=team_id,
+                                         args=call.args, into=Posted,
+                                         unconfirmed_since=since)
+        except UnconfirmedPost as exc:
+            log.warning("slack post unconfirmed; looked for again before any new post", extra={
+                "event_id": event_id, "team_id": team_id, "channel": channel,
+                "cause": exc.cause})
+            if since is None:
+                await directory.put_message_state(
+                    event_id, self.name,
+                    {UNCONFIRMED_CHANNEL: channel, UNCONFIRMED_SINCE: repr(exc.since)},
+                    now=self.port.clock.now())
+            raise
+        if state:
+            await directory.put_message_state(
+                event_id, self.name, {UNCONFIRMED_CHANNEL: None, UNCONFIRMED_SINCE: None},
+                now=self.port.clock.now())
+        return answer
 
     async def _upload(self, upload: FileUpload, team_id: str, token: str) -> str:
         """Stream the file at ``upload.url`` into Slack's upload flow (nothing on disk)."""

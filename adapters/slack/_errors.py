@@ -9,6 +9,13 @@ Rules:
   the method, and ``retryable``.
 - Retryable: the codes in :data:`TRANSIENT_ERRORS` and every HTTP 5xx; all
   else is permanent. :data:`AUTH_ERRORS` mean the token is no good.
+- An *unknown outcome* (:attr:`SlackApiError.outcome_unknown`): the call may
+  have taken effect although no ok answer came back — no answer in time, a
+  dropped connection, an unreadable answer, any HTTP 5xx, and Slack's
+  ``internal_error`` / ``fatal_error`` ("some aspect of the operation" may
+  have succeeded). A request that never left (no connection made) is not one.
+  Repeating such a ``chat.postMessage`` could post twice: the client looks
+  first, and when it cannot tell, raises :class:`UnconfirmedPost`.
 - httpx exceptions are translated here and only here
   (:func:`translate_httpx_error`); their messages are dropped (they may hold a
   URL with a token), and an httpx exception type not in the table still maps.
@@ -22,7 +29,14 @@ from engine import RemoteError
 TRANSIENT_ERRORS: frozenset[str] = frozenset({
     "internal_error", "fatal_error", "service_unavailable", "request_timeout",
     "ratelimited", "team_added_to_org",
-    "timeout", "connection_error", "invalid_response",
+    "timeout", "connection_error", "invalid_response", "post_unconfirmed",
+})
+
+#: error codes after which the call may have been done all the same (its answer was
+#: lost, unreadable, or Slack's own "it's possible some aspect of the operation
+#: succeeded"); every HTTP 5xx too
+UNKNOWN_OUTCOME_ERRORS: frozenset[str] = frozenset({
+    "timeout", "connection_error", "invalid_response", "internal_error", "fatal_error",
 })
 
 #: error codes that mean the token is no good: stop using it and tell the operator
@@ -48,15 +62,16 @@ class SlackApiError(RemoteError):
     ``error`` is Slack's code (``channel_not_found``, ``ratelimited``, ...) or one of
     ours: ``http_<status>``, ``timeout``, ``connection_error``, ``invalid_response``,
     ``file_too_large``, ``length_mismatch``, ``untrusted_url``, ``invalid_url``,
-    ``invalid_request``. ``retryable`` says whether the same call may succeed later
-    (the session's own retry decides when); ``needed`` is the scope a
-    ``missing_scope`` asked for; ``retry_after`` the seconds Slack asked to wait;
-    ``status`` the HTTP status, when there was one.
+    ``invalid_request``, ``post_unconfirmed`` (:class:`UnconfirmedPost`).
+    ``retryable`` says whether the same call may succeed later (the session's own
+    retry decides when); ``needed`` is the scope a ``missing_scope`` asked for;
+    ``retry_after`` the seconds Slack asked to wait; ``status`` the HTTP status, when
+    there was one; ``unsent`` that the request never left (no connection was made).
     """
 
     def __init__(self, error: str, *, method: str, retryable: bool | None = None,
                  needed: str | None = None, retry_after: float | None = None,
-                 status: int | None = None) -> None:
+                 status: int | None = None, unsent: bool = False) -> None:
         super().__init__(f"{method}: {error}")
         self.error = error
         self.method = method
@@ -64,11 +79,33 @@ class SlackApiError(RemoteError):
         self.needed = needed
         self.retry_after = retry_after
         self.status = status
+        self.unsent = unsent
 
     @property
     def auth_failed(self) -> bool:
         """The token is revoked, expired or otherwise no longer accepted."""
         return self.error in AUTH_ERRORS
+
+    @property
+    def outcome_unknown(self) -> bool:
+        """The call may have been done although it failed (see the module's rules)."""
+        if self.unsent:
+            return False
+        return self.error in UNKNOWN_OUTCOME_ERRORS or (self.status or 0) >= 500 or (
+            self.error.startswith("http_5") and len(self.error) == 8)
+
+
+class UnconfirmedPost(SlackApiError):
+    """A ``chat.postMessage`` whose outcome stayed unknown: an attempt may have posted
+    it, and looking for it failed (``cause``: the lookup's error code) or could not
+    read far enough (``lookup_incomplete``). Retryable unless the lookup's error is
+    permanent; ``since`` is the wall-clock time (Unix seconds) of the post's first
+    attempt, from which a later lookup must search."""
+
+    def __init__(self, *, since: float, cause: str, retryable: bool = True) -> None:
+        super().__init__("post_unconfirmed", method="chat.postMessage", retryable=retryable)
+        self.since = since
+        self.cause = cause
 
 
 
@@ -91,9 +128,16 @@ _HTTPX_ERRORS: tuple[tuple[type[Exception], str, bool], ...] = (
 )
 
 
+#: httpx exceptions raised before the request left: it cannot have been done
+_UNSENT: tuple[type[Exception], ...] = (httpx.ConnectError, httpx.ConnectTimeout,
+                                        httpx.PoolTimeout, httpx.UnsupportedProtocol,
+                                        httpx.LocalProtocolError, httpx.InvalidURL)
+
+
 def translate_httpx_error(exc: Exception, method: str) -> SlackApiError:
     """The SlackApiError for an httpx exception (its message is not kept: it may hold a URL)."""
+    unsent = isinstance(exc, _UNSENT)
     for kind, error, retryable in _HTTPX_ERRORS:
         if isinstance(exc, kind):
-            return SlackApiError(error, method=method, retryable=retryable)
+            return SlackApiError(error, method=method, retryable=retryable, unsent=unsent)
     return SlackApiError("unexpected_http_error", method=method, retryable=False)

@@ -10,6 +10,9 @@ session; the I/O layer runs them.
 Ids: a Slack message is ``"<channel>/<ts>"`` under the ``slack`` platform in
 the message-id map. A message that starts on Slack gets a canonical id derived
 from its team, channel and ts, so a redelivered event maps to the same id.
+Every message Interlink posts carries :func:`post_metadata`: the canonical id of
+the event it shows, and nothing else, so a post whose answer was lost can be
+found again instead of being posted twice.
 """
 
 from __future__ import annotations
@@ -84,6 +87,15 @@ class SlackLookup(Protocol):
                    app_id: str = "") -> bool:
         """Whether a user, bot or app id is Interlink's own (loop prevention)."""
         ...
+
+
+#: the ``event_type`` of the metadata on Interlink's posts
+POST_EVENT_TYPE = "interlink_message"
+
+
+def post_metadata(event_id: str) -> Json:
+    """Slack message metadata naming the canonical event a post shows (never content)."""
+    return {"event_type": POST_EVENT_TYPE, "event_payload": {"event_id": event_id}}
 
 
 def message_key(channel_id: str, ts: str) -> str:
@@ -390,6 +402,8 @@ def encode_event(event: Event, context: OutboundContext) -> Outbound:
         root = event.thread_id or event.reply_to
         if root:
             args["thread_ts"] = _ts_of(root, context)
+        if event.event_id:
+            args["metadata"] = post_metadata(event.event_id)
         return [ApiCall(method="chat.postMessage", args=args, result="message")]
     if isinstance(event, Edit):
         args = _message_args(event.body, event.text, context)
@@ -414,7 +428,8 @@ def encode_event(event: Event, context: OutboundContext) -> Outbound:
                         args={"channel": channel, "topic": presence_topic(event, context)})]
     if isinstance(event, ContactRequest | ContactAccept | ContactRemove | DeliveryOutcome
                   | Error):
-        return [notice_call(channel, notice_text(event, context.sender.name))]
+        return [notice_call(channel, notice_text(event, context.sender.name),
+                            event_id=event.event_id)]
     raise Untranslatable(f"unsupported:{type(event).__name__}")
 
 
@@ -448,11 +463,13 @@ def presence_topic(event: Presence, context: OutboundContext) -> str:
     return f"{topic}: {event.status}"[:250] if event.status else topic
 
 
-def notice_call(channel: str, text: str) -> ApiCall:
-    """A message from Interlink's bot itself (not under the contact's name)."""
-    return ApiCall(method="chat.postMessage",
-                   args={"channel": channel, "text": text, "unfurl_links": False},
-                   result="message")
+def notice_call(channel: str, text: str, *, event_id: str = "") -> ApiCall:
+    """A message from Interlink's bot itself (not under the contact's name); with
+    ``event_id``, the metadata naming the event it shows."""
+    args: Json = {"channel": channel, "text": text, "unfurl_links": False}
+    if event_id:
+        args["metadata"] = post_metadata(event_id)
+    return ApiCall(method="chat.postMessage", args=args, result="message")
 
 
 def notice_text(event: Event, name: str) -> str:

@@ -345,6 +345,37 @@ class Posted(Answer, kw_only=True):
     ts: str = ""
 
 
+class MessageMetadata(msgspec.Struct, kw_only=True):
+    """A message's ``metadata`` (an app's; history and replies with ``include_all_metadata``)."""
+
+    event_type: str = ""
+    event_payload: dict[str, Any] = {}
+
+
+class HistoryMessage(msgspec.Struct, kw_only=True):
+    """A message of conversations.history / conversations.replies: what finding a post reads."""
+
+    ts: str = ""
+    bot_id: str | None = None
+    metadata: MessageMetadata | None = None
+
+
+class Cursor(msgspec.Struct, kw_only=True):
+    next_cursor: str = ""
+
+
+class History(Answer, kw_only=True):
+    """conversations.history, conversations.replies"""
+
+    messages: list[HistoryMessage] = []
+    has_more: bool = False
+    response_metadata: Cursor | None = None
+
+    @property
+    def next_cursor(self) -> str:
+        return self.response_metadata.next_cursor if self.response_metadata else ""
+
+
 class UploadUrl(Answer, kw_only=True):
     """files.getUploadURLExternal"""
 

@@ -29,6 +29,9 @@ from ._state import (
 MAX_TEXT = 40_000
 MAX_BLOCKS = 50
 MAX_ATTACHMENTS = 100
+#: bytes of compact JSON; Slack answers metadata_too_large past a limit it does not
+#: publish, so this one is the sandbox's
+MAX_METADATA_BYTES = 8 * 1024
 
 KNOWN_BLOCKS = frozenset({
     "actions", "context", "divider", "file", "header", "image", "input", "markdown",
@@ -72,6 +75,36 @@ def _attachments(args: Args) -> list[Any] | None:
     if len(value) > MAX_ATTACHMENTS:
         raise SlackError("too_many_attachments")
     return [{**a, "id": i + 1} for i, a in enumerate(value)]
+
+
+def metadata_arg(c: Call) -> dict[str, Any] | None:
+    """The ``metadata`` argument, checked as Slack checks it: None when absent, ``{}`` for
+    an empty object (chat.update: remove it), else ``{"event_type", "event_payload"}``.
+
+    A JSON object (or, in a form, its JSON text) is required (``invalid_metadata_format``),
+    posted by an app's token (``metadata_must_be_sent_from_app``), with a non-empty
+    string ``event_type`` and an object ``event_payload`` and nothing else
+    (``invalid_metadata_schema``), at most :data:`MAX_METADATA_BYTES` as JSON
+    (``metadata_too_large``).
+    """
+    value = c.args.decoded("metadata", error="invalid_metadata_format")
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise SlackError("invalid_metadata_format")
+    if not c.token.app_id:
+        raise SlackError("metadata_must_be_sent_from_app")
+    if not value:
+        return {}
+    event_type = value.get("event_type")
+    payload = value.get("event_payload")
+    if set(value) != {"event_type", "event_payload"} or not isinstance(event_type, str) \
+            or not event_type.strip() or not isinstance(payload, dict):
+        raise SlackError("invalid_metadata_schema")
+    if len(json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()) \
+            > MAX_METADATA_BYTES:
+        raise SlackError("metadata_too_large")
+    return {"event_type": event_type, "event_payload": payload}
 
 
 def message_content(c: Call, *, truncate: bool) -> tuple[str, list[Any] | None, list[Any] | None]:
@@ -160,9 +193,11 @@ def chat_post_message(c: Call) -> dict[str, Any]:
     customised = c.is_bot and (username or icon_url or icon_emoji)
     if customised:
         c.need("chat:write.customize")
+    metadata = metadata_arg(c)
     may_post(c, conv)
     root = thread_root_arg(c, conv)
     message = new_message(c, conv, root, text, blocks, attachments)
+    message.metadata = metadata or None
     if customised:
         message.subtype = "bot_message"
         message.username = username or c.world.users[c.actor].real_name
@@ -176,7 +211,7 @@ def chat_post_message(c: Call) -> dict[str, Any]:
     c.changes.append(MessagePosted(team_id=conv.team_id, event_ts=message.ts, channel=conv.id,
                                    ts=message.ts))
     return {"channel": conv.id, "ts": message.ts,
-            "message": message_json(c.world, message)}
+            "message": message_json(c.world, message, metadata=True)}
 
 
 def _own_message(c: Call, message: Message) -> bool:
@@ -205,6 +240,7 @@ def chat_update(c: Call) -> dict[str, Any]:
         raise SlackError("msg_too_long")
     blocks = blocks_arg(c.args)
     attachments = _attachments(c.args)
+    metadata = metadata_arg(c)
     markdown = c.args.optional("markdown_text")
     previous = _snapshot(message)
     if markdown is not None:
@@ -217,10 +253,12 @@ def chat_update(c: Call) -> dict[str, Any]:
         message.blocks = blocks
     if attachments is not None:
         message.attachments = attachments
+    if metadata is not None:  # absent: kept; an empty object: removed
+        message.metadata = metadata or None
     message.edited = Edited(user=c.actor, ts=c.ts())
     c.changes.append(MessageEdited(team_id=conv.team_id, event_ts=message.edited.ts,
                                    channel=conv.id, ts=message.ts, previous=previous))
-    rendered = message_json(c.world, message)
+    rendered = message_json(c.world, message, metadata=True)
     return {"channel": conv.id, "ts": message.ts, "text": message.text, "message": rendered}
 
 

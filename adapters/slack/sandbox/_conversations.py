@@ -259,7 +259,9 @@ def conversations_history(c: Call) -> dict[str, Any]:
               if (not m.is_reply or m.subtype == "thread_broadcast")
               and _in_range(m.ts, oldest, latest, inclusive)]
     page, cursor = paginate(listed, lambda m: m.ts, c, 100)
-    body: dict[str, Any] = {"messages": [message_json(c.world, m) for m in page],
+    metadata = c.args.flag("include_all_metadata")
+    body: dict[str, Any] = {"messages": [message_json(c.world, m, metadata=metadata)
+                                         for m in page],
                             "has_more": bool(cursor), "pin_count": 0,
                             "channel_actions_ts": None, "channel_actions_count": 0,
                             "response_metadata": {"next_cursor": cursor}}
@@ -282,7 +284,8 @@ def conversations_replies(c: Call) -> dict[str, Any]:
     replies = [log[r] for r in root.replies if r in log
                and _in_range(r, oldest, latest, inclusive)]
     page, cursor = paginate(replies, lambda m: m.ts, c, 1000)
-    messages = [message_json(c.world, root)] + [message_json(c.world, m) for m in page]
+    metadata = c.args.flag("include_all_metadata")
+    messages = [message_json(c.world, m, metadata=metadata) for m in (root, *page)]
     return {"messages": messages, "has_more": bool(cursor),
             "response_metadata": {"next_cursor": cursor}}
 

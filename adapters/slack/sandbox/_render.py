@@ -173,8 +173,13 @@ def file_json(world: World, file: File, *, for_event: bool = False) -> dict[str,
 
 
 def message_json(world: World, message: Message, *, with_channel: bool = False,
-                 for_event: bool = False) -> dict[str, Any]:
-    """A message as the Web API shows it (history, replies, chat.* answers)."""
+                 for_event: bool = False, metadata: bool = False) -> dict[str, Any]:
+    """A message as the Web API shows it (history, replies, chat.* answers).
+
+    ``metadata``: with the message's metadata, if it has any (history and replies
+    with ``include_all_metadata``, the poster's own chat.* answers); events never
+    carry it.
+    """
     data: dict[str, Any] = {"type": "message"}
     if message.subtype is not None:
         data["subtype"] = message.subtype
@@ -224,6 +229,9 @@ def message_json(world: World, message: Message, *, with_channel: bool = False,
     if message.reactions:
         data["reactions"] = [{"name": r.name, "users": list(r.users), "count": len(r.users)}
                              for r in message.reactions]
+    if metadata and message.metadata:
+        data["metadata"] = {"event_type": message.metadata["event_type"],
+                            "event_payload": dict(message.metadata["event_payload"])}
     return data
 
 

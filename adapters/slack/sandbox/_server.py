@@ -98,18 +98,22 @@ class SandboxStatistics(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class _Fault:
-    """The next ``remaining`` calls of one method fail this way (sandbox-only, for tests)."""
+    """The next ``remaining`` calls of one method fail this way (sandbox-only, for tests):
+    instead of running, or, ``after_commit``, once they have run (their answer is lost)."""
 
-    __slots__ = ("delay", "drop_connection", "error", "remaining", "retry_after", "status")
+    __slots__ = ("after_commit", "delay", "drop_connection", "error", "remaining",
+                 "retry_after", "status")
 
     def __init__(self, *, remaining: int, status: int, error: str | None,
-                 drop_connection: bool, retry_after: int | None, delay: float) -> None:
+                 drop_connection: bool, retry_after: int | None, delay: float,
+                 after_commit: bool) -> None:
         self.remaining = remaining
         self.status = status
         self.error = error
         self.drop_connection = drop_connection
         self.retry_after = retry_after
         self.delay = delay
+        self.after_commit = after_commit
 
 
 class _HttpError(Exception):
@@ -335,7 +339,8 @@ class Sandbox:
 
     def inject_failures(self, method: str, *, count: int = 1, status: int = 500,
                         error: str | None = "internal_error", drop_connection: bool = False,
-                        retry_after: int | None = None, delay: float = 0.0) -> None:
+                        retry_after: int | None = None, delay: float = 0.0,
+                        after_commit: bool = False) -> None:
         """The next ``count`` calls of Web API ``method`` fail instead of running (tests only).
 
         Each answers HTTP ``status`` with ``{"ok": false, "error": error}`` (a plain-text
@@ -343,6 +348,12 @@ class Sandbox:
         with ``drop_connection``, sends the response head and closes the connection
         mid-response. ``delay`` seconds pass first (for client timeouts). A new call
         replaces the method's earlier faults; ``count=0`` clears them.
+
+        ``after_commit``: the call runs first, as usual — what it does is done (a message
+        posted, its events published) — and then its answer is lost as above: after
+        ``delay`` (longer than the client's timeout: the client times out), the
+        connection drops, or the error is answered. That is a Slack that committed a
+        call whose answer never arrived.
         """
         if count < 0 or not 100 <= status <= 599 or delay < 0:
             raise ValueError("count >= 0, a valid HTTP status and delay >= 0")
@@ -351,7 +362,8 @@ class Sandbox:
             return
         self._faults[method] = _Fault(remaining=count, status=status, error=error,
                                       drop_connection=drop_connection,
-                                      retry_after=retry_after, delay=delay)
+                                      retry_after=retry_after, delay=delay,
+                                      after_commit=after_commit)
 
     def _take_fault(self, method: str) -> _Fault | None:
         fault = self._faults.get(method)
@@ -462,7 +474,7 @@ class SandboxApp:
             return
         body = await _read_body(scope, receive, sandbox.settings.max_request_bytes)
         fault = sandbox._take_fault(name)
-        if fault is not None:
+        if fault is not None and not fault.after_commit:
             await _fail(send, fault)
             return
         args = _request_args(scope, body)
@@ -473,6 +485,9 @@ class SandboxApp:
         sandbox.api_calls += 1
         if outcome.changes:
             sandbox.publish(outcome.changes)
+        if fault is not None:  # after_commit: done and published; the answer is lost
+            await _fail(send, fault)
+            return
         if not outcome.body.get("ok"):
             log.debug("api error", extra={"method": name, "error": outcome.body.get("error"),
                                           "status": outcome.status})

@@ -20,6 +20,9 @@ The rules, as Slack applies them:
   the root's thread.
 - A message's ``ts`` is unique and increasing per workspace; edits carry the
   editor and the time of the edit.
+- Only apps post message metadata (``event_type`` and ``event_payload``); it is
+  shown by the Web API only to those who ask for it (``include_all_metadata``)
+  and to the poster in its answer, never in events.
 - Only members see a channel's history, except that people may read public
   channels they are not in.
 """
@@ -158,6 +161,8 @@ class Message(msgspec.Struct, kw_only=True):
     reactions: list[Reaction] = msgspec.field(default_factory=list)
     files: list[str] = msgspec.field(default_factory=list)
     client_msg_id: str | None = None
+    #: an app's message metadata: ``{"event_type": str, "event_payload": {...}}``
+    metadata: dict[str, Any] | None = None
 
     @property
     def is_reply(self) -> bool:

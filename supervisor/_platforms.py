@@ -1,6 +1,6 @@
 """Platform pieces ``interlink run`` starts beside the engine: the embedded
 services of the adapter packages (the Slack sandbox, a Prosody) as supervised
-children, and the demo's helpers (``interlink say``, the banner).
+children, and the demo's helpers (``interlink say``, ``demo_details``).
 
 Secrets never pass through the config file: adapters read them from
 environment variables or files (:meth:`engine.BuildContext.secret`). The
@@ -13,7 +13,6 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 from adapters.slack import SandboxHandle, SlackAdapter, SlackAdapterConfig
@@ -106,27 +105,3 @@ def demo_details(config: Config, services: dict[str, Any]) -> dict[str, Any] | N
                  "password_file": str(config.path(config.prosody.state_dir) / "secrets"
                                       / f"password.{user}")},
     }
-
-
-def demo_banner(details: dict[str, Any], config_path: str) -> str:
-    """How to talk as each side, printed when the demo is up."""
-    slack, xmpp = details["slack"], details["xmpp"]
-    john, peter = slack["user"]["address"], xmpp["user"]
-    password = Path(xmpp["password_file"]).read_text(encoding="utf-8").strip()
-    config = f" --config {config_path}" if config_path else ""
-    return f"""
-Interlink demo is up: {john} on Slack <-> {peter} on XMPP.
-
-  Slack side (the local sandbox at {slack["sandbox"]}, workspace Acme, user John):
-    interlink say --as {john} --to {peter} "hi *Peter*"{config}
-    slash commands:  curl -H 'Authorization: Bearer xoxp-john' \\
-      -H 'Content-Type: application/json' {slack["sandbox"]}/sandbox/command \\
-      -d '{{"command": "/interlink", "channel": "C0GENERAL", "text": "add {peter}"}}'
-
-  XMPP side (Prosody at {xmpp["host"]}:{xmpp["c2s_port"]}; plaintext login allowed, STARTTLS
-  with a self-signed certificate) - any XMPP client:
-    JID {peter}   password {password}
-
-  The whole tour, every feature, checked on the other side:
-    interlink demo --script{config}
-"""

@@ -112,8 +112,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="multiply Slack's event retry delays (0 s, 1 min, 5 min) by FACTOR, "
                              "e.g. 0.01 for tests (default 1)")
     parser.add_argument("--log-level", default="info",
-                        choices=["debug", "info", "warning", "error"])
-    parser.add_argument("--log-format", default="text", choices=["json", "text"])
+                        choices=["debug", "info", "warning", "error"],
+                        help="least severe log records written (default %(default)s)")
+    parser.add_argument("--log-format", default="text", choices=["json", "text"],
+                        help="log lines as text or one JSON object each (default %(default)s)")
     return parser
 
 

@@ -12,6 +12,7 @@ Rules:
 
 from __future__ import annotations
 
+import difflib
 import logging
 from collections.abc import Callable
 from pathlib import Path
@@ -35,7 +36,7 @@ from engine import (
 )
 
 from ._adapter import SlackAdapter
-from ._client import SlackWebClient, WebApiSettings
+from ._client import METHOD_TIERS, POST_MESSAGE, SlackWebClient, WebApiSettings
 from ._installations import SlackInstallationConfig, SlackSecrets, SlackSettings
 from .sandbox import (
     RateLimitSettings,
@@ -58,15 +59,19 @@ class SlackInstallationEntry(ConfigSection, frozen=True, kw_only=True):
 
 Positive = Annotated[float, msgspec.Meta(gt=0)]
 AtLeastOne = Annotated[int, msgspec.Meta(ge=1)]
+#: ``[adapters.pacing] tier_per_minute``'s default (``WebApiSettings``' own)
+DEFAULT_TIER_PER_MINUTE: tuple[float, float, float, float] = WebApiSettings().tier_per_minute
 
 
 class SlackPacingConfig(ConfigSection, frozen=True, kw_only=True):
-    """``[adapters.pacing]``: how fast the adapter posts (``chat.postMessage``).
+    """``[adapters.pacing]``: how fast the adapter posts (``chat.postMessage``) and calls
+    every other Web API method (by Slack's tier).
 
     Defaults follow Slack's published limits ("Rate limits", docs.slack.dev/apis/
     web-api/rate-limits, and the chat.postMessage method page): about one message
     per second per channel with short bursts, and "several hundred messages per
-    minute" per workspace. Each starts there and adapts up after quiet periods.
+    minute" per workspace, each starting there and adapting up after quiet periods;
+    tiers 1-4 at 1+, 20+, 50+ and 100+ calls per minute per method and workspace.
     """
 
     #: per conversation (channel): messages per second to start at, and the burst
@@ -85,6 +90,13 @@ class SlackPacingConfig(ConfigSection, frozen=True, kw_only=True):
     raise_by: Positive = 0.25
     #: a 429 multiplies the rate by this (0 < x < 1)
     back_off_by: Annotated[float, msgspec.Meta(gt=0, lt=1)] = 0.5
+    #: every other Web API method, per workspace and method: calls per minute for Slack's
+    #: tiers 1-4 (Slack: 1+, 20+, 50+, 100+; a little under, so a 429 is rare), each with
+    #: a burst of a minute's worth
+    tier_per_minute: Annotated[list[Positive], msgspec.Meta(min_length=4, max_length=4)] = \
+        msgspec.field(default_factory=lambda: list(DEFAULT_TIER_PER_MINUTE))
+    #: method -> tier (1-4), over the adapter's table of Slack's tiers (``METHOD_TIERS``)
+    method_tiers: dict[str, int] = {}
 
 
 class SlackAdapterConfig(AdapterConfig, frozen=True, kw_only=True, tag="slack",
@@ -138,7 +150,9 @@ def check_slack_config(entry: SlackAdapterConfig, where: str, context: BuildCont
         raise ConfigError(f"`public_url` needs `listen` (the listener it points at) - at "
                           f"`{where}.public_url`")
     pacing = entry.pacing
-    if entry.post_message_per_second is not None and pacing != SlackPacingConfig():
+    posting = msgspec.structs.replace(pacing, tier_per_minute=list(DEFAULT_TIER_PER_MINUTE),
+                                      method_tiers={})
+    if entry.post_message_per_second is not None and posting != SlackPacingConfig():
         raise ConfigError(f"`post_message_per_second` is the older spelling of "
                           f"`pacing.channel_per_second`: use one - at "
                           f"`{where}.post_message_per_second`")
@@ -150,6 +164,8 @@ def check_slack_config(entry: SlackAdapterConfig, where: str, context: BuildCont
         raise ConfigError(f"the ceiling must be at least the start rate "
                           f"({pacing.workspace_per_minute}) - at "
                           f"`{where}.pacing.workspace_max_per_minute`")
+    for method, tier in pacing.method_tiers.items():
+        _check_method_tier(method, tier, f'{where}.pacing.method_tiers["{method}"]')
     if not entry.api_url:
         sandbox = context.sections.get("sandbox")
         if not isinstance(sandbox, SandboxSection) or not sandbox.enabled:
@@ -161,6 +177,19 @@ def check_slack_config(entry: SlackAdapterConfig, where: str, context: BuildCont
         if not installation.bot_token.env and not installation.bot_token.file:
             raise ConfigError(f"name an `env` or `file` holding the bot token - at "
                               f"`{where}.installations[{k}].bot_token`")
+
+
+def _check_method_tier(method: str, tier: int, where: str) -> None:
+    if method == POST_MESSAGE:
+        raise ConfigError(f"{POST_MESSAGE} has no tier: its budgets are the `channel_*` and "
+                          f"`workspace_*` keys - at `{where}`")
+    if method not in METHOD_TIERS:
+        close = difflib.get_close_matches(method, METHOD_TIERS, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ConfigError(f"{method!r} is not a Web API method the adapter calls{hint} - at "
+                          f"`{where}`")
+    if not 1 <= tier <= 4:
+        raise ConfigError(f"Slack's tiers are 1, 2, 3 and 4, got {tier} - at `{where}`")
 
 
 def build_slack_adapter(entry: SlackAdapterConfig, context: BuildContext) -> SlackAdapter:
@@ -217,6 +246,7 @@ def web_api_settings(entry: SlackAdapterConfig, base_url: str) -> WebApiSettings
     """The Web API client's settings for a config entry (its pacing keys)."""
     pacing = entry.pacing
     channel = _channel_rate(entry)
+    t1, t2, t3, t4 = pacing.tier_per_minute
     return WebApiSettings(
         base_url=base_url, post_message_per_second=channel,
         post_message_burst=pacing.channel_burst,
@@ -225,7 +255,8 @@ def web_api_settings(entry: SlackAdapterConfig, base_url: str) -> WebApiSettings
         post_message_workspace_burst=pacing.workspace_burst,
         post_message_workspace_max_per_minute=pacing.workspace_max_per_minute,
         pacing_raise_after=pacing.raise_after, pacing_raise_by=pacing.raise_by,
-        pacing_back_off_by=pacing.back_off_by)
+        pacing_back_off_by=pacing.back_off_by,
+        tier_per_minute=(t1, t2, t3, t4), method_tiers={**METHOD_TIERS, **pacing.method_tiers})
 
 
 #: event ids a sandbox run may use before a restart's take over

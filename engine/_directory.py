@@ -26,7 +26,8 @@ import msgspec
 
 from ._address import Address
 
-SCHEMA_VERSION = 4  # 2: sessions by platform conversation id; 3: message state; 4: ledger
+SCHEMA_VERSION = 5  # 2: sessions by platform conversation id; 3: message state; 4: ledger;
+#                      5: platform message ids by session (find_canonical_id(session_id=))
 
 #: The domain route used when a domain has none of its own (e.g. any server of an open federation).
 WILDCARD_DOMAIN = "*"
@@ -84,7 +85,14 @@ class SessionRecord(msgspec.Struct, frozen=True, kw_only=True, gc=False):
 
 
 class MessageIdRecord(msgspec.Struct, frozen=True, kw_only=True, gc=False):
-    """A canonical message id and each platform's id for the same message."""
+    """A canonical message id and each platform's id for the same message.
+
+    Each platform id is found again (:meth:`Directory.find_canonical_id`) within the
+    record's session, and platform-wide: a platform whose clients choose their own
+    ids (XMPP) has ids unique only within a conversation, so it looks them up by
+    session; one whose ids are unique on the platform (Slack's ``channel/ts`` keys,
+    a webhook partner's ids) may look them up platform-wide.
+    """
 
     canonical_id: str
     session_id: str
@@ -225,9 +233,19 @@ class Directory(Protocol):
 
     # message-id map (bounded by age)
     def get_message_ids(self, canonical_id: str) -> MessageIdRecord | None: ...
-    def find_canonical_id(self, platform: str, platform_message_id: str) -> str | None: ...
+    def find_canonical_id(self, platform: str, platform_message_id: str, *,
+                          session_id: str | None = None) -> str | None:
+        """The canonical id of the message ``platform`` knows as ``platform_message_id``.
+
+        With ``session_id``: only a message of that session (the 1:1 conversation),
+        the key is ``(platform, session_id, platform_message_id)``; what a platform
+        whose clients choose their ids (XMPP) must use, so that two conversations'
+        equal ids never meet. Without: the key is ``(platform, platform_message_id)``,
+        for ids unique on the platform; if two sessions recorded the same id there,
+        the last one recorded. Either is one point read."""
     async def put_message_ids(self, record: MessageIdRecord) -> None:
-        """Store or replace; reverse entries follow ``platform_ids``."""
+        """Store or replace; reverse entries (within ``session_id`` and platform-wide)
+        follow ``platform_ids``."""
     async def prune_message_ids(self, older_than: float) -> int:
         """Delete records with ``created_at < older_than`` and their messages' state; also
         the state of messages without a record, first written before ``older_than``.

@@ -14,6 +14,7 @@ sessions            b"s" + session_id (UTF-8, so keys sort by id)   SessionRecor
 session_pairs       pack((a.user, a.domain, b.user, b.domain))      session_id
 message_ids         pack(canonical_id)                              MessageIdRecord
 message_index       pack((platform, platform_message_id))           canonical_id
+message_in_session  pack((platform, session_id, platform_msg_id))   canonical_id
 message_age         time_key(created_at) + canonical_id             canonical_id
 message_state       pack(canonical_id) + pack(platform)             MessageState
 ledger              pack(event_id)                                  LedgerRecord
@@ -78,6 +79,7 @@ SESSION_PAIRS: Final = "session_pairs"
 CONVERSATIONS: Final = "conversations"
 MESSAGE_IDS: Final = "message_ids"
 MESSAGE_INDEX: Final = "message_index"
+MESSAGE_IN_SESSION: Final = "message_in_session"
 MESSAGE_AGE: Final = "message_age"
 MESSAGE_STATE: Final = "message_state"
 LEDGER: Final = "ledger"
@@ -89,7 +91,7 @@ INSTALLATIONS: Final = "installations"
 DIRECTORY_DBS: Final = (
     ROUTES, IDENTITIES, IDENTITY_INDEX, CONTACTS, SESSIONS, SESSION_PAIRS, CONVERSATIONS,
     MESSAGE_IDS, MESSAGE_INDEX, MESSAGE_AGE, MESSAGE_STATE, AGREEMENTS, POLICIES,
-    INSTALLATIONS, LEDGER,
+    INSTALLATIONS, LEDGER, MESSAGE_IN_SESSION,
 )
 
 _MAX_KEY: Final = 511  # LMDB's compiled-in limit (mdb_env_get_maxkeysize)
@@ -160,6 +162,20 @@ def _message_index_key(platform: str, platform_message_id: str) -> bytes:
     return _fit(_pack((platform, platform_message_id)))
 
 
+def _in_session_key(platform: str, session_id: str, platform_message_id: str) -> bytes:
+    return _fit(_pack((platform, session_id, platform_message_id)))
+
+
+def _reverse_entries(record: MessageIdRecord) -> list[tuple[str, bytes]]:
+    """Where ``record``'s platform ids are found again: platform-wide and in its session."""
+    entries: list[tuple[str, bytes]] = []
+    session_id = record.session_id
+    for platform, platform_id in record.platform_ids.items():
+        entries.append((MESSAGE_INDEX, _message_index_key(platform, platform_id)))
+        entries.append((MESSAGE_IN_SESSION, _in_session_key(platform, session_id, platform_id)))
+    return entries
+
+
 def _time_key(t: float) -> bytes:
     """8 bytes that sort like the float ``t`` (IEEE 754 bits, sign-adjusted)."""
     (bits,) = _UINT64.unpack(_DOUBLE.pack(t))
@@ -214,10 +230,22 @@ def _add_ledger(txn: lmdb.Transaction[bytes], handles: StoreHandles) -> None:
     """Schema 3 -> 4: the ``ledger`` sub-database, opened (empty) with the store."""
 
 
+def _index_messages_by_session(txn: lmdb.Transaction[bytes], handles: StoreHandles) -> None:
+    """Schema 4 -> 5: index every message's platform ids within its session (the
+    ``message_in_session`` sub-database, opened empty with the store). Built from the
+    records, which are authoritative (a platform-wide entry may name a later record)."""
+    for _key, raw in txn.cursor(db=handles[MESSAGE_IDS]):
+        record = _load(_DEC_MESSAGE_IDS, raw)
+        for platform, platform_id in record.platform_ids.items():
+            txn.put(_in_session_key(platform, record.session_id, platform_id),
+                    record.canonical_id.encode(), db=handles[MESSAGE_IN_SESSION])
+
+
 #: the upgrades from each older schema version (see :class:`LmdbStore`)
 MIGRATIONS: Final[Mapping[int, Migration]] = {2: _index_conversations,
                                               3: _add_message_state,
-                                              4: _add_ledger}
+                                              4: _add_ledger,
+                                              5: _index_messages_by_session}
 
 _CACHE_LIMIT = 65_536
 #: a sub-database with at most this many keys may be cached whole (see _ReadCache)
@@ -579,20 +607,29 @@ class LmdbDirectory:
         raw = self._store.get(MESSAGE_IDS, _fit(_pack(canonical_id)))
         return None if raw is None else _load(_DEC_MESSAGE_IDS, raw)
 
-    def find_canonical_id(self, platform: str, platform_message_id: str) -> str | None:
-        raw = self._store.get(MESSAGE_INDEX, _message_index_key(platform, platform_message_id))
+    def find_canonical_id(self, platform: str, platform_message_id: str, *,
+                          session_id: str | None = None) -> str | None:
+        if session_id is None:
+            raw = self._store.get(MESSAGE_INDEX,
+                                  _message_index_key(platform, platform_message_id))
+        else:
+            raw = self._store.get(MESSAGE_IN_SESSION,
+                                  _in_session_key(platform, session_id, platform_message_id))
         if raw is None:
             return None
         # A reverse entry is trusted only while its record still names it: a
         # record replaced after its commit may leave one behind (see put_message_ids).
         canonical_id = raw.decode()
         record = self.get_message_ids(canonical_id)
-        if record is None or record.platform_ids.get(platform) != platform_message_id:
+        if record is None or record.platform_ids.get(platform) != platform_message_id or (
+                session_id is not None and record.session_id != session_id):
             return None
         return canonical_id
 
     async def put_message_ids(self, record: MessageIdRecord) -> None:
-        """Store or replace; reverse entries follow ``platform_ids``.
+        """Store or replace; reverse entries follow ``platform_ids``: each platform id
+        platform-wide (``message_index``) and within the record's session
+        (``message_in_session``), so that either lookup is one read.
 
         Written blind unless the id has an uncommitted write: the hot path
         (one record per delivered message, under a new canonical id) then
@@ -608,20 +645,20 @@ class LmdbDirectory:
         age_key = _age_key(record)
         ops: list[Op] = []
         pending, old_raw = store.get_pending(MESSAGE_IDS, key)
+        entries = _reverse_entries(record)
         if pending and old_raw is not None:
             old = _load(_DEC_MESSAGE_IDS, old_raw)
             old_age_key = _age_key(old)
             if old_age_key != age_key:
                 ops.append((MESSAGE_AGE, old_age_key, None))
-            for platform, platform_id in old.platform_ids.items():
-                if record.platform_ids.get(platform) != platform_id:
-                    ops.extend(self._unindex(
-                        MESSAGE_INDEX, _message_index_key(platform, platform_id), canonical_id
-                    ))
+            kept = set(entries)
+            for db, entry_key in _reverse_entries(old):
+                if (db, entry_key) not in kept:
+                    ops.extend(self._unindex(db, entry_key, canonical_id))
         ops.append((MESSAGE_IDS, key, _pack(record)))
         ops.append((MESSAGE_AGE, age_key, canonical_id))
-        for platform, platform_id in record.platform_ids.items():
-            ops.append((MESSAGE_INDEX, _message_index_key(platform, platform_id), canonical_id))
+        for db, entry_key in entries:
+            ops.append((db, entry_key, canonical_id))
         store.submit(ops)
 
     async def prune_message_ids(self, older_than: float) -> int:
@@ -661,10 +698,8 @@ class LmdbDirectory:
                 ops.append((MESSAGE_IDS, record_key, None))
                 ops.append((MESSAGE_AGE, age_key, None))
                 ops.extend(self._prune_states(canonical_id.decode(), None))
-                for platform, platform_id in record.platform_ids.items():
-                    ops.extend(self._unindex(
-                        MESSAGE_INDEX, _message_index_key(platform, platform_id), canonical_id
-                    ))
+                for db, entry_key in _reverse_entries(record):
+                    ops.extend(self._unindex(db, entry_key, canonical_id))
             start = page[-1][0] if page else None
         store.submit(ops)
         return len(pruned_ids)

@@ -36,7 +36,13 @@ from engine._directory import (
     UserPolicy,
     session_id_for,
 )
-from engine._directory_lmdb import DIRECTORY_DBS, MIGRATIONS, ROUTES, LmdbDirectory
+from engine._directory_lmdb import (
+    DIRECTORY_DBS,
+    MESSAGE_IN_SESSION,
+    MIGRATIONS,
+    ROUTES,
+    LmdbDirectory,
+)
 from engine._errors import DirectoryError
 from engine._lmdb_store import META_DB, SCHEMA_KEY, LmdbStore, StoreHandles
 from engine.testing._memory_directory import MemoryDirectory
@@ -315,6 +321,38 @@ async def test_replacing_message_ids_drops_stale_reverse_entries(directory: Dire
     assert directory.find_canonical_id("xmpp", "x") is None
 
 
+async def test_equal_platform_ids_in_two_sessions_are_found_within_each(
+        directory: Directory) -> None:
+    """XMPP clients choose their own ids: two conversations may both have an "abc"."""
+    peters = MessageIdRecord(canonical_id="c-peter", session_id="s-peter",
+                             platform_ids={"xmpp": "abc", "slack": "C1/1.0"}, created_at=1.0)
+    pauls = MessageIdRecord(canonical_id="c-paul", session_id="s-paul",
+                            platform_ids={"xmpp": "abc", "slack": "C2/1.0"}, created_at=2.0)
+    await directory.put_message_ids(peters)
+    await directory.put_message_ids(pauls)
+    assert directory.find_canonical_id("xmpp", "abc", session_id="s-peter") == "c-peter"
+    assert directory.find_canonical_id("xmpp", "abc", session_id="s-paul") == "c-paul"
+    assert directory.find_canonical_id("xmpp", "abc", session_id="s-other") is None
+    assert directory.find_canonical_id("slack", "C1/1.0", session_id="s-peter") == "c-peter"
+    assert directory.find_canonical_id("slack", "C1/1.0", session_id="s-paul") is None
+    # platform-wide (ids unique on their platform): the last one recorded
+    assert directory.find_canonical_id("xmpp", "abc") == "c-paul"
+    assert directory.find_canonical_id("slack", "C1/1.0") == "c-peter"
+    await directory.flush()  # LMDB: from committed data too
+    assert directory.find_canonical_id("xmpp", "abc", session_id="s-peter") == "c-peter"
+    # a record replaced under another session is found there only
+    await directory.put_message_ids(msgspec.structs.replace(peters, session_id="s-moved"))
+    assert directory.find_canonical_id("xmpp", "abc", session_id="s-peter") is None
+    assert directory.find_canonical_id("xmpp", "abc", session_id="s-moved") == "c-peter"
+    # pruning Paul's message leaves Peter's entry alone
+    assert await directory.prune_message_ids(1.5) == 1  # c-peter (1.0)
+    assert directory.find_canonical_id("xmpp", "abc", session_id="s-moved") is None
+    assert directory.find_canonical_id("xmpp", "abc", session_id="s-paul") == "c-paul"
+    assert await directory.prune_message_ids(3.0) == 1
+    assert directory.find_canonical_id("xmpp", "abc", session_id="s-paul") is None
+    assert directory.find_canonical_id("xmpp", "abc") is None
+
+
 async def test_prune_message_ids_by_age(directory: Directory) -> None:
     for number, created_at in enumerate([-5.0, 1.0, 2.0, 2.0, 3.0, 1e9]):
         await directory.put_message_ids(MessageIdRecord(
@@ -403,6 +441,31 @@ async def test_schema_2_stores_gain_message_state(tmp_path: Path) -> None:
         await current.aclose()
 
 
+async def test_schema_4_stores_get_message_ids_indexed_within_sessions(tmp_path: Path) -> None:
+    v4 = await LmdbDirectory.open(tmp_path / "d", schema_version=4,
+                                  migrations={v: MIGRATIONS[v] for v in (2, 3, 4)})
+    await v4.put_message_ids(MessageIdRecord(canonical_id="c-peter", session_id="s-peter",
+                                             platform_ids={"xmpp": "abc"}, created_at=1.0))
+    await v4.put_message_ids(MessageIdRecord(canonical_id="c-paul", session_id="s-paul",
+                                             platform_ids={"xmpp": "abc"}, created_at=2.0))
+    # what schema-4 code wrote: the platform-wide entries only
+    store = v4.store
+    await store.write([(MESSAGE_IN_SESSION, key, None)
+                       for key, _ in store.scan(MESSAGE_IN_SESSION)])
+    assert v4.find_canonical_id("xmpp", "abc", session_id="s-peter") is None
+    await v4.aclose()
+    current = await LmdbDirectory.open(tmp_path / "d")
+    try:
+        assert current.schema_version == SCHEMA_VERSION == 5
+        assert current.find_canonical_id("xmpp", "abc", session_id="s-peter") == "c-peter"
+        assert current.find_canonical_id("xmpp", "abc", session_id="s-paul") == "c-paul"
+        assert current.find_canonical_id("xmpp", "abc") == "c-paul"
+        assert await current.prune_message_ids(3.0) == 2
+        assert current.store.scan(MESSAGE_IN_SESSION) == []
+    finally:
+        await current.aclose()
+
+
 async def test_schema_3_stores_gain_the_ledger(tmp_path: Path) -> None:
     v3 = await LmdbDirectory.open(tmp_path / "d", schema_version=3,
                                   migrations={2: MIGRATIONS[2], 3: MIGRATIONS[3]})
@@ -410,7 +473,7 @@ async def test_schema_3_stores_gain_the_ledger(tmp_path: Path) -> None:
     await v3.aclose()
     current = await LmdbDirectory.open(tmp_path / "d")
     try:
-        assert current.schema_version == SCHEMA_VERSION == 4
+        assert current.schema_version == SCHEMA_VERSION
         assert current.get_message_state("c1", "xmpp") == {"receipt": "1"}
         assert current.open_ledger() == []
         record = LedgerRecord(event_id="e1", sender=Address.parse("a@x.test"),

@@ -167,6 +167,10 @@ def snapshot(directory: Directory) -> dict[str, object]:
         for message_id in MESSAGE_IDS:
             reads[f"find_canonical_id({platform!r}, {message_id!r})"] = (
                 directory.find_canonical_id(platform, message_id))
+            for session_id in SESSION_IDS:
+                reads[f"find_canonical_id({platform!r}, {message_id!r}, "
+                      f"session_id={session_id!r})"] = directory.find_canonical_id(
+                    platform, message_id, session_id=session_id)
     for platform_filter in [None, *PLATFORMS, "slac"]:
         reads[f"list_installations({platform_filter!r})"] = (
             directory.list_installations(platform_filter))

@@ -72,7 +72,9 @@ class MemoryDirectory:
         self._session_pairs: dict[tuple[Address, Address], str] = {}
         self._conversations: dict[tuple[str, str], str] = {}
         self._message_ids: dict[str, MessageIdRecord] = {}
+        #: (platform, platform id) and (platform, session id, platform id) -> canonical id
         self._message_index: dict[tuple[str, str], str] = {}
+        self._message_in_session: dict[tuple[str, str, str], str] = {}
         #: canonical id -> platform -> that platform's state for the message
         self._message_states: dict[str, dict[str, MessageState]] = {}
         self._ledger: dict[str, LedgerRecord] = {}
@@ -239,12 +241,16 @@ class MemoryDirectory:
         record = self._message_ids.get(canonical_id)
         return None if record is None else _copy_message_ids(record)
 
-    def find_canonical_id(self, platform: str, platform_message_id: str) -> str | None:
+    def find_canonical_id(self, platform: str, platform_message_id: str, *,
+                          session_id: str | None = None) -> str | None:
         self._check()
-        return self._message_index.get((platform, platform_message_id))
+        if session_id is None:
+            return self._message_index.get((platform, platform_message_id))
+        return self._message_in_session.get((platform, session_id, platform_message_id))
 
     async def put_message_ids(self, record: MessageIdRecord) -> None:
-        """Store or replace; reverse entries follow ``platform_ids``."""
+        """Store or replace; reverse entries (platform-wide and within the record's
+        session) follow ``platform_ids``."""
         self._check()
         await trio.lowlevel.checkpoint_if_cancelled()
         canonical_id = record.canonical_id
@@ -253,9 +259,14 @@ class MemoryDirectory:
             for platform, platform_id in old.platform_ids.items():
                 if record.platform_ids.get(platform) != platform_id:
                     self._unindex_message((platform, platform_id), canonical_id)
+                if record.platform_ids.get(platform) != platform_id or \
+                        record.session_id != old.session_id:
+                    self._unindex_in_session((platform, old.session_id, platform_id),
+                                             canonical_id)
         self._message_ids[canonical_id] = _copy_message_ids(record)
         for platform, platform_id in record.platform_ids.items():
             self._message_index[(platform, platform_id)] = canonical_id
+            self._message_in_session[(platform, record.session_id, platform_id)] = canonical_id
 
     async def prune_message_ids(self, older_than: float) -> int:
         """Delete records with ``created_at < older_than`` and their messages' state; also
@@ -270,6 +281,8 @@ class MemoryDirectory:
             self._message_states.pop(record.canonical_id, None)
             for platform, platform_id in record.platform_ids.items():
                 self._unindex_message((platform, platform_id), record.canonical_id)
+                self._unindex_in_session((platform, record.session_id, platform_id),
+                                         record.canonical_id)
         for canonical_id, states in list(self._message_states.items()):
             if canonical_id in self._message_ids:
                 continue
@@ -323,6 +336,10 @@ class MemoryDirectory:
     def _unindex_message(self, key: tuple[str, str], canonical_id: str) -> None:
         if self._message_index.get(key) == canonical_id:
             del self._message_index[key]
+
+    def _unindex_in_session(self, key: tuple[str, str, str], canonical_id: str) -> None:
+        if self._message_in_session.get(key) == canonical_id:
+            del self._message_in_session[key]
 
     # -------------------------------------------------------------- policies
 

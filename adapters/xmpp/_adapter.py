@@ -53,6 +53,7 @@ from engine import (
     SessionRecord,
     UnavailableError,
     Untranslatable,
+    session_id_for,
 )
 
 from ._component import ComponentConnection, ComponentUnavailable, InvalidStanza
@@ -63,6 +64,7 @@ from ._jid import AddressingSettings, AddressMapper, JidError, bare_jid
 from ._stanza import (
     BUSY,
     NS_CLIENT,
+    OWN_ID_PREFIX,
     RESTARTING,
     REUSED_ID,
     MessageIdLookup,
@@ -236,7 +238,7 @@ class XmppAdapter:
             await self._send_quietly(answer)
             return
         decoded = decode_stanza(stanza, mapper=self.mapper,
-                                          ids=self._ids(author=self._sender(stanza)),
+                                          ids=self._ids(conversation=self._conversation(stanza)),
                                           now=self.port.clock.now(),
                                           max_body_bytes=self.settings.max_body_bytes)
         if isinstance(decoded, StanzaError):
@@ -362,9 +364,12 @@ class XmppAdapter:
             {reactions_key(event.source): "\n".join(sorted(updated)) or None},
             now=self.port.clock.now())
 
-    def _sender(self, stanza: Element) -> Address | None:
+    def _conversation(self, stanza: Element) -> tuple[Address, Address] | None:
+        """The XMPP sender and the local recipient of ``stanza``: the conversation whose
+        message ids it names. ``None`` when the sender is no user (a server's bounce)."""
         try:
-            return self.mapper.address_of_remote(bare_jid(stanza.get("from", "")))
+            return (self.mapper.address_of_remote(bare_jid(stanza.get("from", ""))),
+                    self.mapper.address_of_local(bare_jid(stanza.get("to", ""))))
         except (JidError, ValueError):
             return None
 
@@ -414,8 +419,8 @@ class XmppAdapter:
         except (ComponentUnavailable, InvalidStanza) as exc:
             log.info("xmpp reply not sent", extra={"error": type(exc).__name__})
 
-    def _ids(self, *, author: Address | None = None) -> MessageIdLookup:
-        return _Ids(self, author)
+    def _ids(self, *, conversation: tuple[Address, Address] | None = None) -> MessageIdLookup:
+        return _Ids(self, conversation)
 
     # -- resync -------------------------------------------------------------------
     async def _resync(self) -> None:
@@ -466,19 +471,36 @@ def reactions_key(reactor: Address) -> str:
 
 class _Ids:
     """The message-id map and message state as the translation layer sees them
-    (synchronous directory reads). ``author`` is the XMPP sender of the stanza being
-    decoded: a message of theirs not yet recorded is found by the id they gave it."""
+    (synchronous directory reads).
 
-    def __init__(self, adapter: XmppAdapter, author: Address | None) -> None:
+    ``conversation`` is the XMPP sender and the local recipient of the stanza being
+    decoded. XMPP clients choose their own ids (``"1"``, ``"abc"``), so an id names a
+    message only within its conversation: ids are looked up within that session, never
+    platform-wide, and a message of the sender's not yet recorded is found by the id
+    they gave it there. Without a conversation (a server bouncing a message), only
+    the ids Interlink gave its own messages (unique: derived from canonical ids) are
+    looked up platform-wide."""
+
+    def __init__(self, adapter: XmppAdapter,
+                 conversation: tuple[Address, Address] | None) -> None:
         self._name = adapter.name
         self._directory = adapter.port.directory
-        self._author = author
+        self._conversation = conversation
 
     def canonical_id(self, xmpp_id: str) -> str | None:
-        found = self._directory.find_canonical_id(self._name, xmpp_id)
-        if found is None and self._author is not None and xmpp_id:
-            candidate = canonical_id_for(self._author, xmpp_id)
-            state = self._directory.get_message_state(candidate, self._name)
+        if not xmpp_id:
+            return None
+        directory, conversation = self._directory, self._conversation
+        if conversation is None:
+            return directory.find_canonical_id(self._name, xmpp_id) \
+                if xmpp_id.startswith(OWN_ID_PREFIX) else None
+        sender, recipient = conversation
+        session_id = directory.find_session_id(sender, recipient) or \
+            session_id_for(sender, recipient)
+        found = directory.find_canonical_id(self._name, xmpp_id, session_id=session_id)
+        if found is None:
+            candidate = canonical_id_for(sender, recipient, xmpp_id)
+            state = directory.get_message_state(candidate, self._name)
             if state.get(STATE_XMPP_ID) == xmpp_id:
                 found = candidate
         return found

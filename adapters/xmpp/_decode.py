@@ -5,7 +5,9 @@ expose theirs as ``stanza.xml``). Inbound, :func:`decode_stanza` turns one
 stanza into canonical events, a :class:`Query` the I/O layer answers, an
 :class:`Ignored` with a content-free reason, or a :class:`StanzaError` to
 send back with :func:`~._stanza.error_reply`. What needs the directory
-comes through a :class:`~._stanza.MessageIdLookup` of synchronous reads.
+comes through a :class:`~._stanza.MessageIdLookup` of synchronous reads; it
+resolves the ids a stanza names within that stanza's conversation (the sender
+and the recipient), since XMPP clients choose ids unique only there.
 Outbound is :mod:`._encode`; the queries the component answers itself are
 :mod:`._disco`; ids and errors are :mod:`._stanza`.
 
@@ -236,7 +238,7 @@ def _decode_message(elem: Element, mapper: AddressMapper, ids: MessageIdLookup, 
         target = ids.canonical_id(retracted)
         if target is None:
             return Ignored("unknown-message")
-        return [Retract(event_id=_event_id(source, xmpp_id), source=source,
+        return [Retract(event_id=_event_id(source, destination, xmpp_id), source=source,
                         destination=destination, timestamp=now, target_id=target)]
 
     if reactions is not None:
@@ -264,9 +266,10 @@ def _decode_message(elem: Element, mapper: AddressMapper, ids: MessageIdLookup, 
     return stanza_error("bad-request", "the message has no body")
 
 
-def _event_id(source: Address, xmpp_id: str) -> str:
-    """A stable event id for an event that carries an XMPP id (de-duplication), else a new one."""
-    return canonical_id_for(source, xmpp_id) if xmpp_id else new_event_id()
+def _event_id(source: Address, destination: Address, xmpp_id: str) -> str:
+    """A stable event id for an event that carries an XMPP id (de-duplication within its
+    conversation), else a new one."""
+    return canonical_id_for(source, destination, xmpp_id) if xmpp_id else new_event_id()
 
 
 def _retracted_id(elem: Element) -> str | None:
@@ -293,12 +296,12 @@ def _decode_reactions(reactions: Element, source: Address, destination: Address,
     events: list[Event] = []
     for value in sorted(new - before):
         events.append(ReactionAdd(
-            event_id=_event_id(source, f"{xmpp_id}+{value}" if xmpp_id else ""),
+            event_id=_event_id(source, destination, f"{xmpp_id}+{value}" if xmpp_id else ""),
             source=source, destination=destination, timestamp=now, target_id=target,
             emoji=value))
     for value in sorted(before - new):
         events.append(ReactionRemove(
-            event_id=_event_id(source, f"{xmpp_id}-{value}" if xmpp_id else ""),
+            event_id=_event_id(source, destination, f"{xmpp_id}-{value}" if xmpp_id else ""),
             source=source, destination=destination, timestamp=now, target_id=target,
             emoji=value))
     return events or Ignored("reactions-unchanged")
@@ -326,7 +329,7 @@ def _decode_content(elem: Element, body: str, oob: Element | None, replace: Elem
                     parties: tuple[Address, Address, float], ids: MessageIdLookup,
                     xmpp_id: str) -> Decoded:
     source, destination, now = parties
-    canonical = canonical_id_for(source, xmpp_id)
+    canonical = canonical_id_for(source, destination, xmpp_id)
     platform_ids = {PLATFORM: xmpp_id}
     reply = find_child(elem, NS_REPLY, "reply")
     reply_to = ids.canonical_id(reply.get("id", "")) if reply is not None else None

@@ -4,8 +4,11 @@ Rules:
 
 - :func:`encode_event` turns one canonical event into the stanzas that show
   it on XMPP, sent from the local user's JID; the mapping mirrors
-  :mod:`._decode`'s table. Every message gets ``id`` = origin-id =
-  :func:`~._stanza.message_id_for` of its canonical id.
+  :mod:`._decode`'s table. Every message Interlink originates (receipts
+  included; not chat states, not error bounces, which repeat the failed
+  message's id) gets ``id`` = XEP-0359 origin-id =
+  :func:`~._stanza.message_id_for` of its canonical id: stable, and unique
+  because canonical ids are, so clients and archives can name it later.
 - An event that names a message XMPP never saw, or has no XMPP form (channel
   invites, until rooms exist), raises :class:`engine.Untranslatable`; an
   address with no JID here raises :class:`~._jid.JidError`.
@@ -226,8 +229,10 @@ def _encode_outcome(event: DeliveryOutcome, mapper: AddressMapper,
     if event.status == "delivered":
         if not target or not ids.receipt_requested(event.target_event_id):
             return []  # XEP-0184: no receipt unless one was asked for
-        elem = new_stanza("message", from_jid, to_jid, id=message_id_for(event.event_id))
+        message_id = message_id_for(event.event_id)
+        elem = new_stanza("message", from_jid, to_jid, id=message_id)
         add_child(elem, NS_RECEIPTS, "received", id=target)
+        add_child(elem, NS_SID, "origin-id", id=message_id)
         add_child(elem, NS_HINTS, "store")
         return [elem]
     stanzas: list[Element] = []

@@ -11,13 +11,17 @@ Rules:
   swapped, the payload never echoed. Errors and iq results are never
   answered. The router's refusals map to fixed errors (:func:`refusal_error`);
   a busy conversation is :data:`BUSY` (``wait``/``resource-constraint``).
-- Ids: a message that starts on XMPP is known by its XEP-0359 origin-id (else
-  its ``id`` attribute) under the ``xmpp`` platform; its canonical id is
-  derived from the sender and that id (:func:`canonical_id_for`), so a
-  redelivered stanza maps to the same canonical id. A message Interlink sends
-  to XMPP gets ``id`` = origin-id = :func:`message_id_for` of its canonical id.
+- Ids: XMPP clients choose their own message ids (counters, short random
+  strings), unique at best per sender: an id names a message only *within its
+  conversation*, the pair of the XMPP user and the local user. A message that
+  starts on XMPP is known by its XEP-0359 origin-id (else its ``id`` attribute)
+  under the ``xmpp`` platform; its canonical id is derived from the sender, the
+  recipient and that id (:func:`canonical_id_for`), so a resent stanza maps to
+  the same canonical id and an equal id in another conversation does not. A
+  message Interlink sends to XMPP gets ``id`` = origin-id =
+  :func:`message_id_for` of its canonical id (unique, since canonical ids are).
   What needs the directory comes through a :class:`MessageIdLookup` of
-  synchronous reads.
+  synchronous reads, which resolves ids within the stanza's conversation.
 """
 
 from __future__ import annotations
@@ -87,7 +91,8 @@ class MessageIdLookup(Protocol):
     """Directory reads the translation needs (all synchronous)."""
 
     def canonical_id(self, xmpp_id: str) -> str | None:
-        """The canonical id of the message XMPP knows as ``xmpp_id``, if known."""
+        """The canonical id of the message XMPP knows as ``xmpp_id`` in the conversation
+        of the stanza being decoded (never another conversation's), if known."""
         ...
 
     def xmpp_id(self, canonical_id: str) -> str | None:
@@ -108,15 +113,19 @@ class MessageIdLookup(Protocol):
         ...
 
 
+#: how the ids of the messages Interlink sends begin (:func:`message_id_for`)
+OWN_ID_PREFIX = "il-"
+
+
 def message_id_for(canonical_id: str) -> str:
     """The XMPP ``id`` and origin-id of a stanza Interlink sends for a canonical id."""
-    return "il-" + hashlib.blake2b(canonical_id.encode(), digest_size=12).hexdigest()
+    return OWN_ID_PREFIX + hashlib.blake2b(canonical_id.encode(), digest_size=12).hexdigest()
 
 
-def canonical_id_for(sender: Address, xmpp_id: str) -> str:
+def canonical_id_for(sender: Address, recipient: Address, xmpp_id: str) -> str:
     """A stable canonical id for a message that starts on XMPP: its coordinates are the
-    sender and the id the sender gave it."""
-    return derive_canonical_id("xm", str(sender), xmpp_id)
+    conversation (sender and recipient) and the id the sender gave it there."""
+    return derive_canonical_id("xm", str(sender), str(recipient), xmpp_id)
 
 
 class StanzaError(msgspec.Struct, frozen=True):
@@ -148,7 +157,8 @@ _REFUSALS: dict[str, StanzaError] = {
 _POLICY_REFUSAL = StanzaError("not-allowed", "cancel", "not allowed by federation policy")
 #: the answer to a stanza whose conversation is busy: the sender should send it again
 BUSY = StanzaError("resource-constraint", "wait", "busy, try again")
-#: a message whose id was taken before: XEP-0359 wants an id unique per message
+#: a message whose id was taken before in its conversation: XEP-0359 wants an id unique
+#: per message
 REUSED_ID = StanzaError("conflict", "modify",
                         "this message id was used before: give each message a new id")
 #: the answer to a stanza that arrives while the engine starts or stops

@@ -129,7 +129,8 @@ def events(elem: Element, ids: FakeIds | None = None) -> list[Event]:
 
 
 def peter_id(xmpp_id: str) -> str:
-    return canonical_id_for(PETER, xmpp_id)
+    """The canonical id of a message Peter sent John with ``xmpp_id``."""
+    return canonical_id_for(PETER, JOHN, xmpp_id)
 
 
 # ------------------------------------------------------------------ inbound

@@ -3,13 +3,19 @@ running as ``interlink run`` beside the Slack sandbox and Prosody, each its own 
 
 For each K (conversations) the suite starts **Prosody** (free ports; K accounts ``x<i>``
 and K partners ``y<i>`` written into its data directory) and logs every account in with
-a lean XMPP client (:mod:`._e2e_net`). Then, for each **pacing** (``off``: the sandbox
-answers every call and Interlink's ``[adapters.pacing]`` is raised out of the way;
-``slack``: Slack's limits in the seed's ``[rate_limits]``, Interlink's pacing at its
-defaults; see :mod:`._e2e_seed`):
+a lean XMPP client (:mod:`._e2e_net`). Then, for each **block** of that K (a pacing and a
+number of workspaces, :class:`Block`): each **pacing** in one workspace (``off``: the
+sandbox answers every call and Interlink's posting keys are raised out of the way;
+``slack``: Slack's posting limits in the seed's ``[rate_limits]`` and kept by the
+driver's own posts, Interlink's posting keys at their defaults; in both, every Web API
+tier raised on both sides so conversation set-up is out of the way; see
+:mod:`._e2e_seed`), and, at ``spread_conversations``, issue #22 item 4's **many
+conversations**: ``slack`` pacing over ``spread_workspaces`` workspaces, each conversation
+offered ``offered_per_conversation`` messages/s (open loop) instead of a closed-loop
+maximum:
 
 1. the **sandbox** starts (``interlink slack-sandbox``, ``--no-rate-limits`` for
-   ``off``) from a generated seed (:mod:`._e2e_seed`): K users, each
+   ``off``) from a generated seed (:mod:`._e2e_seed`): W workspaces, K users, each
    alone in a private channel with Interlink's bot and the bench's observer bot;
 2. **raw sandbox baseline**, per direction, with nothing in between: Slack -> XMPP is a
    person posting (``chat.postMessage``, user token) and the event arriving on Interlink's
@@ -22,11 +28,13 @@ defaults; see :mod:`._e2e_seed`):
    use: channel membership checks, caches), bounded by ``setup_timeout_s``;
 4. per direction: a **closed-loop maximum** (a window of messages in flight, over
    ``lanes`` senders, each owning whole conversations so each conversation's messages
-   leave in order), then **open-loop** offered loads at 25/50/75 % of it (message ``g``
+   leave in order; many conversations: open loop at the offered rate, what arrives is the
+   maximum), then **open-loop** offered loads at 25/50/75 % of it (message ``g``
    scheduled at ``start + g / rate``, latency from that time: no coordinated omission).
 
 Once per K, the **raw Prosody baseline**: ``y<i>`` -> ``x<i>`` (for Slack -> XMPP) and
-``x<i>`` -> ``y<i>`` (for XMPP -> Slack) client to client, same K, same driver.
+``x<i>`` -> ``y<i>`` (for XMPP -> Slack) client to client, same K, same driver (and
+offered the same open-loop rate for the many-conversations block).
 
 Every message's body carries its run's tag, conversation and sequence number; every run
 counts lost, duplicated and reordered messages (:mod:`._e2e_check`). All times are
@@ -34,7 +42,7 @@ counts lost, duplicated and reordered messages (:mod:`._e2e_check`). All times a
 timestamped on one clock. CPU per message is read from ``/proc`` for each process
 (engine, its LMDB writer processes, sandbox, Prosody, the driver) around the maximum's
 trials. ``ratio_to_baseline`` is Interlink's maximum over the slower raw platform's, in
-the same direction, K and pacing: the most any relay between them could carry.
+the same direction, K, pacing and workspaces: the most any relay between them could carry.
 """
 
 from __future__ import annotations
@@ -57,21 +65,22 @@ import httpx
 import msgspec
 import trio
 
+from adapters.slack import WebApiSettings
 from adapters.xmpp import ProsodyInstance, ProsodySettings, run_prosody
 
 from ._cpu import read_cpu
 from ._e2e_check import Integrity, SequenceCheck, message_text, parse_text
-from ._e2e_net import NetError, SlackPoster, SocketModeListener, XmppUser
+from ._e2e_net import NetError, PostPacer, SlackPoster, SocketModeListener, XmppUser
 from ._e2e_procs import ProcessError, Spawned, children_of, process_cpu_s, spawned
 from ._e2e_seed import (
     COMPONENT_SECRET,
     INTERLINK_APP_TOKEN,
-    INTERLINK_BOT_TOKEN,
     OBSERVER_APP_TOKEN,
+    SETUP_TIER_PER_MINUTE,
     SLACK_CHANNEL_BURST,
     SLACK_CHANNEL_PER_S,
     SLACK_DOMAIN,
-    SLACK_TIERS_PER_MINUTE,
+    SLACK_WORKSPACE_BURST,
     SLACK_WORKSPACE_PER_MINUTE,
     XMPP_DOMAIN,
     Layout,
@@ -100,11 +109,30 @@ PACINGS: tuple[Pacing, ...] = ("off", "slack")
 SLACK_MODEL = (
     f"chat.postMessage {SLACK_CHANNEL_PER_S:g}/s per channel with a burst of "
     f"{SLACK_CHANNEL_BURST}, {SLACK_WORKSPACE_PER_MINUTE:g}/min per app (or person) per "
-    f"workspace; tiers 1-4 {'/'.join(f'{n:g}' for n in SLACK_TIERS_PER_MINUTE)} per minute "
-    "(tier 1 raised from 1: connection opens); the seed's [rate_limits]; Interlink's "
-    "[adapters.pacing] at its defaults")
+    f"workspace with a burst of {SLACK_WORKSPACE_BURST} (Slack: 'several hundred messages "
+    "per minute'), in the sandbox (the seed's [rate_limits]) and kept by the driver's own "
+    "posts; Interlink's posting keys at their defaults. Set-up out of the way in both "
+    f"pacings: Web API tiers 1-4 at {SETUP_TIER_PER_MINUTE:,.0f}/min in the sandbox and in "
+    "Interlink's [adapters.pacing] tier_per_minute (Slack: 1+/20+/50+/100+)")
+#: the e2e suite's JSON: 3 added ``workspaces`` and ``offered_per_conversation_msgs_per_s``
+#: to each scenario (a scenario is now one per direction, K, pacing and workspaces, and
+#: its maximum may be an open-loop run)
+E2E_SCHEMA_VERSION = 3
 #: seconds to wait for the whole suite's processes to stop
 STOP_TIMEOUT_S = 15.0
+#: the driver's own posts keep this fraction of the modelled rates: requests reach the
+#: sandbox with some jitter, and a 429 would cost a sender a whole second (Retry-After)
+PACER_MARGIN = 0.98
+
+
+class Block(msgspec.Struct, frozen=True):
+    """What one sandbox and one ``interlink run`` measure for a K: a pacing, over
+    ``workspaces``, and either closed-loop maxima (``offered_per_conversation`` None) or
+    an open loop offering each conversation that many messages/s."""
+
+    pacing: Pacing
+    workspaces: int = 1
+    offered_per_conversation: float | None = None
 
 
 class E2eConfig(msgspec.Struct, frozen=True, kw_only=True):
@@ -129,19 +157,42 @@ class E2eConfig(msgspec.Struct, frozen=True, kw_only=True):
     #: after the last send of a run, wait at most this long for arrivals
     drain_timeout_s: float = 20.0
     start_timeout_s: float = 60.0
+    #: issue #22 item 4, "many conversations": this K over ``spread_workspaces``
+    #: workspaces, Slack pacing, each conversation offered ``offered_per_conversation``
+    #: messages/s (open loop); 0: not run
+    spread_conversations: int = 1000
+    spread_workspaces: int = 10
+    offered_per_conversation: float = 1.0
     quick: bool = False
 
     @classmethod
     def full(cls) -> E2eConfig:
-        """K = 1, 100, 1,000, both pacings, 25/50/75 %: about 10 minutes on 2 cores."""
+        """K = 1, 100, 1,000, both pacings, 25/50/75 %, and K = 1,000 over 10 workspaces:
+        about 16 minutes on 2 cores."""
         return cls(conversations=(1, 100, 1000), trials=2, trial_seconds=2.0,
                    setup_timeout_s=60.0)
 
     @classmethod
     def quick_run(cls) -> E2eConfig:
-        """One small K, one offered load (50 %), one short trial: under a minute."""
+        """One small K, one offered load (50 %), one short trial, and the many-conversations
+        block at K = 20 over the same 10 workspaces: under a minute."""
         return cls(conversations=(4,), loads=(0.5,), trials=1, trial_seconds=0.8,
-                   min_events=8, setup_timeout_s=20.0, drain_timeout_s=15.0, quick=True)
+                   min_events=8, setup_timeout_s=20.0, drain_timeout_s=15.0,
+                   spread_conversations=20, quick=True)
+
+    def sizes(self) -> list[int]:
+        """Every K, in order: ``conversations``, then ``spread_conversations`` if new."""
+        sizes = list(self.conversations)
+        if self.spread_conversations and self.spread_conversations not in sizes:
+            sizes.append(self.spread_conversations)
+        return sizes
+
+    def blocks(self, k: int) -> list[Block]:
+        """What is measured at ``k``: each pacing in one workspace, and the spread."""
+        blocks = [Block(pacing) for pacing in self.pacings] if k in self.conversations else []
+        if k == self.spread_conversations:
+            blocks.append(Block("slack", self.spread_workspaces, self.offered_per_conversation))
+        return blocks
 
 
 class E2eParams(msgspec.Struct, frozen=True, kw_only=True):
@@ -160,6 +211,14 @@ class E2eParams(msgspec.Struct, frozen=True, kw_only=True):
     drain_timeout_s: float
     #: what "slack" pacing means in the sandbox
     slack_pacing_model: str
+    #: the many-conversations block: K (0: none), workspaces, messages/s offered each
+    #: conversation (the defaults read schema 2 files, which had none)
+    spread_conversations: int = 0
+    spread_workspaces: int = 1
+    offered_per_conversation_msgs_per_s: float = 0.0
+    #: Web API tiers 1-4, calls per minute, in the sandbox and in Interlink (both pacings;
+    #: 0: not raised, as in schema 2)
+    setup_tier_per_minute: float = 0.0
     quick: bool
     versions: dict[str, str]
 
@@ -203,9 +262,14 @@ class E2eScenario(msgspec.Struct, frozen=True, kw_only=True):
     direction: str
     conversations: int
     pacing: str
+    #: Slack workspaces the conversations are spread over (an installation in each)
+    workspaces: int = 1
+    #: ``None``: the maxima are closed loop; else each conversation was offered this many
+    #: messages/s (open loop) and the maxima are what arrived
+    offered_per_conversation_msgs_per_s: float | None = None
     status: str
     detail: str
-    #: Interlink's closed-loop maximum (median of the trials)
+    #: Interlink's maximum (median of the trials)
     throughput_msgs_per_s: float
     ratio_to_baseline: float
     #: the slower raw platform's maximum, and which one it is
@@ -227,6 +291,7 @@ class E2eHeadline(msgspec.Struct, frozen=True, kw_only=True):
     direction: str
     conversations: int
     pacing: str
+    workspaces: int = 1
 
 
 class E2eResults(msgspec.Struct, frozen=True, kw_only=True):
@@ -438,6 +503,14 @@ class PathRunner:
     label: str
     ratelimited: Callable[[], int] = lambda: 0
     integrity: Integrity = field(default=_NOTHING)
+    #: the maximum is an open loop offering each conversation this many messages/s
+    offered_per_conversation: float | None = None
+    #: senders (default ``config.lanes``), closed loop: messages in flight in one
+    #: conversation (default ``config.per_conversation``), and the wait for arrivals
+    #: (default ``config.drain_timeout_s``)
+    lanes: int = 0
+    per_conversation: int = 0
+    drain_timeout: float = 0.0
 
     def _events(self, rate_per_s: float) -> int:
         wanted = round(rate_per_s * self.config.trial_seconds)
@@ -445,15 +518,18 @@ class PathRunner:
 
     async def _trial(self, count: int, rate: float | None, send_for: float) -> Trial:
         trial = await drive(self.send, self.pairs, self.sink, count, rate=rate,
-                            lanes=self.config.lanes, window=self.config.window,
-                            per_conversation=self.config.per_conversation,
-                            drain_timeout=self.config.drain_timeout_s, send_for=send_for,
-                            processes=self.processes)
+                            lanes=self.lanes or self.config.lanes, window=self.config.window,
+                            per_conversation=self.per_conversation
+                            or self.config.per_conversation,
+                            drain_timeout=self.drain_timeout or self.config.drain_timeout_s,
+                            send_for=send_for, processes=self.processes)
         self.integrity = _add(self.integrity, trial.integrity)
         return trial
 
     async def maximum(self) -> tuple[Run, list[Trial]]:
         config = self.config
+        if self.offered_per_conversation is not None:
+            return await self._offered_maximum(self.offered_per_conversation)
         calibration = await self._trial(config.max_events, None, config.trial_seconds)
         count = self._events(calibration.timeline.throughput())
         trials = [await self._trial(count, None, 2 * config.trial_seconds)
@@ -463,6 +539,20 @@ class PathRunner:
         self.progress.say(f"{self.label} {self.name} max {rate(run.throughput_msgs_per_s)}/s "
                           f"p50 {micros(run.latency_us.p50)} p99 {micros(run.latency_us.p99)}"
                           f"{f' LOST {lost}' if lost else ''}")
+        return run, trials
+
+    async def _offered_maximum(self, per_conversation: float) -> tuple[Run, list[Trial]]:
+        """Each conversation offered ``per_conversation`` messages/s for about a trial's
+        length (open loop); what arrives, and how fast, is this path's maximum."""
+        offered = per_conversation * len(self.pairs)
+        count = self._events(offered)
+        trials = [await self._trial(count, offered, 2 * count / offered)
+                  for _ in range(self.config.trials)]
+        run = summarize([t.timeline for t in trials], mode="open", offered=offered)
+        lost = sum(t.integrity.lost for t in trials)
+        self.progress.say(f"{self.label} {self.name} offered {rate(offered)}/s: carried "
+                          f"{rate(run.throughput_msgs_per_s)}/s p50 {micros(run.latency_us.p50)} "
+                          f"p99 {micros(run.latency_us.p99)}{f' LOST {lost}' if lost else ''}")
         return run, trials
 
     async def at_load(self, fraction: float, maximum: float) -> Run:
@@ -522,7 +612,7 @@ async def run_engine(workdir: Path, layout: Layout, api_url: str, component_port
     if data_dir.exists():
         shutil.rmtree(data_dir)
     secrets_dir = workdir / "secrets"
-    write_secrets(secrets_dir)
+    write_secrets(secrets_dir, layout)
     (secrets_dir / "component_secret").write_text(COMPONENT_SECRET + "\n")
     await preseed_sessions(data_dir / "directory", layout)
     config_path = workdir / "interlink.toml"
@@ -577,7 +667,9 @@ class _KState:
     prosody: ProsodyInstance
     http: httpx.AsyncClient
     workdir: Path
+    #: closed-loop maxima, and runs at an offered rate per conversation, by direction
     raw_prosody: dict[str, PathResult] = field(default_factory=dict)
+    raw_prosody_offered: dict[str, PathResult] = field(default_factory=dict)
 
 
 def _stanza_id(text: str) -> str:
@@ -592,8 +684,9 @@ def _xmpp_send(clients: list[XmppUser], to: Callable[[Pair], str]) -> Send:
     return send
 
 
-async def _raw_prosody(state: _KState, config: E2eConfig, progress: Progress,
-                       label: str) -> dict[str, PathResult]:
+async def _raw_prosody(state: _KState, config: E2eConfig, progress: Progress, label: str,
+                       offered_per_conversation: float | None = None,
+                       ) -> dict[str, PathResult]:
     sink = state.sink
     sink.xmpp, sink.slack_app = True, ""
     processes = Processes(prosody=state.prosody.pid or 0)
@@ -604,42 +697,99 @@ async def _raw_prosody(state: _KState, config: E2eConfig, progress: Progress,
             if direction == "slack_to_xmpp" else _xmpp_send(state.clients.xs,
                                                             lambda p: p.partner_jid)
         runner = PathRunner(config, "raw_prosody", send, state.pairs, sink, processes, progress,
-                            f"{label} {direction}")
+                            f"{label} {direction}",
+                            offered_per_conversation=offered_per_conversation)
         results[direction] = await runner.measure(with_loads=False)
     sink.xmpp = False
     return results
 
 
 async def _probe(send: Send, pair: Pair, sink: Sink, timeout: float) -> None:
-    """Send one message every 0.5 s until one arrives (the path is up), within ``timeout``."""
+    """Send one message every 0.5 s until one arrives (the path is up), within ``timeout``;
+    a send still blocked after a second is given up and the next one tried."""
     with trio.fail_after(timeout):
         while True:
             trial = await drive(send, [pair], sink, 1, rate=None, lanes=1, window=1,
-                                drain_timeout=0.5)
+                                send_for=0.5, drain_timeout=0.5)
             if trial.integrity.received:
                 return
 
 
-async def _pacing_block(state: _KState, pacing: Pacing, config: E2eConfig,
+def setup_timeout(config: E2eConfig, block: Block, k: int) -> float:
+    """The bound on one direction's probe and warm-up: ``setup_timeout_s``, plus, when
+    Slack's posting limits are modelled, 1.5x what one message into each conversation of
+    a workspace takes at Interlink's default workspace budget (500 posts a minute after a
+    burst of 50: about 2 minutes for K = 1,000 in one workspace, 11 s over ten)."""
+    if block.pacing != "slack":
+        return config.setup_timeout_s
+    defaults = WebApiSettings()
+    per_workspace = -(-k // block.workspaces)
+    posts = max(0, per_workspace - defaults.post_message_workspace_burst)
+    return config.setup_timeout_s + 1.5 * posts * 60 / defaults.post_message_workspace_per_minute
+
+
+def offered_drain_timeout(config: E2eConfig, block: Block, k: int) -> float:
+    """How long an open-loop maximum may wait for its arrivals: ``drain_timeout_s``, or
+    1.5x what its messages take at the modelled workspace limit, if longer (XMPP -> Slack
+    at 1 message/s in each of 1,000 conversations is 10x what ten workspaces carry)."""
+    if block.offered_per_conversation is None or block.pacing != "slack":
+        return config.drain_timeout_s
+    offered = block.offered_per_conversation * k
+    count = max(config.min_events, min(config.max_events, round(offered * config.trial_seconds)))
+    capacity = block.workspaces * SLACK_WORKSPACE_PER_MINUTE / 60
+    return max(config.drain_timeout_s, 1.5 * count / capacity)
+
+
+def block_in_flight(config: E2eConfig, block: Block) -> int:
+    """Closed loop, messages in flight in one conversation: ``per_conversation``; with
+    Slack's 1 message/s per channel, one more than its burst keeps a channel busy (more
+    would only queue whole seconds per message, and make every trial drain that long)."""
+    if block.pacing != "slack":
+        return config.per_conversation
+    return min(config.per_conversation, SLACK_CHANNEL_BURST + 1)
+
+
+def block_lanes(config: E2eConfig, block: Block) -> int:
+    """Senders: ``lanes``, and at least two per workspace (a sender waiting for one
+    workspace's budget holds up only its own conversations)."""
+    return max(config.lanes, 2 * block.workspaces)
+
+
+async def _pacing_block(state: _KState, block: Block, config: E2eConfig,
                         progress: Progress) -> list[E2eScenario]:
     k = state.layout.conversations
-    label = f"K={k:,} pacing={pacing}:"
-    workdir = state.workdir / pacing
+    pacing, spaces = block.pacing, block.workspaces
+    layout = Layout(k, spaces)
+    pairs = list(layout.pairs())
+    label = f"K={k:,} pacing={pacing}" + (f" workspaces={spaces}:" if spaces > 1 else ":")
+    workdir = state.workdir / (pacing if spaces == 1 else f"{pacing}-w{spaces}")
     workdir.mkdir()
     seed = workdir / "seed.toml"
-    seed.write_text(sandbox_seed(state.layout, slack_limits=pacing == "slack"),
-                    encoding="utf-8")
+    seed.write_text(sandbox_seed(layout, slack_limits=pacing == "slack"), encoding="utf-8")
     sink = state.sink
     raw_sandbox: dict[str, PathResult] = {}
     interlink: dict[str, PathResult] = {}
     setup: dict[str, tuple[float, str]] = {}
+    bound = setup_timeout(config, block, k)
+    lanes = block_lanes(config, block)
+
+    def runner_for(name: PathName, send: Send, direction: str) -> PathRunner:
+        return PathRunner(config, name, send, pairs, sink, processes, progress,
+                          f"{label} {direction}", ratelimited=lambda: poster.ratelimited,
+                          offered_per_conversation=block.offered_per_conversation,
+                          lanes=lanes, per_conversation=block_in_flight(config, block),
+                          drain_timeout=offered_drain_timeout(config, block, k))
     async with AsyncExitStack() as stack:
         sandbox, api_url = await stack.enter_async_context(
             run_sandbox(workdir, seed, pacing, config))
         progress.say(f"{label} sandbox at {api_url} (pid {sandbox.pid})")
         nursery = await stack.enter_async_context(trio.open_nursery())
         stack.callback(nursery.cancel_scope.cancel)
-        poster = SlackPoster(state.http, api_url)
+        pacer = PostPacer(channel_per_s=PACER_MARGIN * SLACK_CHANNEL_PER_S,
+                          channel_burst=SLACK_CHANNEL_BURST,
+                          workspace_per_s=PACER_MARGIN * SLACK_WORKSPACE_PER_MINUTE / 60,
+                          workspace_burst=SLACK_WORKSPACE_BURST) if pacing == "slack" else None
+        poster = SlackPoster(state.http, api_url, pacer)
         observer = SocketModeListener(state.http, api_url, OBSERVER_APP_TOKEN)
         await nursery.start(observer.run, lambda ch, text: sink.from_slack("observer", ch, text))
         processes = Processes(sandbox=sandbox.pid, prosody=state.prosody.pid or 0)
@@ -648,7 +798,8 @@ async def _pacing_block(state: _KState, pacing: Pacing, config: E2eConfig,
             await poster.post(pair.slack_token, pair.channel, text)
 
         async def bot_posts(pair: Pair, text: str, g: int) -> None:
-            await poster.post(INTERLINK_BOT_TOKEN, pair.channel, text, username=pair.xmpp_jid)
+            await poster.post(pair.workspace.bot_token, pair.channel, text,
+                              username=pair.xmpp_jid)
 
         # raw sandbox: Interlink's app held by the bench, nothing in between
         raw_app = SocketModeListener(state.http, api_url, INTERLINK_APP_TOKEN)
@@ -658,10 +809,8 @@ async def _pacing_block(state: _KState, pacing: Pacing, config: E2eConfig,
         for direction in config.directions:
             sink.slack_app = "interlink" if direction == "slack_to_xmpp" else "observer"
             send = person_posts if direction == "slack_to_xmpp" else bot_posts
-            runner = PathRunner(config, "raw_sandbox", send, state.pairs, sink, processes,
-                                progress, f"{label} {direction}",
-                                ratelimited=lambda: poster.ratelimited)
-            raw_sandbox[direction] = await runner.measure(with_loads=False)
+            raw_sandbox[direction] = await runner_for("raw_sandbox", send, direction).measure(
+                with_loads=False)
         # every post's event reached the bench's stand-in for Interlink's app (so none
         # is left queued for the engine): the observer saw as many
         posts = observer.envelopes - posts_before
@@ -671,7 +820,7 @@ async def _pacing_block(state: _KState, pacing: Pacing, config: E2eConfig,
         sink.slack_app = ""
 
         engine = await stack.enter_async_context(
-            run_engine(workdir, state.layout, api_url, state.prosody.component_port, pacing,
+            run_engine(workdir, layout, api_url, state.prosody.component_port, pacing,
                        config))
         processes.engine = engine.pid
         progress.say(f"{label} interlink run up (pid {engine.pid})")
@@ -687,34 +836,35 @@ async def _pacing_block(state: _KState, pacing: Pacing, config: E2eConfig,
                 sink.xmpp, sink.slack_app, send = False, "observer", xmpp_sends
             started = time.perf_counter()
             try:
-                await _probe(send, state.pairs[0], sink, config.setup_timeout_s)
-                left = max(1.0, config.setup_timeout_s - (time.perf_counter() - started))
-                warm = await drive(send, state.pairs, sink, k, rate=None, lanes=config.lanes,
+                await _probe(send, pairs[0], sink, bound)
+                left = max(1.0, bound - (time.perf_counter() - started))
+                warm = await drive(send, pairs, sink, k, rate=None, lanes=lanes,
                                    window=config.window, send_for=left, drain_timeout=left,
-                                   deadline=started + config.setup_timeout_s)
+                                   deadline=started + bound)
             except trio.TooSlowError:
                 setup[direction] = (time.perf_counter() - started,
-                                    f"no message arrived within {config.setup_timeout_s:g} s "
-                                    "of the engine's start")
+                                    f"no message arrived within {bound:g} s of the engine's "
+                                    f"start ({poster.ratelimited} posts answered 429 so far)")
                 progress.say(f"{label} {direction}: {setup[direction][1]}")
                 continue
             elapsed = time.perf_counter() - started
             if warm.integrity.received < k:
                 setup[direction] = (elapsed, (
                     f"warm-up: {warm.integrity.received} of {k} conversations carried their "
-                    f"first message within {config.setup_timeout_s:g} s"))
+                    f"first message within {bound:g} s"))
                 progress.say(f"{label} {direction}: {setup[direction][1]}")
                 continue
             setup[direction] = (elapsed, "")
             progress.say(f"{label} {direction}: warm in {elapsed:.1f}s")
-            runner = PathRunner(config, "interlink", send, state.pairs, sink, processes,
-                                progress, f"{label} {direction}",
-                                ratelimited=lambda: poster.ratelimited)
-            interlink[direction] = await runner.measure(with_loads=True)
+            interlink[direction] = await runner_for("interlink", send, direction).measure(
+                with_loads=True)
         sink.xmpp, sink.slack_app = False, ""
+    prosody = state.raw_prosody if block.offered_per_conversation is None \
+        else state.raw_prosody_offered
     return [make_scenario(direction, k, pacing, interlink.get(direction),
-                      raw_sandbox.get(direction), state.raw_prosody.get(direction),
-                      setup.get(direction, (0.0, "not run")))
+                          raw_sandbox.get(direction), prosody.get(direction),
+                          setup.get(direction, (0.0, "not run")), workspaces=spaces,
+                          offered=block.offered_per_conversation)
             for direction in config.directions]
 
 
@@ -741,8 +891,9 @@ def _latency_points(result: PathResult) -> list[LatencyAtLoad]:
 
 
 def make_scenario(direction: Direction, k: int, pacing: Pacing, mine: PathResult | None,
-              sandbox: PathResult | None, prosody: PathResult | None,
-              setup: tuple[float, str]) -> E2eScenario:
+                  sandbox: PathResult | None, prosody: PathResult | None,
+                  setup: tuple[float, str], *, workspaces: int = 1,
+                  offered: float | None = None) -> E2eScenario:
     baselines = [b for b in (sandbox, prosody) if b is not None and b.maximum is not None]
     limit = min(baselines, key=lambda b: b.maximum.throughput_msgs_per_s if b.maximum
                 else 0.0, default=None)
@@ -752,7 +903,8 @@ def make_scenario(direction: Direction, k: int, pacing: Pacing, mine: PathResult
     status: Status = "ok" if mine is not None else (
         "setup_incomplete" if setup[1] and setup[1] != "not run" else "failed")
     return E2eScenario(
-        direction=direction, conversations=k, pacing=pacing, status=status, detail=setup[1],
+        direction=direction, conversations=k, pacing=pacing, workspaces=workspaces,
+        offered_per_conversation_msgs_per_s=offered, status=status, detail=setup[1],
         throughput_msgs_per_s=best, ratio_to_baseline=ratio(best, base),
         baseline_throughput_msgs_per_s=base,
         baseline_path=limit.path if limit is not None else "",
@@ -762,18 +914,21 @@ def make_scenario(direction: Direction, k: int, pacing: Pacing, mine: PathResult
         setup_s=round(setup[0], 2), interlink=mine, raw_sandbox=sandbox, raw_prosody=prosody)
 
 
-def _failed(config: E2eConfig, k: int, pacing: Pacing, detail: str,
+def _failed(config: E2eConfig, k: int, block: Block, detail: str,
             prosody: dict[str, PathResult]) -> list[E2eScenario]:
     scenarios = []
     for direction in config.directions:
-        scenario = make_scenario(direction, k, pacing, None, None, prosody.get(direction),
-                             (0.0, ""))
+        scenario = make_scenario(direction, k, block.pacing, None, None,
+                                 prosody.get(direction), (0.0, ""),
+                                 workspaces=block.workspaces,
+                                 offered=block.offered_per_conversation)
         scenarios.append(msgspec.structs.replace(scenario, status="failed", detail=detail))
     return scenarios
 
 
 async def _one_k(config: E2eConfig, k: int, root: Path,
                  progress: Progress) -> list[E2eScenario]:
+    blocks = config.blocks(k)
     layout = Layout(k)
     workdir = root / f"k{k}"
     prosody_dir = workdir / "prosody"
@@ -785,8 +940,8 @@ async def _one_k(config: E2eConfig, k: int, root: Path,
     pairs = list(layout.pairs())
     sink = Sink(channels=layout.channel_index())
     scenarios: list[E2eScenario] = []
-    limits = httpx.Limits(max_connections=config.lanes + 4,
-                          max_keepalive_connections=config.lanes + 4)
+    connections = max(block_lanes(config, block) for block in blocks) + 4
+    limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
     async with (httpx.AsyncClient(trust_env=False, timeout=30.0, limits=limits) as http,
                 trio.open_nursery() as nursery):
         instance: ProsodyInstance = await nursery.start(run_prosody, settings)
@@ -800,15 +955,23 @@ async def _one_k(config: E2eConfig, k: int, root: Path,
                          f"{time.perf_counter() - started:.1f}s")
             state = _KState(layout=layout, pairs=pairs, sink=sink, clients=clients,
                             prosody=instance, http=http, workdir=workdir)
-            state.raw_prosody = await _raw_prosody(state, config, progress, f"K={k:,}:")
-            for pacing in config.pacings:
+            if any(block.offered_per_conversation is None for block in blocks):
+                state.raw_prosody = await _raw_prosody(state, config, progress, f"K={k:,}:")
+            for offered in sorted({block.offered_per_conversation for block in blocks
+                                   if block.offered_per_conversation is not None}):
+                state.raw_prosody_offered = await _raw_prosody(
+                    state, config, progress, f"K={k:,} offered {offered:g}/s each:", offered)
+            for block in blocks:
                 try:
-                    scenarios += await _pacing_block(state, pacing, config, progress)
+                    scenarios += await _pacing_block(state, block, config, progress)
                 except* (ProcessError, NetError, OSError, httpx.HTTPError) as group:
                     exc = _first_leaf(group)
-                    progress.say(f"K={k:,} pacing={pacing}: FAILED: {exc}")
-                    scenarios += _failed(config, k, pacing, f"{type(exc).__name__}: {exc}",
-                                         state.raw_prosody)
+                    progress.say(f"K={k:,} pacing={block.pacing} workspaces="
+                                 f"{block.workspaces}: FAILED: {exc}")
+                    prosody = state.raw_prosody if block.offered_per_conversation is None \
+                        else state.raw_prosody_offered
+                    scenarios += _failed(config, k, block, f"{type(exc).__name__}: {exc}",
+                                         prosody)
             with trio.CancelScope(shield=True):
                 for client in (*clients.xs, *clients.ys):
                     await client.aclose()
@@ -855,7 +1018,7 @@ async def _suite(config: E2eConfig, progress: Progress) -> list[E2eScenario]:
 
             async def every_k() -> None:
                 nonlocal scenarios
-                for k in config.conversations:
+                for k in config.sizes():
                     scenarios += await _one_k(config, k, Path(root), progress)
                 nursery.cancel_scope.cancel()
 
@@ -869,8 +1032,8 @@ async def _suite(config: E2eConfig, progress: Progress) -> list[E2eScenario]:
 def _headline(scenarios: Sequence[E2eScenario]) -> E2eScenario | None:
     ok = [s for s in scenarios if s.status == "ok"]
     for scenario in ok:
-        if (scenario.direction, scenario.conversations, scenario.pacing) == (
-                "slack_to_xmpp", 1, "off"):
+        if (scenario.direction, scenario.conversations, scenario.pacing,
+                scenario.workspaces) == ("slack_to_xmpp", 1, "off", 1):
             return scenario
     return ok[0] if ok else (scenarios[0] if scenarios else None)
 
@@ -897,13 +1060,18 @@ def build_report(config: E2eConfig, scenarios: list[E2eScenario],
         max_events=config.max_events, window=config.window,
         per_conversation=config.per_conversation, lanes=config.lanes,
         setup_timeout_s=config.setup_timeout_s, drain_timeout_s=config.drain_timeout_s,
-        slack_pacing_model=SLACK_MODEL, quick=config.quick, versions=package_versions())
+        slack_pacing_model=SLACK_MODEL, spread_conversations=config.spread_conversations,
+        spread_workspaces=config.spread_workspaces,
+        offered_per_conversation_msgs_per_s=config.offered_per_conversation,
+        setup_tier_per_minute=SETUP_TIER_PER_MINUTE, quick=config.quick,
+        versions=package_versions())
     results = E2eResults(
         throughput_msgs_per_s=mine.throughput_msgs_per_s if mine else 0.0,
         latency_us=mine.latency_us if mine else _ZERO_LATENCY,
         headline=E2eHeadline(direction=head.direction if head else "",
                              conversations=head.conversations if head else 0,
-                             pacing=head.pacing if head else ""),
+                             pacing=head.pacing if head else "",
+                             workspaces=head.workspaces if head else 1),
         scenarios=scenarios)
     base_run = limit.maximum if limit is not None else None
     baseline = Baseline(
@@ -913,8 +1081,9 @@ def build_report(config: E2eConfig, scenarios: list[E2eScenario],
                     "driver, measured in the same run",
         throughput_msgs_per_s=base_run.throughput_msgs_per_s if base_run else 0.0,
         latency_us=base_run.latency_us if base_run else _ZERO_LATENCY)
-    return make_report(SUITE, params=params, results=results, baseline=baseline,
-                       duration_s=duration_s)
+    report = make_report(SUITE, params=params, results=results, baseline=baseline,
+                         duration_s=duration_s)
+    return msgspec.structs.replace(report, schema_version=E2E_SCHEMA_VERSION)
 
 
 def e2e_table(report: E2eReport) -> str:
@@ -923,9 +1092,13 @@ def e2e_table(report: E2eReport) -> str:
         def best(result: PathResult | None) -> str:
             return rate(result.maximum.throughput_msgs_per_s) \
                 if result is not None and result.maximum is not None else "-"
-        loads = " ".join(f"{p.load}:{micros(p.p50)}/{micros(p.p99)}" for p in s.latency_us)
+        offered = s.offered_per_conversation_msgs_per_s
+        loads = " ".join(
+            f"{p.load if p.load != 'max' or offered is None else 'offered'}:"
+            f"{micros(p.p50)}/{micros(p.p99)}" for p in s.latency_us)
         rows.append([
-            s.direction, f"{s.conversations:,}", s.pacing,
+            s.direction, f"{s.conversations:,}", f"{s.workspaces}",
+            s.pacing if offered is None else f"{s.pacing} {offered:g}/s each",
             s.status if s.status != "ok" else rate(s.throughput_msgs_per_s),
             best(s.raw_sandbox), best(s.raw_prosody), times(s.ratio_to_baseline),
             f"{s.engine_cpu_us_per_msg:,.0f}",
@@ -935,7 +1108,7 @@ def e2e_table(report: E2eReport) -> str:
     return "\n".join([
         "e2e: Slack user <-> XMPP user through interlink run, the sandbox and Prosody "
         "(separate processes), against the raw platforms in the same run",
-        table(["direction", "K", "pacing", "interlink/s", "sandbox/s", "prosody/s", "ratio",
+        table(["direction", "K", "ws", "pacing", "interlink/s", "sandbox/s", "prosody/s", "ratio",
                "engine us/msg", "all us/msg", "lost/dup/reord", "latency p50/p99 by load"],
               rows),
         "",

@@ -6,7 +6,9 @@
   needs itself. Received message bodies go to a callback.
 - :class:`SlackPoster`: ``chat.postMessage`` through the sandbox's Web API with a token
   (a person's ``xoxp-``, or a bot's for the raw baseline), waiting out ``429`` as a Slack
-  client must (``Retry-After``).
+  client must (``Retry-After``); with a :class:`PostPacer`, it first keeps to the
+  modelled limits itself (per channel, per token's workspace), as a good Slack client
+  does, so a sender is not held a whole second by a 429 another one caused.
 - :class:`SocketModeListener`: an app's Socket Mode connection to the sandbox; acks each
   envelope and hands ``message`` events (channel, text) to a callback. The observer app
   sees what reaches Slack; in the raw baseline it also stands in for Interlink's app.
@@ -35,6 +37,8 @@ _BIND = "urn:ietf:params:xml:ns:xmpp-bind"
 _CLIENT = "jabber:client"
 #: a 429's wait is bounded: a sandbox asking for longer is misconfigured
 MAX_RETRY_AFTER_S = 30.0
+#: a bucket holding this much has a token (float rounding after a timed sleep)
+_ONE = 1.0 - 1e-9
 
 
 class NetError(Exception):
@@ -165,17 +169,62 @@ class PostAnswer(msgspec.Struct, frozen=True):
     error: str = ""
 
 
-class SlackPoster:
-    """``chat.postMessage`` calls on one pooled keep-alive client."""
+class PostPacer:
+    """Token buckets for ``chat.postMessage`` as the sandbox keeps them: one per channel
+    (``channel_per_s``, burst ``channel_burst``) and one per token (a person, or an app's
+    bot in one workspace: ``workspace_per_s``, burst ``workspace_burst``). A post waits
+    until both have a token and takes both at once. ``clock``: seconds (trio's)."""
 
-    def __init__(self, http: httpx.AsyncClient, api_url: str) -> None:
+    def __init__(self, *, channel_per_s: float, channel_burst: int, workspace_per_s: float,
+                 workspace_burst: int,
+                 clock: Callable[[], float] = trio.current_time) -> None:
+        self._limits = {"channel": (channel_per_s, float(channel_burst)),
+                        "token": (workspace_per_s, float(workspace_burst))}
+        self._clock = clock
+        self._buckets: dict[tuple[str, str], tuple[float, float]] = {}  # tokens, at
+
+    def _tokens(self, kind: str, key: str, now: float) -> float:
+        rate, burst = self._limits[kind]
+        tokens, at = self._buckets.get((kind, key), (burst, now))
+        return min(burst, tokens + (now - at) * rate)
+
+    def delay(self, token: str, channel: str) -> float:
+        """Seconds until a post with ``token`` into ``channel`` may go (0: now)."""
+        now = self._clock()
+        return max(max(0.0, (_ONE - self._tokens(kind, key, now)) / self._limits[kind][0])
+                   for kind, key in (("channel", channel), ("token", token)))
+
+    def take(self, token: str, channel: str) -> None:
+        now = self._clock()
+        for kind, key in (("channel", channel), ("token", token)):
+            self._buckets[(kind, key)] = (self._tokens(kind, key, now) - 1.0, now)
+
+    async def wait(self, token: str, channel: str) -> None:
+        """Until a post may go; then take its tokens (no checkpoint in between)."""
+        while True:
+            delay = self.delay(token, channel)
+            if delay <= 0:
+                self.take(token, channel)
+                return
+            await trio.sleep(delay)
+
+
+class SlackPoster:
+    """``chat.postMessage`` calls on one pooled keep-alive client, paced by ``pacer``
+    when there is one."""
+
+    def __init__(self, http: httpx.AsyncClient, api_url: str,
+                 pacer: PostPacer | None = None) -> None:
         self._http = http
         self._api = api_url
+        self._pacer = pacer
         self.ratelimited = 0
         self._decode = msgspec.json.Decoder(PostAnswer)
 
     async def post(self, token: str, channel: str, text: str, **extra: str) -> None:
         """Post, waiting out 429s (``Retry-After``, bounded); :class:`NetError` otherwise."""
+        if self._pacer is not None:
+            await self._pacer.wait(token, channel)
         body = msgspec.json.encode({"channel": channel, "text": text, **extra})
         headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
         while True:

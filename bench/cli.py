@@ -36,11 +36,12 @@ suites:
          pykka threads, side by side
   e2e    a Slack user <-> an XMPP user through `interlink run`, the Slack sandbox and
          Prosody (separate processes), K = 1/100/1,000 conversations, Slack pacing off
-         and modelled, against the raw platforms in the same run (needs prosody)
+         and modelled, and K = 1,000 over 10 workspaces each offered 1 msg/s, against
+         the raw platforms in the same run (needs prosody)
 """
 
 EPILOG = """\
-A full run takes minutes (core ~7, scale ~6, peers ~4 on 2 cores); --quick
+A full run takes minutes (core ~7, scale ~6, peers ~4, e2e ~16 on 2 cores); --quick
 takes under 30 s (e2e: under 60 s) and gives indicative numbers only. See bench/README.md for
 the JSON shape and how to read the results.
 """

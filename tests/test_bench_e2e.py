@@ -18,23 +18,31 @@ import pytest
 import trio
 
 from adapters.slack import SlackAdapterConfig
+from adapters.slack._spec import web_api_settings
 from adapters.slack.sandbox import parse_seed
 from bench._e2e import (
+    Block,
     E2eConfig,
     E2eReport,
     PathResult,
     ProcessCpu,
     Sink,
+    block_lanes,
     build_report,
     drive,
     e2e_table,
     make_scenario,
+    offered_drain_timeout,
+    setup_timeout,
 )
 from bench._e2e_check import Integrity, SequenceCheck, message_text, parse_text
+from bench._e2e_net import PostPacer
 from bench._e2e_seed import (
     COMPONENT_SECRET,
+    SETUP_TIER_PER_MINUTE,
     Layout,
     Pair,
+    Workspace,
     engine_config,
     prosody_host_dir,
     sandbox_seed,
@@ -47,6 +55,7 @@ from bench._report import encode_json
 from bench._trials import summarize
 from bench.cli import main
 from supervisor import load_config
+from supervisor._config import Config
 from tests.test_bench import check_report, struct_fields
 
 E2E_GOLDEN_FIELDS: dict[str, list[str]] = {
@@ -60,11 +69,14 @@ E2E_GOLDEN_FIELDS: dict[str, list[str]] = {
             "events_per_trial", "complete"],
     "E2eParams": ["conversations", "pacings", "directions", "loads", "trials", "trial_seconds",
                   "min_events", "max_events", "window", "per_conversation", "lanes",
-                  "setup_timeout_s", "drain_timeout_s", "slack_pacing_model", "quick",
+                  "setup_timeout_s", "drain_timeout_s", "slack_pacing_model",
+                  "spread_conversations", "spread_workspaces",
+                  "offered_per_conversation_msgs_per_s", "setup_tier_per_minute", "quick",
                   "versions"],
     "E2eResults": ["throughput_msgs_per_s", "latency_us", "headline", "scenarios"],
-    "E2eHeadline": ["direction", "conversations", "pacing"],
-    "E2eScenario": ["direction", "conversations", "pacing", "status", "detail",
+    "E2eHeadline": ["direction", "conversations", "pacing", "workspaces"],
+    "E2eScenario": ["direction", "conversations", "pacing", "workspaces",
+                    "offered_per_conversation_msgs_per_s", "status", "detail",
                     "throughput_msgs_per_s", "ratio_to_baseline",
                     "baseline_throughput_msgs_per_s", "baseline_path",
                     "engine_cpu_us_per_msg", "latency_us", "lost", "duplicated", "reordered",
@@ -213,33 +225,107 @@ def test_slack_arrivals_count_only_for_the_app_the_run_listens_to() -> None:
 def test_the_seed_is_valid_and_pairs_each_user_with_a_private_channel() -> None:
     seed = parse_seed(sandbox_seed(Layout(3)), source="bench")
     [workspace] = seed.workspace
+    assert workspace.id == "T0BENCH0"
     assert [u.id for u in workspace.user] == ["UB000000", "UB000001", "UB000002"]
     assert {c.id: c.members for c in workspace.channel}["GB000001"] == [
-        "UB000001", "U0BOT", "U0OBSBOT"]
+        "UB000001", "U0BOT0", "U0OBSBOT0"]
     assert all(c.is_private for c in workspace.channel)
     assert [a.id for a in workspace.app] == ["A0INTERLINK", "A0OBSERVER"]
+    assert seed.rate_limits is None  # the sandbox's defaults; --no-rate-limits for "off"
+
+
+def test_slack_pacing_models_posting_limits_with_set_up_out_of_the_way() -> None:
     limited = parse_seed(sandbox_seed(Layout(1), slack_limits=True), source="bench")
     assert limited.rate_limits is not None
-    assert (limited.rate_limits.channel_per_second, limited.rate_limits.workspace_per_minute,
-            limited.rate_limits.tiers) == (1.0, 600.0, [60.0, 20.0, 50.0, 100.0])
+    limits = limited.rate_limits
+    # chat.postMessage as Slack: 1/s per channel (burst 3), 600/min per app per workspace
+    assert (limits.channel_per_second, limits.channel_burst, limits.workspace_per_minute,
+            limits.workspace_burst, limits.special_per_minute) == (1.0, 3, 600.0, 50, 600.0)
+    # every tier raised (conversations.invite, .setTopic, .create ...): set-up in seconds
+    assert limits.tiers == [SETUP_TIER_PER_MINUTE] * 4 == [60_000.0] * 4
+
+
+def test_the_many_conversations_seed_has_ten_workspaces_of_a_hundred_pairs() -> None:
+    layout = Layout(1000, 10)
+    seed = parse_seed(sandbox_seed(layout, slack_limits=True), source="bench")
+    assert [w.id for w in seed.workspace] == [f"T0BENCH{j}" for j in range(10)]
+    assert {len(w.user) for w in seed.workspace} == {100}
+    assert {len(w.channel) for w in seed.workspace} == {100}
+    # conversation i in workspace i % 10: round-robin sends spread over every workspace
+    third = seed.workspace[3]
+    assert [u.id for u in third.user][:3] == ["UB000003", "UB000013", "UB000023"]
+    assert {c.id: c.members for c in third.channel}["GB000013"] == [
+        "UB000013", "U0BOT3", "U0OBSBOT3"]
+    # both apps installed in each workspace: a bot user and token there, one app token
+    for workspace in seed.workspace:
+        apps = {a.id: a for a in workspace.app}
+        assert apps["A0INTERLINK"].bot_token == f"xoxb-interlink-{workspace.id[-1]}"
+        assert apps["A0INTERLINK"].app_token == "xapp-interlink"
+        assert apps["A0OBSERVER"].app_token == "xapp-observer"
+    pairs = list(layout.pairs())
+    assert (pairs[13].workspace, pairs[13].workspace.bot_token) == (
+        Workspace(3), "xoxb-interlink-3")
+    with pytest.raises(ValueError, match="workspaces must be 1-4"):
+        Layout(4, 5)
+
+
+def _engine_config(tmp_path: Path, layout: Layout, *, paced: bool) -> Config:
+    write_secrets(tmp_path / "secrets", layout)
+    config_path = tmp_path / "interlink.toml"
+    config_path.write_text(engine_config(
+        layout, data_dir=tmp_path / "data", api_url="http://127.0.0.1:1/api/",
+        component_port=5347, secrets_dir=tmp_path / "secrets", paced=paced))
+    return load_config(config_path)
+
+
+def _slack(config: Config) -> SlackAdapterConfig:
+    [slack] = [a for a in config.adapters if isinstance(a, SlackAdapterConfig)]
+    return slack
 
 
 def test_the_engine_config_loads_with_every_pair_as_identity_and_contact(
         tmp_path: Path) -> None:
-    write_secrets(tmp_path / "secrets")
-    config_path = tmp_path / "interlink.toml"
-    config_path.write_text(engine_config(
-        Layout(3), data_dir=tmp_path / "data", api_url="http://127.0.0.1:1/api/",
-        component_port=5347, secrets_dir=tmp_path / "secrets", paced=False))
-    config = load_config(config_path)
-    [slack] = [a for a in config.adapters if isinstance(a, SlackAdapterConfig)]
+    config = _engine_config(tmp_path, Layout(3), paced=False)
+    slack = _slack(config)
     assert (slack.pacing.workspace_per_minute, slack.pacing.channel_per_second) == (60_000, 1000)
     assert [i.address for i in config.identities] == [
         "s0@slack.localhost", "s1@slack.localhost", "s2@slack.localhost"]
+    assert {i.tenant for i in config.identities} == {"T0BENCH0"}
     assert [(c.a, c.b, c.state) for c in config.contacts][1] == (
         "s1@slack.localhost", "x1@xmpp.localhost", "accepted")
+    assert (config.domains[0].domain, config.domains[0].tenant) == ("slack.localhost", "T0BENCH0")
     assert not config.control.enabled
     assert (tmp_path / "secrets" / "component_secret").read_text().strip() == COMPONENT_SECRET
+
+
+@pytest.mark.parametrize("paced", [True, False])
+def test_interlink_s_tier_budgets_are_raised_in_both_pacings(tmp_path: Path,
+                                                             paced: bool) -> None:
+    """Set-up (conversations.invite on first use) is kept out of the measured window: the
+    tier keys reach the Web API client; the posting keys keep their defaults when paced."""
+    slack = _slack(_engine_config(tmp_path, Layout(2), paced=paced))
+    settings = web_api_settings(slack, slack.api_url)
+    assert settings.tier_per_minute == (SETUP_TIER_PER_MINUTE,) * 4
+    assert settings.tier_of("conversations.invite") == 3  # Slack's tier, raised
+    if paced:
+        assert (settings.post_message_per_second, settings.post_message_workspace_per_minute
+                ) == (1.0, 500.0)
+    else:
+        assert settings.post_message_workspace_per_minute == 60_000.0
+
+
+def test_the_many_conversations_config_installs_interlink_in_every_workspace(
+        tmp_path: Path) -> None:
+    config = _engine_config(tmp_path, Layout(20, 10), paced=True)
+    slack = _slack(config)
+    assert [i.team_id for i in slack.installations] == [f"T0BENCH{j}" for j in range(10)]
+    token = slack.installations[7].bot_token.file
+    assert token is not None and Path(token).read_text().strip() == "xoxb-interlink-7"
+    # one Slack domain for every workspace; each identity names its own
+    assert (config.domains[0].domain, config.domains[0].tenant) == ("slack.localhost", "")
+    tenants = {i.address: i.tenant for i in config.identities}
+    assert (tenants["s7@slack.localhost"], tenants["s17@slack.localhost"]) == (
+        "T0BENCH7", "T0BENCH7")
 
 
 def test_prosody_accounts_are_written_as_its_internal_store_reads_them(tmp_path: Path) -> None:
@@ -269,18 +355,39 @@ def _path(name: str, rate: float, loads: tuple[float, ...] = ()) -> PathResult:
         ratelimited=0)
 
 
-def test_a_report_carries_one_scenario_per_direction_k_and_pacing(tmp_path: Path) -> None:
-    config = E2eConfig(conversations=(1,), loads=(0.5,))
+def test_a_report_carries_one_scenario_per_direction_k_pacing_and_workspaces(
+        tmp_path: Path) -> None:
+    config = E2eConfig(conversations=(1,), loads=(0.5,), spread_conversations=1000)
     scenarios = [
         make_scenario("slack_to_xmpp", 1, "off", _path("interlink", 400.0, (0.5,)),
                       _path("raw_sandbox", 800.0), _path("raw_prosody", 5000.0), (0.3, "")),
         make_scenario("xmpp_to_slack", 1, "off", None, _path("raw_sandbox", 900.0),
                       _path("raw_prosody", 5000.0),
                       (20.0, "warm-up: 0 of 1 conversations carried their first message")),
+        make_scenario("xmpp_to_slack", 1000, "slack", _path("interlink", 83.0, (0.25, 0.5)),
+                      _path("raw_sandbox", 100.0), _path("raw_prosody", 1000.0), (12.0, ""),
+                      workspaces=10, offered=1.0),
     ]
     report = build_report(config, scenarios, 1.0)
     data = check_report(encode_json(report), E2eReport, "e2e")
-    first, second = data["results"]["scenarios"]
+    assert data["schema_version"] == 3
+    assert (data["params"]["spread_conversations"], data["params"]["spread_workspaces"],
+            data["params"]["offered_per_conversation_msgs_per_s"]) == (1000, 10, 1.0)
+    first, second, many = data["results"]["scenarios"]
+    assert (first["workspaces"], first["offered_per_conversation_msgs_per_s"]) == (1, None)
+    assert (many["conversations"], many["workspaces"], many["pacing"],
+            many["offered_per_conversation_msgs_per_s"]) == (1000, 10, "slack", 1.0)
+    # per direction: throughput, ratio to the slower raw platform, p50/p99 at 50 %
+    assert many["baseline_path"] == "raw_sandbox"
+    assert many["ratio_to_baseline"] == pytest.approx(0.83, rel=0.05)
+    assert [p["load"] for p in many["latency_us"]] == ["max", "25%", "50%"]
+    assert many["latency_us"][2]["p99"] > 0
+    assert (many["lost"], many["duplicated"], many["reordered"],
+            many["engine_cpu_us_per_msg"]) == (0, 0, 0, 900.0)
+    assert data["results"]["headline"] == {"direction": "slack_to_xmpp", "conversations": 1,
+                                           "pacing": "off", "workspaces": 1}
+    table = e2e_table(report)
+    assert "slack 1/s each" in table and "offered:" in table
     assert (first["status"], first["baseline_path"]) == ("ok", "raw_sandbox")
     assert first["ratio_to_baseline"] == pytest.approx(
         first["throughput_msgs_per_s"] / first["raw_sandbox"]["maximum"]["throughput_msgs_per_s"])
@@ -294,6 +401,68 @@ def test_a_report_carries_one_scenario_per_direction_k_and_pacing(tmp_path: Path
     plot_e2e(report, tmp_path / "e2e.png")
     assert (tmp_path / "e2e.png").read_bytes().startswith(b"\x89PNG")
     assert msgspec.json.decode(encode_json(report), type=E2eReport) == report
+
+
+def test_the_suite_measures_many_conversations_over_ten_workspaces_at_k_1000() -> None:
+    full = E2eConfig.full()
+    assert full.sizes() == [1, 100, 1000]
+    assert full.blocks(1) == [Block("off"), Block("slack")]
+    assert full.blocks(1000) == [Block("off"), Block("slack"), Block("slack", 10, 1.0)]
+    quick = E2eConfig.quick_run()  # a smaller K for the spread, its own Prosody
+    assert quick.sizes() == [4, 20]
+    assert (quick.blocks(4), quick.blocks(20)) == (
+        [Block("off"), Block("slack")], [Block("slack", 10, 1.0)])
+    assert E2eConfig(conversations=(1,), spread_conversations=0).sizes() == [1]
+
+
+def test_set_up_and_drain_bounds_follow_the_modelled_limits() -> None:
+    config = E2eConfig.full()
+    # unpaced: the configured bound; paced: what Interlink's 500/min (after a burst of
+    # 50) takes to post one message in each conversation of a workspace, 1.5x
+    assert setup_timeout(config, Block("off"), 1000) == 60.0
+    assert setup_timeout(config, Block("slack"), 1000) == pytest.approx(60 + 1.5 * 950 * 0.12)
+    assert setup_timeout(config, Block("slack", 10, 1.0), 1000) == pytest.approx(
+        60 + 1.5 * 50 * 0.12)
+    assert setup_timeout(config, Block("slack"), 4) == 60.0
+    # 2,000 messages offered; ten workspaces carry 100/s: 30 s, more than the 20 s default
+    assert offered_drain_timeout(config, Block("slack", 10, 1.0), 1000) == pytest.approx(30.0)
+    assert offered_drain_timeout(config, Block("slack"), 1000) == 20.0
+    assert block_lanes(config, Block("slack", 10, 1.0)) == 20
+
+
+def test_the_driver_s_own_posts_keep_to_the_modelled_limits() -> None:
+    now = [0.0]
+    pacer = PostPacer(channel_per_s=1.0, channel_burst=3, workspace_per_s=10.0,
+                      workspace_burst=5, clock=lambda: now[0])
+    for _ in range(3):  # a channel's burst
+        assert pacer.delay("xoxb-a", "G1") == 0
+        pacer.take("xoxb-a", "G1")
+    assert pacer.delay("xoxb-a", "G1") == pytest.approx(1.0)  # then 1/s
+    for channel in ("G2", "G3"):  # the token's (workspace's) burst of 5 is spent
+        pacer.take("xoxb-a", channel)
+    assert pacer.delay("xoxb-a", "G4") == pytest.approx(0.1)
+    assert pacer.delay("xoxb-b", "G4") == 0  # another app or person: its own budget
+    now[0] = 0.1
+    assert pacer.delay("xoxb-a", "G4") == pytest.approx(0.0, abs=1e-9)
+    assert pacer.delay("xoxb-a", "G1") == pytest.approx(0.9)
+
+
+async def test_a_paced_post_waits_for_its_turn() -> None:
+    pacer = PostPacer(channel_per_s=10.0, channel_burst=1, workspace_per_s=100.0,
+                      workspace_burst=10)
+    started = trio.current_time()
+    for _ in range(3):
+        await pacer.wait("xoxp-1", "G1")
+    assert trio.current_time() - started == pytest.approx(0.2, abs=0.01)
+
+
+def test_results_of_an_earlier_schema_still_decode() -> None:
+    """Schema 3 only added fields with defaults: the committed results (whichever schema)
+    read with today's types."""
+    path = Path(__file__).resolve().parents[1] / "bench" / "results" / "e2e.json"
+    report = msgspec.json.decode(path.read_bytes(), type=E2eReport)
+    assert report.suite == "e2e" and report.schema_version in (2, 3)
+    assert all(s.workspaces >= 1 for s in report.results.scenarios)
 
 
 def test_the_command_line_offers_the_e2e_suite(capsys: pytest.CaptureFixture[str]) -> None:

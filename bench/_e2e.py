@@ -48,6 +48,7 @@ the same direction, K, pacing and workspaces: the most any relay between them co
 from __future__ import annotations
 
 import itertools
+import math
 import os
 import secrets
 import shutil
@@ -168,7 +169,7 @@ class E2eConfig(msgspec.Struct, frozen=True, kw_only=True):
     @classmethod
     def full(cls) -> E2eConfig:
         """K = 1, 100, 1,000, both pacings, 25/50/75 %, and K = 1,000 over 10 workspaces:
-        about 16 minutes on 2 cores."""
+        about 18 minutes on 2 cores."""
         return cls(conversations=(1, 100, 1000), trials=2, trial_seconds=2.0,
                    setup_timeout_s=60.0)
 
@@ -511,6 +512,10 @@ class PathRunner:
     lanes: int = 0
     per_conversation: int = 0
     drain_timeout: float = 0.0
+    #: a paced path (its calibrated rate at least half ``paced_limit``, messages/s) has
+    #: closed-loop trials of at least ``paced_floor`` messages (see :func:`paced_trials`)
+    paced_limit: float = math.inf
+    paced_floor: int = 0
 
     def _events(self, rate_per_s: float) -> int:
         wanted = round(rate_per_s * self.config.trial_seconds)
@@ -531,9 +536,13 @@ class PathRunner:
         if self.offered_per_conversation is not None:
             return await self._offered_maximum(self.offered_per_conversation)
         calibration = await self._trial(config.max_events, None, config.trial_seconds)
-        count = self._events(calibration.timeline.throughput())
-        trials = [await self._trial(count, None, 2 * config.trial_seconds)
-                  for _ in range(config.trials)]
+        calibrated = calibration.timeline.throughput()
+        count = self._events(calibrated)
+        send_for = 2 * config.trial_seconds
+        if calibrated >= 0.5 * self.paced_limit:
+            count = max(count, min(config.max_events, self.paced_floor))
+            send_for = max(send_for, 2 * count / min(calibrated, self.paced_limit))
+        trials = [await self._trial(count, None, send_for) for _ in range(config.trials)]
         run = summarize([t.timeline for t in trials], mode="max")
         lost = sum(t.integrity.lost for t in trials)
         self.progress.say(f"{self.label} {self.name} max {rate(run.throughput_msgs_per_s)}/s "
@@ -740,6 +749,38 @@ def offered_drain_timeout(config: E2eConfig, block: Block, k: int) -> float:
     return max(config.drain_timeout_s, 1.5 * count / capacity)
 
 
+def paced_trials(block: Block, k: int, direction: Direction) -> tuple[float, int]:
+    """``(limit, floor)``: the modelled limit on a direction's total rate (messages/s) and
+    4x the burst that goes with it, or ``(inf, 0)`` without Slack pacing. A closed-loop
+    trial of a path running at that limit has at least ``floor`` messages, so a burst
+    saved up before it (a 429's penalty elsewhere, a rest) can raise its rate by a third
+    at most: XMPP -> Slack is the bot's posts (per channel, and per workspace), Slack ->
+    XMPP each person's in their own channel (their workspace limit is never reached)."""
+    if block.pacing != "slack":
+        return math.inf, 0
+    limit, burst = k * SLACK_CHANNEL_PER_S, k * SLACK_CHANNEL_BURST
+    workspaces = block.workspaces * SLACK_WORKSPACE_PER_MINUTE / 60
+    if direction == "xmpp_to_slack" and workspaces < limit:
+        limit, burst = workspaces, block.workspaces * SLACK_WORKSPACE_BURST
+    return limit, 4 * burst
+
+
+def paced_rest(block: Block, k: int, direction: Direction) -> float:
+    """Seconds to wait after the warm-up before Interlink is measured, with Slack pacing:
+    until the budgets it spent are full again (Interlink's and the sandbox's), as the raw
+    paths found them in a fresh sandbox. Each channel gave one post (1 s); XMPP -> Slack
+    also took one post per conversation from its workspace's budget, which Interlink
+    refills at its default 500 a minute (up to its burst of 50: 6 s)."""
+    if block.pacing != "slack":
+        return 0.0
+    rest = 1 / SLACK_CHANNEL_PER_S
+    if direction == "xmpp_to_slack":
+        defaults = WebApiSettings()
+        spent = min(-(-k // block.workspaces), defaults.post_message_workspace_burst)
+        rest = max(rest, spent * 60 / defaults.post_message_workspace_per_minute)
+    return rest
+
+
 def block_in_flight(config: E2eConfig, block: Block) -> int:
     """Closed loop, messages in flight in one conversation: ``per_conversation``; with
     Slack's 1 message/s per channel, one more than its burst keeps a channel busy (more
@@ -773,12 +814,14 @@ async def _pacing_block(state: _KState, block: Block, config: E2eConfig,
     bound = setup_timeout(config, block, k)
     lanes = block_lanes(config, block)
 
-    def runner_for(name: PathName, send: Send, direction: str) -> PathRunner:
+    def runner_for(name: PathName, send: Send, direction: Direction) -> PathRunner:
+        limit, floor = paced_trials(block, k, direction)
         return PathRunner(config, name, send, pairs, sink, processes, progress,
                           f"{label} {direction}", ratelimited=lambda: poster.ratelimited,
                           offered_per_conversation=block.offered_per_conversation,
                           lanes=lanes, per_conversation=block_in_flight(config, block),
-                          drain_timeout=offered_drain_timeout(config, block, k))
+                          drain_timeout=offered_drain_timeout(config, block, k),
+                          paced_limit=limit, paced_floor=floor)
     async with AsyncExitStack() as stack:
         sandbox, api_url = await stack.enter_async_context(
             run_sandbox(workdir, seed, pacing, config))
@@ -856,6 +899,8 @@ async def _pacing_block(state: _KState, block: Block, config: E2eConfig,
                 continue
             setup[direction] = (elapsed, "")
             progress.say(f"{label} {direction}: warm in {elapsed:.1f}s")
+            # the warm-up spent budgets the raw paths had full in a fresh sandbox
+            await trio.sleep(paced_rest(block, k, direction))
             interlink[direction] = await runner_for("interlink", send, direction).measure(
                 with_loads=True)
         sink.xmpp, sink.slack_app = False, ""

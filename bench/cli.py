@@ -41,7 +41,7 @@ suites:
 """
 
 EPILOG = """\
-A full run takes minutes (core ~7, scale ~6, peers ~4, e2e ~16 on 2 cores); --quick
+A full run takes minutes (core ~7, scale ~6, peers ~4, e2e ~18 on 2 cores); --quick
 takes under 30 s (e2e: under 60 s) and gives indicative numbers only. See bench/README.md for
 the JSON shape and how to read the results.
 """

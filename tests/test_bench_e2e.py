@@ -7,6 +7,7 @@ test: ``python -m bench e2e --quick``.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from collections.abc import Set as AbstractSet
@@ -22,6 +23,7 @@ from adapters.slack._spec import web_api_settings
 from adapters.slack.sandbox import parse_seed
 from bench._e2e import (
     Block,
+    Direction,
     E2eConfig,
     E2eReport,
     PathResult,
@@ -33,6 +35,8 @@ from bench._e2e import (
     e2e_table,
     make_scenario,
     offered_drain_timeout,
+    paced_rest,
+    paced_trials,
     setup_timeout,
 )
 from bench._e2e_check import Integrity, SequenceCheck, message_text, parse_text
@@ -428,6 +432,25 @@ def test_set_up_and_drain_bounds_follow_the_modelled_limits() -> None:
     assert offered_drain_timeout(config, Block("slack", 10, 1.0), 1000) == pytest.approx(30.0)
     assert offered_drain_timeout(config, Block("slack"), 1000) == 20.0
     assert block_lanes(config, Block("slack", 10, 1.0)) == 20
+    # Interlink is measured once the budgets its warm-up spent are full again
+    assert paced_rest(Block("off"), 1000, "xmpp_to_slack") == 0.0
+    assert paced_rest(Block("slack"), 1000, "slack_to_xmpp") == 1.0
+    assert paced_rest(Block("slack"), 1000, "xmpp_to_slack") == pytest.approx(6.0)
+    assert paced_rest(Block("slack", 10, 1.0), 20, "xmpp_to_slack") == 1.0
+
+
+@pytest.mark.parametrize(("block", "k", "direction", "limit", "floor"), [
+    (Block("off"), 100, "xmpp_to_slack", math.inf, 0),
+    # the bot's posts: 1/s in each of K channels, or 10/s per workspace, whichever is less
+    (Block("slack"), 1, "xmpp_to_slack", 1.0, 12),
+    (Block("slack"), 100, "xmpp_to_slack", 10.0, 200),
+    (Block("slack", 10, 1.0), 1000, "xmpp_to_slack", 100.0, 2000),
+    # each person in their own channel
+    (Block("slack"), 100, "slack_to_xmpp", 100.0, 1200),
+])
+def test_paced_trials_are_long_against_the_bursts(block: Block, k: int, direction: Direction,
+                                                  limit: float, floor: int) -> None:
+    assert paced_trials(block, k, direction) == (limit, floor)
 
 
 def test_the_driver_s_own_posts_keep_to_the_modelled_limits() -> None:

@@ -164,6 +164,9 @@ class E2eConfig(msgspec.Struct, frozen=True, kw_only=True):
     spread_conversations: int = 1000
     spread_workspaces: int = 10
     offered_per_conversation: float = 1.0
+    #: Slack pacing: closed-loop trials of a path at the modelled limit hold at least this
+    #: many of the limit's bursts (:func:`paced_trials`; 0: no such floor)
+    paced_trial_bursts: int = 4
     quick: bool = False
 
     @classmethod
@@ -176,10 +179,11 @@ class E2eConfig(msgspec.Struct, frozen=True, kw_only=True):
     @classmethod
     def quick_run(cls) -> E2eConfig:
         """One small K, one offered load (50 %), one short trial, and the many-conversations
-        block at K = 20 over the same 10 workspaces: under a minute."""
+        block at K = 20 over the same 10 workspaces: under a minute (so paced trials are
+        not held to several bursts: indicative numbers only)."""
         return cls(conversations=(4,), loads=(0.5,), trials=1, trial_seconds=0.8,
                    min_events=8, setup_timeout_s=20.0, drain_timeout_s=15.0,
-                   spread_conversations=20, quick=True)
+                   spread_conversations=20, paced_trial_bursts=0, quick=True)
 
     def sizes(self) -> list[int]:
         """Every K, in order: ``conversations``, then ``spread_conversations`` if new."""
@@ -220,6 +224,8 @@ class E2eParams(msgspec.Struct, frozen=True, kw_only=True):
     #: Web API tiers 1-4, calls per minute, in the sandbox and in Interlink (both pacings;
     #: 0: not raised, as in schema 2)
     setup_tier_per_minute: float = 0.0
+    #: Slack pacing: paced closed-loop trials hold at least this many bursts (0: no floor)
+    paced_trial_bursts: int = 0
     quick: bool
     versions: dict[str, str]
 
@@ -749,20 +755,22 @@ def offered_drain_timeout(config: E2eConfig, block: Block, k: int) -> float:
     return max(config.drain_timeout_s, 1.5 * count / capacity)
 
 
-def paced_trials(block: Block, k: int, direction: Direction) -> tuple[float, int]:
+def paced_trials(block: Block, k: int, direction: Direction,
+                 bursts: int = 4) -> tuple[float, int]:
     """``(limit, floor)``: the modelled limit on a direction's total rate (messages/s) and
-    4x the burst that goes with it, or ``(inf, 0)`` without Slack pacing. A closed-loop
-    trial of a path running at that limit has at least ``floor`` messages, so a burst
-    saved up before it (a 429's penalty elsewhere, a rest) can raise its rate by a third
-    at most: XMPP -> Slack is the bot's posts (per channel, and per workspace), Slack ->
-    XMPP each person's in their own channel (their workspace limit is never reached)."""
+    ``bursts`` times the burst that goes with it, or ``(inf, 0)`` without Slack pacing. A
+    closed-loop trial of a path running at that limit has at least ``floor`` messages, so
+    a burst saved up before it (a 429's penalty elsewhere, a rest) can raise its rate by a
+    third at most (4 bursts): XMPP -> Slack is the bot's posts (per channel, and per
+    workspace), Slack -> XMPP each person's in their own channel (their workspace limit is
+    never reached)."""
     if block.pacing != "slack":
         return math.inf, 0
     limit, burst = k * SLACK_CHANNEL_PER_S, k * SLACK_CHANNEL_BURST
     workspaces = block.workspaces * SLACK_WORKSPACE_PER_MINUTE / 60
     if direction == "xmpp_to_slack" and workspaces < limit:
         limit, burst = workspaces, block.workspaces * SLACK_WORKSPACE_BURST
-    return limit, 4 * burst
+    return limit, bursts * burst
 
 
 def paced_rest(block: Block, k: int, direction: Direction) -> float:
@@ -815,7 +823,7 @@ async def _pacing_block(state: _KState, block: Block, config: E2eConfig,
     lanes = block_lanes(config, block)
 
     def runner_for(name: PathName, send: Send, direction: Direction) -> PathRunner:
-        limit, floor = paced_trials(block, k, direction)
+        limit, floor = paced_trials(block, k, direction, config.paced_trial_bursts)
         return PathRunner(config, name, send, pairs, sink, processes, progress,
                           f"{label} {direction}", ratelimited=lambda: poster.ratelimited,
                           offered_per_conversation=block.offered_per_conversation,
@@ -1108,7 +1116,8 @@ def build_report(config: E2eConfig, scenarios: list[E2eScenario],
         slack_pacing_model=SLACK_MODEL, spread_conversations=config.spread_conversations,
         spread_workspaces=config.spread_workspaces,
         offered_per_conversation_msgs_per_s=config.offered_per_conversation,
-        setup_tier_per_minute=SETUP_TIER_PER_MINUTE, quick=config.quick,
+        setup_tier_per_minute=SETUP_TIER_PER_MINUTE,
+        paced_trial_bursts=config.paced_trial_bursts, quick=config.quick,
         versions=package_versions())
     results = E2eResults(
         throughput_msgs_per_s=mine.throughput_msgs_per_s if mine else 0.0,

@@ -75,8 +75,8 @@ E2E_GOLDEN_FIELDS: dict[str, list[str]] = {
                   "min_events", "max_events", "window", "per_conversation", "lanes",
                   "setup_timeout_s", "drain_timeout_s", "slack_pacing_model",
                   "spread_conversations", "spread_workspaces",
-                  "offered_per_conversation_msgs_per_s", "setup_tier_per_minute", "quick",
-                  "versions"],
+                  "offered_per_conversation_msgs_per_s", "setup_tier_per_minute",
+                  "paced_trial_bursts", "quick", "versions"],
     "E2eResults": ["throughput_msgs_per_s", "latency_us", "headline", "scenarios"],
     "E2eHeadline": ["direction", "conversations", "pacing", "workspaces"],
     "E2eScenario": ["direction", "conversations", "pacing", "workspaces",
@@ -451,6 +451,12 @@ def test_set_up_and_drain_bounds_follow_the_modelled_limits() -> None:
 def test_paced_trials_are_long_against_the_bursts(block: Block, k: int, direction: Direction,
                                                   limit: float, floor: int) -> None:
     assert paced_trials(block, k, direction) == (limit, floor)
+    assert paced_trials(block, k, direction, bursts=0)[1] == 0  # --quick: no floor
+
+
+def test_only_the_full_run_holds_paced_trials_to_several_bursts() -> None:
+    assert (E2eConfig.full().paced_trial_bursts, E2eConfig.quick_run().paced_trial_bursts) == (
+        4, 0)
 
 
 def test_the_driver_s_own_posts_keep_to_the_modelled_limits() -> None:

@@ -123,7 +123,13 @@ from ._secrets import SecretBox as SecretBox
 from ._secrets import SecretKeyError as SecretKeyError
 from ._secrets import generate_secret_key as generate_secret_key
 from ._secrets import load_secret_box as load_secret_box
+from ._stats import CONNECTION_STATES as CONNECTION_STATES
+from ._stats import UNKNOWN_TYPE as UNKNOWN_TYPE
+from ._stats import AdapterStats as AdapterStats
+from ._stats import ConnectionState as ConnectionState
+from ._stats import InboundOutcome as InboundOutcome
 from ._stats import LatencyHistogram as LatencyHistogram
+from ._stats import OutboundOutcome as OutboundOutcome
 from ._translation import Ignored as Ignored
 from ._translation import Untranslatable as Untranslatable
 from ._translation import derive_canonical_id as derive_canonical_id

@@ -8,7 +8,9 @@ only this interface:
   core degrades events a destination cannot express (a reaction becomes a
   short text note); it never probes by catching ``NotImplementedError``.
 - ``run(port)``: the adapter's I/O loops. It feeds inbound canonical events
-  to ``port.submit`` and calls ``task_status.started()`` once it can deliver.
+  to ``port.offer`` (or ``port.submit``) and calls ``task_status.started()``
+  once it can deliver; it reports its own measurements (connections,
+  rate limits) to ``port.adapter_stats(name)``.
 - ``deliver(event, session)``: send one canonical event to the platform.
   Returns the platform's ids; raises :class:`DeliveryError` (``retryable``
   or not) and nothing else on failure.
@@ -42,6 +44,7 @@ from ._events import (
     Retract,
     Typing,
 )
+from ._stats import AdapterStats
 
 Capability = Literal[
     "edits", "retractions", "reactions", "typing", "presence", "profiles", "files",
@@ -121,6 +124,16 @@ class EnginePort(Protocol):
                               event_id: str = "") -> None:
         """Log a platform event rejected before it became a canonical event (malformed,
         unknown user, not federated, too big): an ``error`` entry, outcome ``refused``."""
+        ...
+
+    def adapter_stats(self, adapter: str) -> AdapterStats:
+        """The measurements of the adapter named ``adapter`` (``/metrics`` exports them).
+
+        The engine counts inbound events offered through the port itself; the
+        adapter reports what only it sees there: its connections' states
+        (reconnects follow from them), rate-limit answers and waits,
+        de-duplication hits, malformed input. Ask once per run and hand it to
+        the parts that measure."""
         ...
 
 

@@ -3,11 +3,14 @@
     adapters --submit--> Router --tell--> session actor --deliver--> adapter
                                   \\-----> contact actor --route--> ...
 
-``Engine`` is also the :class:`EnginePort` adapters talk to. Stopping is
-graceful: :meth:`Engine.stop` first refuses new inbound events (adapters then
-leave them unacknowledged, so their platforms redeliver), then waits for every
-mailbox to drain (bounded by ``drain_timeout``), then flushes the metadata log
-and the directory.
+Each adapter talks to the engine through its own :class:`EnginePort`
+(:meth:`Engine.port_for`), which counts the adapter's inbound events in its
+:class:`AdapterStats`; ``Engine`` is an ``EnginePort`` too (counting nothing).
+
+Stopping is graceful: :meth:`Engine.stop` first refuses new inbound events
+(adapters then leave them unacknowledged, so their platforms redeliver), then
+waits for every mailbox to drain (bounded by ``drain_timeout``), then flushes
+the metadata log and the directory.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ import msgspec
 import trio
 
 from ._actors import Actor, ActorFailedError, ActorKind, ActorSystem
-from ._adapter import Adapter
+from ._adapter import Adapter, EnginePort
 from ._address import Address
 from ._clock import Clock, SystemClock
 from ._directory import Directory, LedgerRecord
@@ -32,6 +35,7 @@ from ._metadata_log import MetadataEntry, MetadataLog
 from ._policy import FederationPolicy
 from ._router import CONTACT_KIND, NOTICE_KIND, SESSION_KIND, Router, RoutingSettings
 from ._session import ContactActor, DeliverySettings, NoticeActor, SessionActor
+from ._stats import AdapterStats
 
 log = logging.getLogger("interlink.engine")
 
@@ -83,6 +87,7 @@ class Engine:
         self.actors = ActorSystem(shard_count=self.settings.shard_count,
                                   mailbox_capacity=self.settings.mailbox_capacity,
                                   sweep_interval=self.settings.sweep_interval)
+        self._adapter_stats = {name: AdapterStats(name) for name in self.adapters}
         self.policy = FederationPolicy(directory)
         self.router = Router(directory=directory, policy=self.policy, actors=self.actors,
                              metadata_log=metadata_log, clock=self._clock,
@@ -102,6 +107,8 @@ class Engine:
         #: events a crash had left accepted, resolved since start (``/metrics``)
         self.ledger_resolved_at_start = 0
         self._cancel_scope: trio.CancelScope | None = None
+        self._ports = {name: _AdapterPort(self, stats)
+                       for name, stats in self._adapter_stats.items()}
 
     # -- EnginePort ---------------------------------------------------------
     @property
@@ -138,6 +145,26 @@ class Engine:
             receiver=receiver, type="error", outcome="refused", reason=reason))
         log.info("platform event rejected", extra={"reason": reason, "sender": str(sender),
                                                    "receiver": str(receiver)})
+
+    def adapter_stats(self, adapter: str) -> AdapterStats:
+        """``EnginePort.adapter_stats``: one per adapter name, made with the engine (or at
+        the first question, for an adapter the engine does not run)."""
+        stats = self._adapter_stats.get(adapter)
+        if stats is None:
+            stats = self._adapter_stats[adapter] = AdapterStats(adapter)
+        return stats
+
+    def all_adapter_stats(self) -> list[AdapterStats]:
+        """Every adapter's measurements, by name (what ``/metrics`` reads)."""
+        return [self._adapter_stats[name] for name in sorted(self._adapter_stats)]
+
+    def port_for(self, adapter: str) -> EnginePort:
+        """The port the adapter named ``adapter`` runs with: the engine's, plus counts of
+        its inbound events in its :class:`AdapterStats`."""
+        port = self._ports.get(adapter)
+        if port is None:
+            port = self._ports[adapter] = _AdapterPort(self, self.adapter_stats(adapter))
+        return port
 
     # -- actors ---------------------------------------------------------------
     async def _activate_session(self, actor_id: str) -> Actor:
@@ -183,7 +210,8 @@ class Engine:
                      for shard in self.actors.shards(kind)]
         services.append(Service("engine", "housekeeping", self._housekeeping))
         services.append(Service("engine", "ledger-recovery", self._recover_ledger))
-        services += [Service("adapters", adapter.name, functools.partial(adapter.run, self))
+        services += [Service("adapters", adapter.name,
+                             functools.partial(adapter.run, self.port_for(adapter.name)))
                      for adapter in self.adapters.values()]
         return services
 
@@ -247,6 +275,9 @@ class Engine:
         await trio.sleep_forever()
 
     async def _resolve_interrupted(self, record: LedgerRecord) -> None:
+        adapter = self.router.adapter_for(record.sender.domain)
+        if adapter is not None:  # the platform that did not redeliver it
+            self.adapter_stats(adapter.name).ledger_resolved_at_start += 1
         now = self._clock.now()
         sent = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(record.accepted_at))
         await self.metadata_log.record(MetadataEntry(
@@ -273,3 +304,51 @@ class Engine:
             self._cancel_scope.cancel()
         log.info("engine stopped", extra={"routed": self.router.routed,
                                           "refused": self.router.refused})
+
+
+class _AdapterPort:
+    """One adapter's :class:`EnginePort`: the engine's, counting what becomes of the
+    adapter's inbound events (a coroutine and a dict update per event: about 0.4 us)."""
+
+    __slots__ = ("_engine", "clock", "directory", "stats")
+
+    def __init__(self, engine: Engine, stats: AdapterStats) -> None:
+        self._engine = engine
+        self.clock: Clock = engine.clock  # plain attributes: read on every inbound event
+        self.directory: Directory = engine.directory
+        self.stats = stats
+
+    def __repr__(self) -> str:
+        return f"<EnginePort of {self.stats.name}>"
+
+    async def submit(self, event: Event) -> bool:
+        try:
+            taken = await self._engine.submit(event)
+        except UnavailableError:
+            self.stats.count_inbound(event.log_type, "busy")
+            raise
+        self.stats.count_inbound(event.log_type, "accepted" if taken else "duplicate")
+        return taken
+
+    async def offer(self, event: Event) -> bool:
+        try:
+            taken = await self._engine.offer(event)
+        except UnavailableError:  # MailboxFullError too: nothing routed, the platform retries
+            self.stats.count_inbound(event.log_type, "busy")
+            raise
+        self.stats.count_inbound(event.log_type, "accepted" if taken else "duplicate")
+        return taken
+
+    def refusal(self, event: Event) -> str | None:
+        reason = self._engine.refusal(event)
+        if reason is not None:  # asked before routing: the adapter refuses it on its platform
+            self.stats.count_inbound(event.log_type, "refused")
+        return reason
+
+    async def record_rejected(self, *, sender: Address, receiver: Address, reason: str,
+                              event_id: str = "") -> None:
+        await self._engine.record_rejected(sender=sender, receiver=receiver, reason=reason,
+                                           event_id=event_id)
+
+    def adapter_stats(self, adapter: str) -> AdapterStats:
+        return self._engine.adapter_stats(adapter)

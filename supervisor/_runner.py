@@ -65,6 +65,7 @@ from ._client import write_control_file
 from ._config import Config, build_adapters
 from ._control import ControlApp
 from ._demo import demo_banner, write_demo_info
+from ._metrics import AdapterCollector
 from ._platforms import demo_details, sandbox_sayers, service_children
 from ._supervisor import ChildSpec, Supervisor
 
@@ -180,6 +181,7 @@ def _control_child(engine: Engine, config: Config, root_holder: list[Supervisor]
     token = server_token(config)
     app = ControlApp(engine, token, lambda: root_holder[0].tree(),
                      sayers=sandbox_sayers(config, list(engine.adapters.values())))
+    app.registry.register(AdapterCollector(engine))
     host, port = config.control.host_port()
     hypercorn_config = HypercornConfig()
     hypercorn_config.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]

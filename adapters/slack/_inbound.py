@@ -35,6 +35,12 @@ is by ``event_id`` in an :class:`engine.Deduplicator`, which the Socket Mode
 client shares (``_socket_mode.py``): both transports go through
 :func:`dispatch_event` and :func:`dispatch_command`, so they behave alike.
 
+Measurements: given the adapter's :class:`engine.AdapterStats`
+(``adapter_stats``), both transports count a de-duplication hit for every
+delivery of an event already done, and malformed input (a refused body, a
+request too large) as ``type="unknown", outcome="malformed"``; what the
+engine makes of the events the handler offers, it counts itself.
+
 Logs carry event ids, body and event types, team ids, statuses and exception
 type names, never tokens, secrets, message text or handler error messages.
 """
@@ -55,7 +61,7 @@ import trio
 from slack_sdk.signature import Clock as SignatureClock
 from slack_sdk.signature import SignatureVerifier
 
-from engine import Claim, Deduplicator, UnavailableError
+from engine import UNKNOWN_TYPE, AdapterStats, Claim, Deduplicator, UnavailableError
 from engine.asgi import (
     BodyTimeout,
     BodyTooLarge,
@@ -142,10 +148,12 @@ class EventOutcome(Enum):
 
 async def dispatch_event(body: EventsBody, *, handler: InboundHandler,
                          dedupe: Deduplicator, stats: InboundStats, deadline: float,
-                         limiter: trio.CapacityLimiter | None = None) -> EventOutcome:
+                         limiter: trio.CapacityLimiter | None = None,
+                         adapter_stats: AdapterStats | None = None) -> EventOutcome:
     """Give an Events API body to ``handler`` at most once per ``event_id``, by ``deadline``.
 
     ``deadline`` is on trio's clock. The caller acks when the outcome's ``ack`` is true.
+    ``adapter_stats`` counts de-duplication hits and malformed bodies.
     """
     body_type = body.type
     if body_type not in HANDLED_BODY_TYPES:
@@ -154,6 +162,8 @@ async def dispatch_event(body: EventsBody, *, handler: InboundHandler,
         return EventOutcome.IGNORED
     if body_type == "event_callback" and not body.event_id:
         stats.malformed += 1
+        if adapter_stats is not None:
+            adapter_stats.count_inbound(UNKNOWN_TYPE, "malformed")
         log.info("slack event_callback without event_id", extra=_fields(body))
         return EventOutcome.MALFORMED
     key = body.event_id if body_type == "event_callback" else None
@@ -162,6 +172,8 @@ async def dispatch_event(body: EventsBody, *, handler: InboundHandler,
             while (claim := dedupe.claim(key)) is not Claim.NEW:
                 if claim is Claim.DONE:
                     stats.duplicates += 1
+                    if adapter_stats is not None:
+                        adapter_stats.count_dedupe_hit()
                     log.debug("slack event duplicate", extra=_fields(body))
                     return EventOutcome.DUPLICATE
                 # another delivery is handling it: its outcome decides ours
@@ -284,12 +296,13 @@ class SlackEventsApp:
     ``clock`` gives wall-clock seconds for the signature window (default
     ``time.time``); the ack budget is measured on trio's clock from the
     request's arrival. ``max_in_flight`` bounds concurrent handler calls.
+    ``adapter_stats``: the adapter's measurements (see the module docstring).
     """
 
     def __init__(self, *, signing_secret: str, handler: InboundHandler,
                  dedupe: Deduplicator, clock: Callable[[], float] | None = None,
                  max_body_bytes: int = MIB, ack_budget: float = 2.5,
-                 max_in_flight: int = 256) -> None:
+                 max_in_flight: int = 256, adapter_stats: AdapterStats | None = None) -> None:
         if max_body_bytes < 1:
             raise ValueError("max_body_bytes must be positive")
         if not 0 < ack_budget < 3:
@@ -301,6 +314,8 @@ class SlackEventsApp:
         self.ack_budget = ack_budget
         self._limiter = trio.CapacityLimiter(max_in_flight)
         self.stats = InboundStats()
+        #: the adapter's measurements (its own when none are given: read by nobody)
+        self.adapter_stats = adapter_stats or AdapterStats("")
 
     def statistics(self) -> InboundStats:
         """A snapshot of the counters."""
@@ -332,10 +347,12 @@ class SlackEventsApp:
             status, answer = reject.status, {"ok": False, "error": reject.code}
             if status == 413:
                 self.stats.oversized += 1
+                self.adapter_stats.count_inbound(UNKNOWN_TYPE, "malformed")
             elif status == 401:
                 self.stats.rejected_signature += 1
             elif status == 400:
                 self.stats.malformed += 1
+                self.adapter_stats.count_inbound(UNKNOWN_TYPE, "malformed")
             log.info("slack request refused", extra={"path": path[:64], "status": status,
                                                      "error": reject.code,
                                                      "where": reject.where})
@@ -365,7 +382,7 @@ class SlackEventsApp:
             return 200, {"challenge": decoded.challenge}
         outcome = await dispatch_event(decoded, handler=self.handler, dedupe=self.dedupe,
                                        stats=self.stats, deadline=deadline,
-                                       limiter=self._limiter)
+                                       limiter=self._limiter, adapter_stats=self.adapter_stats)
         if outcome is EventOutcome.MALFORMED:  # counted by dispatch_event
             return 400, {"ok": False, "error": "invalid_event"}
         if not outcome.ack:

@@ -23,6 +23,12 @@ Rules (see :mod:`._client` for how a call uses them):
    penalties likewise.
 
 Time is trio's (``trio.current_time``), so pacing runs on ``MockClock`` in tests.
+
+Measurements: :attr:`Pacer.adapter_stats` (the adapter's
+:class:`engine.AdapterStats`, set once the adapter runs) counts every 429
+(:meth:`Pacer.penalise`) and the seconds callers waited for their turns
+(:meth:`Pacer.wait_turn`: token buckets and 429 penalties; waiting in a lane
+behind another caller is not a rate-limit wait).
 """
 from __future__ import annotations
 
@@ -31,6 +37,8 @@ from contextlib import asynccontextmanager
 from typing import NamedTuple
 
 import trio
+
+from engine import AdapterStats
 
 from ._errors import SlackApiError
 
@@ -171,6 +179,8 @@ class Pacer:
         self._lanes: dict[tuple[str, ...], _Lane] = {}
         self._prune_at = max_buckets
         self.waited = 0.0
+        #: where 429s and rate-limit waits are reported (the adapter's, once it runs)
+        self.adapter_stats = AdapterStats("")
 
     @property
     def bucket_count(self) -> int:
@@ -228,9 +238,11 @@ class Pacer:
                         self.raised += 1
                 waited = now - start
                 self.waited += waited
+                self.adapter_stats.add_rate_limit_wait(waited)
                 return waited
             if now + wait > deadline:
                 self.waited += now - start
+                self.adapter_stats.add_rate_limit_wait(now - start)
                 raise _too_long(key, wait)
             await trio.sleep(wait)
 
@@ -244,6 +256,7 @@ class Pacer:
         times their start rate.
         """
         now = trio.current_time()
+        self.adapter_stats.count_rate_limited()
         until = now + max(0.0, seconds)
         self._penalties[key] = max(until, self._penalties.get(key, until))
         for budget in drain:

@@ -45,7 +45,15 @@ handled before the drop is handled on redelivery. ``open_url`` may raise
 :class:`engine.UnavailableError`, ``OSError`` or any exception whose
 ``retryable`` attribute is true for a transient failure, which backs off like
 a lost connection; anything else it raises (``invalid_auth``...) stops
-``run()``. """
+``run()``.
+
+Measurements (``adapter_stats``, the adapter's :class:`engine.AdapterStats`):
+the connection's state under its ``connection`` name (``connecting`` from the
+start and after every loss, ``connected`` from each ``hello``,
+``disconnected`` once ``run()`` ends; every ``connected`` after the first is a
+reconnect, a restarted adapter's included), a de-duplication hit for every
+envelope answered from the de-duplicator, and malformed input (frames,
+envelopes and bodies refused). """
 
 from __future__ import annotations
 
@@ -68,7 +76,7 @@ from trio_websocket import (
     wrap_client_stream,
 )
 
-from engine import Backoff, Deduplicator, UnavailableError
+from engine import UNKNOWN_TYPE, AdapterStats, Backoff, Deduplicator, UnavailableError
 
 from ._inbound import (
     MIB,
@@ -133,7 +141,8 @@ class SocketModeClient:
     """Receives Slack events and commands over Socket Mode and hands them to ``handler``.
 
     ``open_url`` calls ``apps.connections.open`` and returns the websocket URL.
-    ``rng`` makes the backoff jitter reproducible.
+    ``rng`` makes the backoff jitter reproducible. ``adapter_stats`` gets the
+    connection's state (as ``connection``) and what the module docstring lists.
     """
 
     def __init__(self, *, open_url: Callable[[], Awaitable[str]], handler: InboundHandler,
@@ -143,7 +152,8 @@ class SocketModeClient:
                  connect_timeout: float = 10.0, close_timeout: float = 2.0,
                  max_failures: int | None = 60, ssl_context: ssl.SSLContext | None = None,
                  rng: random.Random | None = None, max_lanes: int = 64,
-                 lane_capacity: int = 64) -> None:
+                 lane_capacity: int = 64, adapter_stats: AdapterStats | None = None,
+                 connection: str = "socket-mode") -> None:
         if not 0 < backoff_initial <= backoff_max:
             raise ValueError("need 0 < backoff_initial <= backoff_max")
         if not 0 <= backoff_jitter <= 1:
@@ -175,6 +185,9 @@ class SocketModeClient:
         self._connected = False
         self._changed = trio.Event()
         self.stats = SocketModeStats()
+        #: the adapter's measurements (its own when none are given: read by nobody)
+        self.adapter_stats = adapter_stats or AdapterStats("")
+        self.connection = connection
 
     def statistics(self) -> SocketModeStats:
         """A snapshot of the counters."""
@@ -194,6 +207,9 @@ class SocketModeClient:
         self._connected = connected
         self._changed.set()
         self._changed = trio.Event()
+        # lost: run() connects again (it says disconnected itself when it ends)
+        self.adapter_stats.set_connection_state(
+            self.connection, "connected" if connected else "connecting")
 
     def backoff_delay(self, failures: int) -> float:
         """Seconds to wait after ``failures`` consecutive failures (1 = the first)."""
@@ -219,6 +235,13 @@ class SocketModeClient:
                 started = True
                 task_status.started()
 
+        self.adapter_stats.set_connection_state(self.connection, "connecting")
+        try:
+            await self._keep_connected(on_hello)
+        finally:
+            self.adapter_stats.set_connection_state(self.connection, "disconnected")
+
+    async def _keep_connected(self, on_hello: Callable[[], None]) -> None:
         while True:
             if self._failures:
                 if self.max_failures is not None and self._failures >= self.max_failures:
@@ -381,10 +404,14 @@ class SocketModeClient:
                 self.stats.unknown += 1
                 log.info("socket mode frame ignored", extra={"frame_type": frame.type[:64]})
 
+    def _count_malformed(self) -> None:
+        self.stats.malformed += 1
+        self.adapter_stats.count_inbound(UNKNOWN_TYPE, "malformed")
+
     def _decode(self, message: str | bytes) -> SocketFrame | None:
         frame = read_frame(message)
         if isinstance(frame, Malformed):
-            self.stats.malformed += 1
+            self._count_malformed()
             log_malformed(frame, transport="socket_mode")
             return None
         return frame
@@ -402,12 +429,12 @@ class SocketModeClient:
         extra = {"envelope_id": envelope_id[:64], "envelope_type": kind[:32],
                  "retry_attempt": envelope.retry_attempt}
         if kind == MALFORMED_ENVELOPE:  # its fields do not fit the view: never redeliver
-            self.stats.malformed += 1
+            self._count_malformed()
             log_malformed(Malformed("invalid_envelope", envelope.reason), **extra)
             await self._ack(ws, envelope_id)
         elif kind == "events_api":
             if not isinstance(body, EventsBody):
-                self.stats.malformed += 1
+                self._count_malformed()
                 log_malformed(body if isinstance(body, Malformed)
                               else Malformed("invalid_body"), **extra)
                 await self._ack(ws, envelope_id)
@@ -417,7 +444,8 @@ class SocketModeClient:
                 log.info("socket mode envelope not acked: behind one not acked", extra=extra)
                 return False
             outcome = await dispatch_event(body, handler=self.handler, dedupe=self.dedupe,
-                                           stats=self.stats, deadline=deadline)
+                                           stats=self.stats, deadline=deadline,
+                                           adapter_stats=self.adapter_stats)
             if outcome is EventOutcome.MALFORMED:
                 log.info("socket mode event malformed; acked", extra=extra)
             if not outcome.ack:
@@ -426,7 +454,7 @@ class SocketModeClient:
             await self._ack(ws, envelope_id)
         elif kind == "slash_commands":
             if not isinstance(body, dict) or not body.get("command"):
-                self.stats.malformed += 1
+                self._count_malformed()
                 await self._ack(ws, envelope_id)
                 return True
             answer = await dispatch_command(body, handler=self.handler, stats=self.stats,

@@ -24,6 +24,11 @@ A ``Retry-After`` is also remembered for the whole partner: until it has
 passed, later deliveries wait for it (when it ends within their budget) or
 fail at once as retryable, instead of knocking on a door that said "later".
 
+Measurements (``adapter_stats``, the adapter's :class:`engine.AdapterStats`):
+every 429 answer, and the seconds deliveries waited because the partner said
+``Retry-After`` (before their retry, or held behind an earlier one); backoff
+without a ``Retry-After`` is not a rate-limit wait.
+
 Every httpx exception is translated here; nothing else leaves :meth:`post`
 but :class:`engine.DeliveryError`. Logs carry webhook ids, statuses and
 reasons, never bodies, URLs or secrets.
@@ -41,7 +46,7 @@ from typing import cast
 import httpx
 import trio
 
-from engine import Backoff, DeliveryError
+from engine import AdapterStats, Backoff, DeliveryError
 
 from ._signature import signature_headers
 
@@ -75,7 +80,8 @@ class DeliveryStats:
 
 class Poster:
     def __init__(self, *, url: str, key: bytes, http: httpx.AsyncClient,
-                 policy: DeliveryPolicy, wall_clock: Callable[[], float]) -> None:
+                 policy: DeliveryPolicy, wall_clock: Callable[[], float],
+                 adapter_stats: AdapterStats | None = None) -> None:
         self.url = url
         self._key = key
         self._http = http
@@ -84,6 +90,8 @@ class Poster:
         #: trio time before which the partner asked not to be called (Retry-After)
         self._not_before = 0.0
         self.stats = DeliveryStats()
+        #: the adapter's measurements (its own when none are given: read by nobody)
+        self.adapter_stats = adapter_stats or AdapterStats("")
 
     async def post(self, webhook_id: str, body: bytes) -> bytes:
         """Deliver ``body``; the partner's answer (at most :data:`MAX_ANSWER_BYTES`)."""
@@ -91,16 +99,22 @@ class Poster:
         deadline = trio.current_time() + policy.delivery_budget
         reason = "partner-unreachable"
         for attempt in range(1, policy.max_attempts + 1):
-            if self._not_before > trio.current_time():
+            now = trio.current_time()
+            if self._not_before > now:
                 if self._not_before > deadline:
                     self.stats.held_by_retry_after += 1
                     raise DeliveryError("partner-busy", retryable=True)
-                await trio.sleep_until(self._not_before)
+                try:
+                    await trio.sleep_until(self._not_before)
+                finally:
+                    self.adapter_stats.add_rate_limit_wait(trio.current_time() - now)
             self.stats.posted += 1
             status, answer, retry_after = await self._attempt(webhook_id, body, deadline)
             if 200 <= status < 300:
                 self.stats.delivered += 1
                 return answer
+            if status == 429:
+                self.adapter_stats.count_rate_limited()
             if status:
                 reason = f"partner-http-{status}"
                 if status not in _RETRY_STATUSES and status < 500:
@@ -121,7 +135,12 @@ class Poster:
             log.info("webhook delivery will retry", extra={
                 "webhook_id": webhook_id, "reason": reason, "attempt": attempt,
                 "wait_s": round(wait, 3)})
-            await trio.sleep(wait)
+            started = trio.current_time()
+            try:
+                await trio.sleep(wait)
+            finally:
+                if retry_after is not None:  # the partner's limit, not our backoff
+                    self.adapter_stats.add_rate_limit_wait(trio.current_time() - started)
         self.stats.failed += 1
         log.warning("webhook delivery failed for now", extra={
             "webhook_id": webhook_id, "reason": reason})

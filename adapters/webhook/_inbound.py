@@ -27,6 +27,13 @@ Every refusal has a JSON body ``{"error": code, "message": text}``; the
 message names fields, never values. Nothing is routed before the signature
 is verified, and 2xx means the engine has the event.
 
+Measurements go to the adapter's :class:`engine.AdapterStats`
+(``engine.adapter_stats(name)``): a de-duplication hit for every replay
+answered "duplicate"; as inbound ``type="unknown"``: ``busy`` for the 503s
+before the body is read, ``malformed`` for the 400s and 413s; ``refused`` for
+``sender-not-served``. The engine's port counts the rest (the router's
+refusals asked here, busy conversations, accepted events).
+
 Logs carry webhook ids, codes, statuses and event kinds, never bodies or secrets.
 """
 
@@ -41,7 +48,16 @@ from typing import Any, Protocol
 import msgspec
 import trio
 
-from engine import Address, Claim, Deduplicator, EnginePort, Event, UnavailableError
+from engine import (
+    UNKNOWN_TYPE,
+    AdapterStats,
+    Address,
+    Claim,
+    Deduplicator,
+    EnginePort,
+    Event,
+    UnavailableError,
+)
 from engine.asgi import (
     BodyTimeout,
     BodyTooLarge,
@@ -131,6 +147,10 @@ class WebhookEndpoint:
     def statistics(self) -> InboundStats:
         return dataclasses.replace(self.stats)
 
+    def _adapter_stats(self) -> AdapterStats:
+        intake = self._intake
+        return intake.engine.adapter_stats(intake.name)
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
             await answer_lifespan(receive, send)
@@ -153,6 +173,7 @@ class WebhookEndpoint:
                     self._limiter.acquire_nowait()
                 except trio.WouldBlock:
                     self.stats.busy += 1
+                    self._adapter_stats().count_inbound(UNKNOWN_TYPE, "busy")
                     raise _Reject(503, "busy", "too many requests in flight; retry later",
                                   record=False, retry_after=self.busy_retry_after) from None
                 try:
@@ -188,10 +209,12 @@ class WebhookEndpoint:
                 claim = self.dedupe.claim(webhook_id)
             except UnavailableError:
                 self.stats.busy += 1
+                self._adapter_stats().count_inbound(UNKNOWN_TYPE, "busy")
                 raise _Reject(503, "busy", "too many webhooks in flight; retry later",
                               record=False, retry_after=self.busy_retry_after) from None
             if claim is Claim.DONE:
                 self.stats.duplicates += 1
+                self._adapter_stats().count_dedupe_hit()
                 log.info("webhook replay answered as a duplicate",
                          extra={"webhook_id": webhook_id})
                 return 200, {"status": "duplicate", "webhook_id": webhook_id}
@@ -229,9 +252,11 @@ class WebhookEndpoint:
                              now=port.clock.now(), ids=ids)
         except PayloadError as exc:
             self.stats.malformed += 1
+            self._adapter_stats().count_inbound(UNKNOWN_TYPE, "malformed")
             raise _Reject(400, exc.code, exc.message, parties=found) from None
         if not intake.serves(event.source):
             self.stats.refused += 1
+            port.adapter_stats(intake.name).count_inbound(event.log_type, "refused")
             raise _Reject(403, "sender-not-served",
                           f"this endpoint does not speak for {event.source.domain} - at "
                           "`$.data.from`", parties=found)
@@ -262,6 +287,7 @@ class WebhookEndpoint:
                                    deadline=trio.current_time() + self.request_timeout)
         except BodyTooLarge:
             self.stats.oversized += 1
+            self._adapter_stats().count_inbound(UNKNOWN_TYPE, "malformed")
             raise _Reject(413, "request-too-large",
                           f"the body exceeds {self.max_body_bytes} bytes") from None
         except BodyTimeout:

@@ -46,6 +46,12 @@ Rules of this module:
   stanza and its children, so the pure layer sees what a client would see.
   Outbound stanzas may use ``jabber:client``, ``jabber:component:accept`` or
   no namespace.
+- Measurements go to ``adapter_stats`` (the adapter's
+  :class:`engine.AdapterStats`) under the name ``connection``: the state
+  (``connecting`` while ``run`` tries to connect or reconnect, ``connected``
+  from each handshake, ``disconnected`` once ``run`` has ended); every
+  handshake after the first counts as a reconnect (a supervisor's restart of
+  ``run`` included).
 - Logs carry connection facts (domain, address, attempt, delay, stream error
   condition) and counts; never stanza content, never the secret.
 """
@@ -66,7 +72,7 @@ import trio
 from slixmpp.componentxmpp import ComponentXMPP
 from slixmpp.xmlstream.tostring import tostring
 
-from engine import Backoff, ConfigError, LocalError, UnavailableError
+from engine import AdapterStats, Backoff, ConfigError, LocalError, UnavailableError
 
 from ._bridge import AsyncioThread, BridgeClosedError, InboundBridge, close_stream
 
@@ -360,6 +366,8 @@ class ComponentConnection:
         inbound_capacity: int = 64,
         keepalive: int = 300,
         name: str | None = None,
+        adapter_stats: AdapterStats | None = None,
+        connection: str = "component",
     ) -> None:
         if not domain or domain != domain.lower() or "@" in domain or "/" in domain:
             raise ConfigError(f"component domain must be a lower-case domain: {domain!r}")
@@ -379,6 +387,9 @@ class ComponentConnection:
         self.host = host
         self.port = port
         self.name = name or f"xmpp-component {domain}"
+        #: the adapter's measurements (its own when none are given: read by nobody)
+        self.adapter_stats = adapter_stats or AdapterStats("")
+        self.connection = connection
         self._on_connected = on_connected
         self._reconnect = reconnect or RECONNECT_BACKOFF
         self._rng = rng or random.Random()
@@ -447,6 +458,9 @@ class ComponentConnection:
         self._connected = value
         self._state_lot.unpark_all()
         self._writer_lot.unpark_all()
+        # lost: run() connects again (it says disconnected itself when it ends)
+        self.adapter_stats.set_connection_state(
+            self.connection, "connected" if value else "connecting")
 
     def _connection_lost(self, generation: int, condition: str) -> None:
         """Called in trio (through the token) when the stream of ``generation`` closed."""
@@ -562,6 +576,7 @@ class ComponentConnection:
         if self._running:
             raise LocalError(f"{self!r} is already running")
         self._running = True
+        self.adapter_stats.set_connection_state(self.connection, "connecting")
         try:
             async with AsyncioThread(self.name) as thread, trio.open_nursery() as nursery:
                 loop_side = _LoopSide(self, thread)
@@ -590,6 +605,7 @@ class ComponentConnection:
             raise error from None
         finally:
             self._running = False
+            self.adapter_stats.set_connection_state(self.connection, "disconnected")
             if self._bridge is not None:
                 stats = self._bridge.statistics()
                 self._received_before += stats.items

@@ -791,11 +791,12 @@ def paced_rest(block: Block, k: int, direction: Direction) -> float:
 
 def block_in_flight(config: E2eConfig, block: Block) -> int:
     """Closed loop, messages in flight in one conversation: ``per_conversation``; with
-    Slack's 1 message/s per channel, one more than its burst keeps a channel busy (more
-    would only queue whole seconds per message, and make every trial drain that long)."""
+    Slack's 1 message/s per channel, two keep a channel busy (one posting, one waiting its
+    turn): more would only queue whole seconds per message, and make every trial drain
+    that long."""
     if block.pacing != "slack":
         return config.per_conversation
-    return min(config.per_conversation, SLACK_CHANNEL_BURST + 1)
+    return min(config.per_conversation, 2)
 
 
 def block_lanes(config: E2eConfig, block: Block) -> int:

@@ -29,6 +29,7 @@ from bench._e2e import (
     PathResult,
     ProcessCpu,
     Sink,
+    block_in_flight,
     block_lanes,
     build_report,
     drive,
@@ -432,6 +433,9 @@ def test_set_up_and_drain_bounds_follow_the_modelled_limits() -> None:
     assert offered_drain_timeout(config, Block("slack", 10, 1.0), 1000) == pytest.approx(30.0)
     assert offered_drain_timeout(config, Block("slack"), 1000) == 20.0
     assert block_lanes(config, Block("slack", 10, 1.0)) == 20
+    # closed loop: 2 in flight keep a channel busy at 1/s; unpaced, the configured 8
+    assert (block_in_flight(config, Block("slack")), block_in_flight(config, Block("off"))) == (
+        2, 8)
     # Interlink is measured once the budgets its warm-up spent are full again
     assert paced_rest(Block("off"), 1000, "xmpp_to_slack") == 0.0
     assert paced_rest(Block("slack"), 1000, "slack_to_xmpp") == 1.0

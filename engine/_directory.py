@@ -89,9 +89,9 @@ class MessageIdRecord(msgspec.Struct, frozen=True, kw_only=True, gc=False):
 
     Each platform id is found again (:meth:`Directory.find_canonical_id`) within the
     record's session, and platform-wide: a platform whose clients choose their own
-    ids (XMPP) has ids unique only within a conversation, so it looks them up by
-    session; one whose ids are unique on the platform (Slack's ``channel/ts`` keys,
-    a webhook partner's ids) may look them up platform-wide.
+    ids has ids unique only within a conversation, so it looks them up by session;
+    one whose ids are unique on the platform (keys that already name the
+    conversation, a partner system's own ids) may look them up platform-wide.
     """
 
     canonical_id: str
@@ -239,7 +239,7 @@ class Directory(Protocol):
 
         With ``session_id``: only a message of that session (the 1:1 conversation),
         the key is ``(platform, session_id, platform_message_id)``; what a platform
-        whose clients choose their ids (XMPP) must use, so that two conversations'
+        whose clients choose their own ids must use, so that two conversations'
         equal ids never meet. Without: the key is ``(platform, platform_message_id)``,
         for ids unique on the platform; if two sessions recorded the same id there,
         the last one recorded. Either is one point read."""

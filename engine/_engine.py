@@ -91,7 +91,8 @@ class Engine:
         self.policy = FederationPolicy(directory)
         self.router = Router(directory=directory, policy=self.policy, actors=self.actors,
                              metadata_log=metadata_log, clock=self._clock,
-                             adapters=self.adapters, settings=self.settings.routing)
+                             adapters=self.adapters, settings=self.settings.routing,
+                             adapter_stats=self._adapter_stats)
         for kind, activate, idle in (
             (SESSION_KIND, self._activate_session, self.settings.session_idle_timeout),
             (CONTACT_KIND, self._activate_contact, self.settings.contact_idle_timeout),

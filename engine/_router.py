@@ -44,7 +44,7 @@ from ._events import (
 )
 from ._metadata_log import MetadataEntry, MetadataLog
 from ._policy import FederationPolicy, PolicyDecision
-from ._stats import LatencyHistogram
+from ._stats import AdapterStats, LatencyHistogram, OutboundOutcome
 
 log = logging.getLogger("interlink.router")
 
@@ -91,6 +91,7 @@ class Router:
         clock: Clock,
         adapters: Mapping[str, Adapter],
         settings: RoutingSettings | None = None,
+        adapter_stats: Mapping[str, AdapterStats] | None = None,
     ) -> None:
         self.directory = directory
         self.policy = policy
@@ -99,6 +100,8 @@ class Router:
         self.clock = clock
         self.adapters = adapters
         self.settings = settings or RoutingSettings()
+        #: each adapter's measurements, by name: sessions count their deliveries there
+        self.adapter_stats: Mapping[str, AdapterStats] = adapter_stats or {}
         self.routed = 0
         self.refused = 0
         #: redeliveries of events taken before, not routed again
@@ -121,6 +124,12 @@ class Router:
         self._session_refs: dict[str, ActorRef[Any]] = {}
         self._find_session_id: Callable[[Address, Address], str | None] | None = getattr(
             directory, "find_session_id", None)
+
+    def count_outbound(self, adapter: str, event_type: str, outcome: OutboundOutcome) -> None:
+        """One delivery attempt to ``adapter``: ``delivered``, ``failed`` or ``retried``."""
+        stats = self.adapter_stats.get(adapter)
+        if stats is not None:
+            stats.count_outbound(event_type, outcome)
 
     def adapter_for(self, domain: str) -> Adapter | None:
         route = self.directory.get_domain_route(domain)
@@ -302,10 +311,12 @@ class Router:
         try:
             await adapter.deliver(notice, session)
         except DeliveryError as exc:
+            self.count_outbound(adapter.name, notice.log_type, "failed")
             log.warning("outcome not delivered", extra={
                 "event_id": outcome.target_event_id, "status": outcome.status,
                 "reason": exc.reason})
             return
+        self.count_outbound(adapter.name, notice.log_type, "delivered")
         if outcome.status == "failed":
             await self.metadata_log.record(MetadataEntry(
                 timestamp=self.clock.now(), event_id=outcome.event_id,

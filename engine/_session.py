@@ -108,8 +108,10 @@ class SessionActor:
                 result = await adapter.deliver(outgoing, record)
             except DeliveryError as exc:
                 if not exc.retryable:
+                    router.count_outbound(adapter.name, outgoing.log_type, "failed")
                     raise _Failed(exc.reason) from exc
                 result = await self._retry_delivery(adapter, outgoing, exc)
+            router.count_outbound(adapter.name, outgoing.log_type, "delivered")
         except _Failed as failure:
             await self._log(event, "failed", failure.reason)
             if event.wants_outcome:
@@ -177,9 +179,11 @@ class SessionActor:
         policy = Backoff(initial=settings.initial_backoff, maximum=settings.max_backoff)
         deadline = trio.current_time() + settings.retry_window
         error = first
+        count = self._router.count_outbound
         for attempt in itertools.count(1):
             if trio.current_time() + policy.base(attempt) > deadline:
                 break
+            count(adapter.name, event.log_type, "retried")
             delay = policy.delay(attempt)
             log.info("delivery will retry", extra={
                 "session_id": self._record.session_id, "event_id": event.event_id,
@@ -189,8 +193,10 @@ class SessionActor:
                 return await adapter.deliver(event, self._record)
             except DeliveryError as exc:
                 if not exc.retryable:
+                    count(adapter.name, event.log_type, "failed")
                     raise _Failed(exc.reason) from exc
                 error = exc
+        count(adapter.name, event.log_type, "failed")
         raise _Failed(error.reason) from error
 
     async def _remember(self, adapter: Adapter, event: Event, result: DeliveryResult) -> None:

@@ -129,6 +129,8 @@ class SlackAdapter(CommandsPart):
     async def run(self, port: EnginePort, *,
                   task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         self._port = port
+        measured = port.adapter_stats(self.name)
+        self.web.pacer.adapter_stats = measured  # 429s and rate-limit waits
         if self._secrets_source is not None:
             self._secrets, configured = self._secrets_source()
             self._configured = tuple(configured)
@@ -145,14 +147,15 @@ class SlackAdapter(CommandsPart):
                     if not self._secrets.app_token:
                         raise UnavailableError("Socket Mode needs an app-level token (xapp-…)")
                     client = SocketModeClient(open_url=self._open_socket_url, handler=self,
-                                              dedupe=self.dedupe)
+                                              dedupe=self.dedupe, adapter_stats=measured)
                     await nursery.start(client.run)
                 if self.settings.mode == "http" or self.settings.listen_port is not None:
                     events: object = _no_events
                     if self._secrets.signing_secret:
                         events = SlackEventsApp(
                             signing_secret=self._secrets.signing_secret, handler=self,
-                            dedupe=self.dedupe, clock=port.clock.now)
+                            dedupe=self.dedupe, clock=port.clock.now,
+                            adapter_stats=measured)
                     elif self.settings.mode == "http":
                         raise UnavailableError("HTTP mode needs the app's signing secret")
                     app = SlackRoutes(self, events)

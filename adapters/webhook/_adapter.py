@@ -148,7 +148,8 @@ class WebhookAdapter:
                 request_timeout=config.request_timeout, max_in_flight=config.max_in_flight,
                 busy_retry_after=config.busy_retry_after)
             poster = Poster(url=config.partner_url, key=secrets.outbound_key, http=http,
-                            policy=self.policy, wall_clock=self._wall_clock)
+                            policy=self.policy, wall_clock=self._wall_clock,
+                            adapter_stats=port.adapter_stats(self.name))
             self._port, self._poster, self._endpoint = port, poster, endpoint
             try:
                 async with trio.open_nursery() as nursery:

@@ -33,6 +33,7 @@ import msgspec
 import trio
 
 from engine import (
+    UNKNOWN_TYPE,
     Address,
     Bounded,
     Capability,
@@ -170,6 +171,7 @@ class XmppAdapter:
                 queue_deadline=self.settings.queue_deadline, **self._options)
         # else a restart (by a supervisor): the same connection, so that stanzas queued
         # while the adapter was down are written after the handshake, not stranded
+        connection.adapter_stats = port.adapter_stats(self.name)  # state, reconnects
         self._connection = connection
         self._connection_key = (host, server_port, secret)
         async with trio.open_nursery() as nursery:
@@ -242,6 +244,7 @@ class XmppAdapter:
                                           now=self.port.clock.now(),
                                           max_body_bytes=self.settings.max_body_bytes)
         if isinstance(decoded, StanzaError):
+            self.port.adapter_stats(self.name).count_inbound(UNKNOWN_TYPE, "malformed")
             await self._reject(stanza, decoded)
             return
         if isinstance(decoded, Ignored | Query):

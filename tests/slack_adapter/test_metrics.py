@@ -18,9 +18,11 @@ from adapters.slack._pacing import Pacer
 from adapters.slack._socket_mode import LinkDisabledError
 from adapters.slack._views import EventsBody
 from adapters.slack.sandbox import Sandbox
-from engine import UNKNOWN_TYPE, AdapterStats
+from engine import UNKNOWN_TYPE, AdapterStats, Message
 
 from ..slack_sandbox._kit import APP, GENERAL, make_seed, running
+from ._federation import JOHN_ADDRESS, PETER_ADDRESS, slack_federation
+from .test_adapter import open_conversation
 from .test_inbound_http import RecordingHandler, bare_app, event_body, post_message, signed
 from .test_socket_mode import connected, make_client, opener, settings
 from .test_webapi import BOT_TOKEN, POST, SANDBOX, TEAM, client_for
@@ -147,3 +149,34 @@ async def test_a_429_on_chat_post_message_is_counted_and_waited_out() -> None:
 def test_a_pacer_reports_to_nobody_until_given_the_adapters_stats() -> None:
     pacer = Pacer()
     assert pacer.adapter_stats.name == ""  # its own: read by nobody
+
+
+async def test_a_dropped_socket_mode_connection_is_a_reconnect_and_connected_again() -> None:
+    async with slack_federation() as fed:
+        stats = fed.engine.adapter_stats("slack")
+        channel = await open_conversation(fed)
+        assert stats.connections == {"socket-mode": "connected"}
+        assert fed.sandbox.close_socket_connections(APP) == 1
+        await fed.act("xoxp-john", "chat.postMessage", channel=channel, text="after the drop")
+        event = await fed.next_event()
+        assert isinstance(event, Message) and event.text == "after the drop"
+        assert stats.connections == {"socket-mode": "connected"}
+        assert stats.reconnects == {"socket-mode": 1}
+        assert stats.inbound[("im", "accepted")] == 1
+        assert stats.outbound[("im", "delivered")] == 1  # open_conversation's hello
+
+
+async def test_an_injected_429_on_chat_post_message_is_counted_and_waited() -> None:
+    async with slack_federation() as fed:
+        stats = fed.engine.adapter_stats("slack")
+        await open_conversation(fed)
+        fed.sandbox.inject_failures("chat.postMessage", status=429, error="ratelimited",
+                                    retry_after=1)
+        started = trio.current_time()
+        await fed.widget.send(Message.create(source=PETER_ADDRESS, destination=JOHN_ADDRESS,
+                                             body="after the 429"))
+        await fed.settle()
+        assert trio.current_time() - started >= 1.0
+        assert stats.rate_limited == 1
+        assert stats.rate_limit_wait >= 1.0
+        assert stats.outbound[("im", "delivered")] == 2

@@ -12,11 +12,11 @@ import trio
 
 from adapters.webhook import parse_secret
 from adapters.webhook._delivery import DeliveryPolicy, Poster
-from engine import UNKNOWN_TYPE, AdapterStats
+from engine import UNKNOWN_TYPE, AdapterStats, Message
 from supervisor._control import ControlApp
 from supervisor._metrics import AdapterCollector
 
-from .conftest import JOHN, STRANGER, message, new_secret, webhook_world
+from .conftest import JOHN, STRANGER, WENDY, Answer, message, new_secret, webhook_world
 
 DEADLINE = 20
 TOKEN = "metrics-token"
@@ -106,3 +106,19 @@ async def test_backoff_without_retry_after_is_not_a_rate_limit_wait(
     poster = _poster([httpx.Response(500), httpx.Response(200)], stats)
     await poster.post("msg_b", b"{}")
     assert (stats.rate_limited, stats.rate_limit_wait) == (0, 0.0)
+
+
+async def test_a_partners_429_with_retry_after_is_counted_and_waited() -> None:
+    with trio.fail_after(20):
+        async with webhook_world() as world:
+            world.partner.answer_next(Answer(429, {"error": "slow down"},
+                                             {"retry-after": "1"}))
+            await world.acme.send(Message.create(source=JOHN, destination=WENDY,
+                                                 body="after the 429"))
+            received = await world.partner.next_received()
+            assert received.payload["data"]["text"] == "after the 429"
+            await world.engine.actors.drain()
+            stats = world.engine.adapter_stats("webhook")
+            assert stats.rate_limited == 1
+            assert stats.rate_limit_wait >= 1.0
+            assert stats.outbound[("im", "delivered")] == 1

@@ -312,6 +312,20 @@ async def test_a_conservative_channel_pace_climbs_to_what_slack_allows_then_back
         assert client.pacer.rate_of((TEAM, POST)) == pytest.approx(60_000.0 / 60)
 
 
+async def test_a_429_at_the_start_rate_is_answered_by_retry_after_alone() -> None:
+    # Slack documents 1 post/s per channel: a 429 there is the two clocks' jitter, so the
+    # channel keeps its start rate (halving it on every such 429 halved throughput)
+    async with running(make_seed(), settings=SANDBOX) as sandbox, \
+            client_for(sandbox) as client:
+        sandbox.inject_failures(POST, status=429, error="ratelimited", retry_after=1)
+        await client.call(POST, token=BOT_TOKEN, team_id=TEAM,
+                          args={"channel": GENERAL, "text": "m0"})
+        assert texts(sandbox, GENERAL) == ["m0"]
+        assert client.statistics().ratelimited == 1
+        start = client.settings.post_message_per_second
+        assert client.pacer.rate_of((TEAM, POST, GENERAL)) == pytest.approx(start)
+
+
 async def test_a_conservative_workspace_pace_climbs_across_channels() -> None:
     settings = SandboxSettings(rate_limits=RateLimitSettings(
         post_message_per_second=100.0, post_message_burst=3,

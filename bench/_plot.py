@@ -137,7 +137,8 @@ def plot_peers(report: PeersReport, path: Path) -> None:
 def plot_e2e(report: E2eReport, path: Path) -> None:
     scenarios = report.results.scenarios
     labels = [f"{'S>X' if s.direction == 'slack_to_xmpp' else 'X>S'} K={s.conversations:,}"
-              f"\n{s.pacing}" for s in scenarios]
+              f"\n{s.pacing}" + (f" {s.workspaces} ws" if s.workspaces > 1 else "")
+              for s in scenarios]
     figure = Figure(figsize=(max(8, 1.6 * len(scenarios)) + 6, 4.8))
     left, right = _panels(figure, 2)
     width = 0.27

@@ -126,6 +126,14 @@ class EnginePort(Protocol):
         unknown user, not federated, too big): an ``error`` entry, outcome ``refused``."""
         ...
 
+    def may_have_delivered(self, event_id: str) -> float | None:
+        """For an adapter that ``delivers_idempotently``: when the first copy of the
+        event it is delivering was accepted (a Unix time), if a crash interrupted that
+        copy and its platform delivered it again, so it may already be on the
+        destination platform; the adapter looks there before sending. ``None``
+        otherwise (the usual case: a dictionary lookup)."""
+        ...
+
     def adapter_stats(self, adapter: str) -> AdapterStats:
         """The measurements of the adapter named ``adapter`` (``/metrics`` exports them).
 

@@ -288,6 +288,12 @@ class Directory(Protocol):
     async def put_installation(self, installation: Installation) -> None: ...
 
     # lifecycle
+    def durable_mark(self) -> int:
+        """A mark for every write made so far: :meth:`wait_durable` with it returns once
+        they are durable (0 where nothing is ever written to disk)."""
+    async def wait_durable(self, mark: int) -> None:
+        """Wait until the writes up to ``mark`` (from :meth:`durable_mark`) are durable;
+        no checkpoint when they already are."""
     async def flush(self) -> None:
         """Wait until every write made so far is durable."""
     async def aclose(self) -> None:

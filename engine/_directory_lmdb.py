@@ -874,6 +874,12 @@ class LmdbDirectory:
 
     # ------------------------------------------------------------- lifecycle
 
+    def durable_mark(self) -> int:
+        return self._store.last_seq
+
+    async def wait_durable(self, mark: int) -> None:
+        await self._store.wait_committed(mark)
+
     async def flush(self) -> None:
         """Wait until every write made so far is durable."""
         await self._store.flush()

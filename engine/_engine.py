@@ -147,6 +147,10 @@ class Engine:
         log.info("platform event rejected", extra={"reason": reason, "sender": str(sender),
                                                    "receiver": str(receiver)})
 
+    def may_have_delivered(self, event_id: str) -> float | None:
+        """``EnginePort.may_have_delivered``."""
+        return self.router.may_have_delivered(event_id)
+
     def adapter_stats(self, adapter: str) -> AdapterStats:
         """``EnginePort.adapter_stats``: one per adapter name, made with the engine (or at
         the first question, for an adapter the engine does not run)."""
@@ -251,13 +255,16 @@ class Engine:
     async def _recover_ledger(self, *,
                               task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
                               ) -> None:
-        """Resolve the events a crash left accepted but undelivered.
+        """Resolve the events a crash left accepted and not known to be delivered.
 
-        Each waits ``restart_grace`` for its platform to redeliver it (a
-        redelivery is handled as usual and clears it); then its sender is told,
-        on their own platform, that it was not delivered and when it was sent
-        (never its content), and the metadata log records
-        ``failed:engine-restart``."""
+        Each waits ``restart_grace`` for the adapters to come up and its platform
+        to redeliver it (a redelivery is delivered again only by an adapter that
+        finds an earlier copy itself, ``delivers_idempotently``; elsewhere its
+        sender is told, see ``SessionActor``). Then one whose message-id record
+        reached disk was delivered (logged ``delivered``, no notice); for the
+        rest, the sender is told on their own platform that delivery was not
+        confirmed and when it was sent (never its content), and the metadata log
+        records ``failed:engine-restart``."""
         records = self._directory.open_ledger()
         for record in records:
             self.router.interrupted[record.event_id] = record
@@ -276,6 +283,16 @@ class Engine:
         await trio.sleep_forever()
 
     async def _resolve_interrupted(self, record: LedgerRecord) -> None:
+        if self._directory.get_message_ids(record.event_id) is not None:
+            # its message-id record reached disk: it was delivered, only the ledger's
+            # resolution was lost
+            await self.metadata_log.record(MetadataEntry(
+                timestamp=self._clock.now(), event_id=record.event_id, sender=record.sender,
+                receiver=record.receiver, type=record.type,  # type: ignore[arg-type]
+                session_id=record.session_id, outcome="delivered",
+                reason="engine-restart:confirmed"))
+            await self._directory.resolve_ledger(record.event_id)
+            return
         adapter = self.router.adapter_for(record.sender.domain)
         if adapter is not None:  # the platform that did not redeliver it
             self.adapter_stats(adapter.name).ledger_resolved_at_start += 1
@@ -288,7 +305,8 @@ class Engine:
         self.router.notify_sender_later(DeliveryOutcome(
             source=record.receiver, destination=record.sender, session_id=record.session_id,
             target_event_id=record.event_id, status="failed",
-            reason=f"engine restart; sent {sent}; please resend", timestamp=now))
+            reason=f"engine restart; sent {sent}; not confirmed delivered, please resend if "
+                   "it is missing", timestamp=now))
         await self._directory.resolve_ledger(record.event_id)
 
     async def stop(self) -> None:
@@ -350,6 +368,9 @@ class _AdapterPort:
                               event_id: str = "") -> None:
         await self._engine.record_rejected(sender=sender, receiver=receiver, reason=reason,
                                            event_id=event_id)
+
+    def may_have_delivered(self, event_id: str) -> float | None:
+        return self._engine.router.may_have_delivered(event_id)
 
     def adapter_stats(self, adapter: str) -> AdapterStats:
         return self._engine.adapter_stats(adapter)

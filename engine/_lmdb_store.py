@@ -639,6 +639,17 @@ class LmdbStore:
         while self._last_seq - self._committed >= self._max_pending:
             await self._wait_committed(self._last_seq - self._max_pending + 1)
 
+    @property
+    def last_seq(self) -> int:
+        """The sequence number of the newest write (see :meth:`wait_committed`)."""
+        return self._last_seq
+
+    async def wait_committed(self, seq: int) -> None:
+        """Wait until the writes up to sequence number ``seq`` are committed; returns at
+        once (no checkpoint) when they are."""
+        if self._committed < seq:
+            await self._wait_committed(seq)
+
     async def flush(self) -> None:
         """Wait until every write made before this call is committed (durable with sync=True)."""
         if self._closed:

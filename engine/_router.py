@@ -107,7 +107,11 @@ class Router:
         #: redeliveries of events taken before, not routed again
         self.duplicates = 0
         #: ids of offered events whose ledger record is open in this run
-        self.ledgered: set[str] = set()
+        #: ledgered events in flight: event id -> the directory's durable mark of its record
+        self.ledgered: dict[str, int] = {}
+        #: events a crash interrupted that their platform delivered again: event id ->
+        #: when the first copy was accepted (it may have been delivered before the crash)
+        self.redelivered: dict[str, float] = {}
         #: records a crash left open, until redelivered or resolved at start-up
         self.interrupted: dict[str, LedgerRecord] = {}
         #: time from an inbound event to its place in a session's mailbox
@@ -205,8 +209,10 @@ class Router:
         await self.directory.put_ledger(LedgerRecord(
             event_id=event_id, sender=event.source, receiver=event.destination,
             type=event.log_type, session_id=session_id, accepted_at=self.clock.now()))
-        self.ledgered.add(event_id)
-        self.interrupted.pop(event_id, None)  # redelivered after a crash: handled now
+        self.ledgered[event_id] = self.directory.durable_mark()
+        interrupted = self.interrupted.pop(event_id, None)
+        if interrupted is not None:  # its first copy may have been delivered before the crash
+            self.redelivered[event_id] = interrupted.accepted_at
         try:
             ref.tell_nowait(event)
         except BaseException:
@@ -216,8 +222,23 @@ class Router:
     async def settle_ledger(self, event_id: str) -> None:
         """``event_id`` was delivered or its sender told: drop its ledger record."""
         if event_id in self.ledgered:
-            self.ledgered.discard(event_id)
+            del self.ledgered[event_id]
+            self.redelivered.pop(event_id, None)
             await self.directory.resolve_ledger(event_id)
+
+    async def wait_ledger_durable(self, event_id: str) -> None:
+        """Before ``event_id`` is delivered: wait until its ledger record is durable, so
+        a crash after the delivery leaves a record (never a redelivery the restarted
+        engine takes for new); at once when it is already (the usual case under load:
+        the group commit that took it has landed while it waited in the mailbox)."""
+        mark = self.ledgered.get(event_id)
+        if mark:
+            await self.directory.wait_durable(mark)
+
+    def may_have_delivered(self, event_id: str) -> float | None:
+        """``EnginePort.may_have_delivered``: when the first copy of ``event_id`` was
+        accepted, if a crash interrupted it and its platform delivered it again."""
+        return self.redelivered.get(event_id)
 
     def refusal(self, event: Event) -> str | None:
         """Why the router would refuse ``event`` now (content-free), or ``None``.

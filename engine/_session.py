@@ -50,6 +50,10 @@ from ._router import Router
 
 log = logging.getLogger("interlink.session")
 
+#: why a redelivered event a crash interrupted is not delivered again (see
+#: :meth:`SessionActor._before_ledgered_delivery`)
+REDELIVERED_UNCONFIRMED = "engine restart; it may have arrived before, not sent again"
+
 # isinstance() with a tuple: an `X | Y` union would be built on every call (hot path)
 _TARGETS_A_MESSAGE = (Edit, Retract, ReactionAdd, ReactionRemove)
 _POSTS_A_MESSAGE = (Message, FileShare)
@@ -104,6 +108,8 @@ class SessionActor:
                 await self._log(event, "delivered", "unsupported-by-destination")
                 await router.settle_ledger(event.event_id)
                 return
+            if event.event_id in router.ledgered:
+                await self._before_ledgered_delivery(router, adapter, event.event_id)
             try:
                 result = await adapter.deliver(outgoing, record)
             except DeliveryError as exc:
@@ -198,6 +204,17 @@ class SessionActor:
                 error = exc
         count(adapter.name, event.log_type, "failed")
         raise _Failed(error.reason) from error
+
+    @staticmethod
+    async def _before_ledgered_delivery(router: Router, adapter: Adapter, event_id: str) -> None:
+        """A ledgered event is delivered only once its record is durable; one a crash
+        interrupted and its platform delivered again only to an adapter that finds an
+        earlier delivery itself (``delivers_idempotently``): elsewhere it may already be
+        there, so its sender is told instead of it arriving twice."""
+        await router.wait_ledger_durable(event_id)
+        if event_id in router.redelivered and \
+                not getattr(adapter, "delivers_idempotently", False):
+            raise _Failed(REDELIVERED_UNCONFIRMED)
 
     async def _remember(self, adapter: Adapter, event: Event, result: DeliveryResult) -> None:
         directory = self._router.directory

@@ -12,15 +12,29 @@ import trio.testing
 
 from engine import (
     DeliveryOutcome,
+    DeliveryResult,
+    EnginePort,
     EngineSettings,
+    Event,
     LmdbDirectory,
     MailboxFullError,
     Message,
+    MessageIdRecord,
+    SessionRecord,
 )
-from engine._session import DeliverySettings
+from engine._session import REDELIVERED_UNCONFIRMED, DeliverySettings
+from engine.testing import LoopbackAdapter
 
 from ._harness import JOHN, PETER, federation, next_event
 from .test_edges import GatedLoopback, message
+
+
+@pytest.fixture
+def durable_clock() -> trio.testing.MockClock:
+    """Autojumping, but only after 0.1 s of real time with every task blocked: a delivery
+    waits for its ledger record's commit (a thread), which must land before time jumps
+    (a plain ``autojump_clock`` would jump to the next deadline first)."""
+    return trio.testing.MockClock(autojump_threshold=0.1)
 
 
 async def test_an_offered_message_is_ledgered_until_delivered() -> None:
@@ -72,7 +86,7 @@ async def _crash_with_one_message_in_flight(path: Path) -> Message:
 
 
 async def test_an_interrupted_message_is_failed_to_its_sender_after_a_restart(
-        tmp_path: Path, autojump_clock: trio.testing.MockClock) -> None:
+        tmp_path: Path, durable_clock: trio.testing.MockClock) -> None:
     sent = await _crash_with_one_message_in_flight(tmp_path / "directory")
     directory = await LmdbDirectory.open(tmp_path / "directory")
     try:
@@ -97,16 +111,42 @@ async def test_an_interrupted_message_is_failed_to_its_sender_after_a_restart(
         await directory.aclose()
 
 
-async def test_a_redelivered_message_is_delivered_once_and_not_failed(
-        tmp_path: Path, autojump_clock: trio.testing.MockClock) -> None:
+class IdempotentLoopback(LoopbackAdapter):
+    """A destination that finds an earlier delivery itself (as the Slack adapter does by
+    its posts' metadata): it notes what ``may_have_delivered`` told it."""
+
+    delivers_idempotently = True
+
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        self.told: list[float | None] = []
+        self.port: EnginePort | None = None
+
+    async def run(self, port: EnginePort, *,
+                  task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        self.port = port
+        await super().run(port, task_status=task_status)
+
+    async def deliver(self, event: Event, session: SessionRecord | None) -> DeliveryResult:
+        assert self.port is not None
+        self.told.append(self.port.may_have_delivered(event.event_id))
+        return await super().deliver(event, session)
+
+
+async def test_a_redelivered_message_goes_once_to_a_destination_that_finds_copies(
+        tmp_path: Path, durable_clock: trio.testing.MockClock) -> None:
     sent = await _crash_with_one_message_in_flight(tmp_path / "directory")
     directory = await LmdbDirectory.open(tmp_path / "directory")
     try:
+        (interrupted,) = directory.open_ledger()
         settings = EngineSettings(shard_count=2, delivery=DeliverySettings(restart_grace=30.0))
-        async with federation(directory=directory, settings=settings) as fed:
+        widget = IdempotentLoopback("widget")
+        async with federation(directory=directory, settings=settings, widget=widget) as fed:
             await fed.engine.offer(sent)  # the platform redelivers within the grace
             with trio.fail_after(10):
                 assert (await next_event(fed.widget)).event_id == sent.event_id
+            # it was told to look for a copy from the first acceptance on
+            assert widget.told == [interrupted.accepted_at]
             await trio.sleep(60.0)  # past the grace
             await fed.settle()
             failures = [e for e in fed.acme.delivered_nowait()
@@ -115,6 +155,55 @@ async def test_a_redelivered_message_is_delivered_once_and_not_failed(
             assert fed.widget.delivered_nowait() == []  # once
             assert directory.open_ledger() == []
             assert fed.engine.ledger_resolved_at_start == 0
+            assert fed.engine.router.redelivered == {}
+    finally:
+        await directory.aclose()
+
+
+async def test_a_redelivered_message_is_not_sent_twice_where_copies_cannot_be_found(
+        tmp_path: Path, durable_clock: trio.testing.MockClock) -> None:
+    """The first copy may have been delivered just before the crash: a destination that
+    cannot tell is not sent it again; the sender is told instead."""
+    sent = await _crash_with_one_message_in_flight(tmp_path / "directory")
+    directory = await LmdbDirectory.open(tmp_path / "directory")
+    try:
+        settings = EngineSettings(shard_count=2, delivery=DeliverySettings(restart_grace=30.0))
+        async with federation(directory=directory, settings=settings) as fed:
+            assert await fed.engine.offer(sent)  # taken (and acknowledged), not delivered
+            with trio.fail_after(10):
+                outcome = await next_event(fed.acme)
+            assert isinstance(outcome, DeliveryOutcome)
+            assert (outcome.status, outcome.target_event_id, outcome.reason) == (
+                "failed", sent.event_id, REDELIVERED_UNCONFIRMED)
+            await trio.sleep(60.0)  # past the grace: not told a second time
+            await fed.settle()
+            assert fed.widget.delivered_nowait() == []
+            assert fed.acme.delivered_nowait() == []
+            assert directory.open_ledger() == []
+            assert fed.engine.ledger_resolved_at_start == 0
+    finally:
+        await directory.aclose()
+
+
+async def test_an_interrupted_message_whose_id_record_reached_disk_is_not_failed(
+        tmp_path: Path, durable_clock: trio.testing.MockClock) -> None:
+    """Delivered, with its message-id record durable, but the ledger's resolution lost
+    in the crash: resolved as delivered at the restart, with no notice."""
+    sent = await _crash_with_one_message_in_flight(tmp_path / "directory")
+    directory = await LmdbDirectory.open(tmp_path / "directory")
+    try:
+        (interrupted,) = directory.open_ledger()
+        await directory.put_message_ids(MessageIdRecord(
+            canonical_id=sent.event_id, session_id=interrupted.session_id,
+            platform_ids={"widget": "w-1"}, created_at=interrupted.accepted_at))
+        settings = EngineSettings(shard_count=2, delivery=DeliverySettings(restart_grace=30.0))
+        async with federation(directory=directory, settings=settings) as fed:
+            await trio.sleep(60.0)  # past the grace
+            await fed.settle()
+            assert fed.acme.delivered_nowait() == []  # no notice
+            (entry,) = [e for e in fed.log.entries() if e.event_id == sent.event_id]
+            assert (entry.outcome, entry.reason) == ("delivered", "engine-restart:confirmed")
+            assert directory.open_ledger() == []
     finally:
         await directory.aclose()
 

@@ -28,6 +28,11 @@ The rules:
   a restart — looks before it posts; found, or posted, the state is cleared.
   A post that stays unconfirmed through the session's retry window fails to the
   sender with ``post_unconfirmed``: it may have arrived; it was not posted twice.
+- The same lookup makes a crash safe (``delivers_idempotently``): an event a
+  crash interrupted that Slack delivers again (``EnginePort.may_have_delivered``)
+  is looked up from its first acceptance before it is posted. A file share cannot
+  be looked up (Slack's upload completion takes no metadata): redelivered so, it
+  fails to its sender as possibly there already rather than arriving twice.
 - Failures leave as :class:`engine.DeliveryError` (retryable or not); a token
   Slack refuses revokes its installation.
 """
@@ -48,6 +53,7 @@ from engine import (
     DeliveryOutcome,
     DeliveryResult,
     Event,
+    FileShare,
     InvalidAddressError,
     Mention,
     PlatformIdentity,
@@ -94,6 +100,9 @@ def conversation_name(prefix: str, contact: Address) -> str:
 class DeliveryPart(PresencePart):
     """Delivering canonical events to Slack users, and their private conversations."""
 
+    #: a redelivered event is found where it was posted before (see the module's rules)
+    delivers_idempotently = True
+
     _profiles: Bounded
     _topics: Bounded
     _invited: Bounded
@@ -134,6 +143,10 @@ class DeliveryPart(PresencePart):
         identity = directory.get_identity(event.destination)
         if identity is None or identity.platform != self.name:
             raise DeliveryError("unknown-address")
+        if isinstance(event, FileShare) and \
+                self.port.may_have_delivered(event.event_id) is not None:
+            raise DeliveryError("engine restart; the file may have arrived before, "
+                                "not sent again")
         token = self._bot_token(identity.tenant)
         self._follow(identity)
         known = session or directory.find_session(event.source, event.destination)
@@ -207,6 +220,8 @@ class DeliveryPart(PresencePart):
                 since = float(state.get(UNCONFIRMED_SINCE, ""))
             except ValueError:
                 since = None
+        if since is None:  # redelivered after a crash that may have come after its post
+            since = self.port.may_have_delivered(event_id)
         try:
             answer = await self.web.call(call.method, token=token, team_id=team_id,
                                          args=call.args, into=Posted,

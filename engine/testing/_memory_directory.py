@@ -396,6 +396,12 @@ class MemoryDirectory:
 
     # ------------------------------------------------------------- lifecycle
 
+    def durable_mark(self) -> int:
+        return 0
+
+    async def wait_durable(self, mark: int) -> None:
+        """Nothing to make durable: returns at once."""
+
     async def flush(self) -> None:
         """Nothing to make durable; a checkpoint, so callers still yield."""
         self._check()

@@ -18,6 +18,7 @@ from ._adapter import Capability as Capability
 from ._adapter import DeliveryError as DeliveryError
 from ._adapter import DeliveryResult as DeliveryResult
 from ._adapter import EnginePort as EnginePort
+from ._adapter import FindsDeliveries as FindsDeliveries
 from ._adapter import platform_message_id as platform_message_id
 from ._adapter_spec import AdapterConfig as AdapterConfig
 from ._adapter_spec import AdapterSpec as AdapterSpec

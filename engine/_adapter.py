@@ -18,7 +18,7 @@ only this interface:
 
 from __future__ import annotations
 
-from typing import Literal, Protocol
+from typing import Literal, Protocol, runtime_checkable
 
 import msgspec
 import trio
@@ -156,6 +156,20 @@ class Adapter(Protocol):
                   task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None: ...
 
     async def deliver(self, event: Event, session: SessionRecord | None) -> DeliveryResult: ...
+
+
+@runtime_checkable
+class FindsDeliveries(Protocol):
+    """An adapter that can tell whether an event reached its platform (optional)."""
+
+    async def find_delivered(self, event_id: str, session: SessionRecord,
+                             since: float) -> str | None:
+        """The platform message id of the event ``event_id`` of ``session`` if it is on
+        this adapter's platform, delivered from ``since`` (a Unix time) on (``""`` for
+        one with no id); ``None`` when it is not there or that cannot be told: the
+        engine then tells its sender delivery is unconfirmed. Asked at start-up for
+        events a crash interrupted; may raise ``RemoteError``."""
+        ...
 
 
 def platform_message_id(directory: Directory, canonical_id: str | None, platform: str) -> str:

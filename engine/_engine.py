@@ -25,11 +25,11 @@ import msgspec
 import trio
 
 from ._actors import Actor, ActorFailedError, ActorKind, ActorSystem
-from ._adapter import Adapter, EnginePort
+from ._adapter import Adapter, EnginePort, FindsDeliveries
 from ._address import Address
 from ._clock import Clock, SystemClock
-from ._directory import Directory, LedgerRecord
-from ._errors import LocalError, UnavailableError
+from ._directory import Directory, LedgerRecord, MessageIdRecord
+from ._errors import LocalError, RemoteError, UnavailableError
 from ._events import DeliveryOutcome, Event, failed_outcome, new_event_id
 from ._metadata_log import MetadataEntry, MetadataLog
 from ._policy import FederationPolicy
@@ -282,6 +282,30 @@ class Engine:
             log.info("interrupted events resolved", extra={"resolved": resolved})
         await trio.sleep_forever()
 
+    async def _found_delivered(self, record: LedgerRecord) -> bool:
+        """The destination adapter found the interrupted event on its platform (for an
+        adapter that can look, :class:`FindsDeliveries`; bounded in time); its id is
+        then recorded, as after a delivery."""
+        destination = self.router.adapter_for(record.receiver.domain)
+        session = self._directory.get_session(record.session_id)
+        if not isinstance(destination, FindsDeliveries) or session is None:
+            return False
+        found: str | None = None
+        with trio.move_on_after(self.settings.delivery.confirm_timeout):
+            try:
+                found = await destination.find_delivered(record.event_id, session,
+                                                         record.accepted_at)
+            except RemoteError as exc:
+                log.info("interrupted event not confirmed", extra={
+                    "event_id": record.event_id, "error": str(exc)})
+        if found is None:
+            return False
+        if found:
+            await self._directory.put_message_ids(MessageIdRecord(
+                canonical_id=record.event_id, session_id=record.session_id,
+                platform_ids={destination.name: found}, created_at=self._clock.now()))
+        return True
+
     async def _resolve_interrupted(self, record: LedgerRecord) -> None:
         if self._directory.get_message_ids(record.event_id) is not None:
             # its message-id record reached disk: it was delivered, only the ledger's
@@ -291,6 +315,14 @@ class Engine:
                 receiver=record.receiver, type=record.type,  # type: ignore[arg-type]
                 session_id=record.session_id, outcome="delivered",
                 reason="engine-restart:confirmed"))
+            await self._directory.resolve_ledger(record.event_id)
+            return
+        if await self._found_delivered(record):
+            await self.metadata_log.record(MetadataEntry(
+                timestamp=self._clock.now(), event_id=record.event_id, sender=record.sender,
+                receiver=record.receiver, type=record.type,  # type: ignore[arg-type]
+                session_id=record.session_id, outcome="delivered",
+                reason="engine-restart:found"))
             await self._directory.resolve_ledger(record.event_id)
             return
         adapter = self.router.adapter_for(record.sender.domain)

@@ -66,6 +66,8 @@ class DeliverySettings(msgspec.Struct, frozen=True, kw_only=True):
     #: after a restart, how long events a crash interrupted wait for their platform
     #: to redeliver them before their senders are told to resend
     restart_grace: float = 60.0
+    #: seconds an adapter may take to tell whether an interrupted event arrived
+    confirm_timeout: float = 10.0
     initial_backoff: float = 0.2
     max_backoff: float = 5.0
 

@@ -236,3 +236,56 @@ async def test_a_redelivery_is_not_routed_again_even_after_a_restart(tmp_path: P
             assert fed.engine.router.duplicates == 1
     finally:
         await directory.aclose()
+
+
+class FindingLoopback(LoopbackAdapter):
+    """A destination that can look for an event on its platform (``FindsDeliveries``)."""
+
+    def __init__(self, name: str, found: dict[str, str]) -> None:
+        super().__init__(name)
+        self.found = found
+        self.asked: list[tuple[str, float]] = []
+
+    async def find_delivered(self, event_id: str, session: SessionRecord,
+                             since: float) -> str | None:
+        self.asked.append((event_id, since))
+        return self.found.get(event_id)
+
+
+async def test_an_interrupted_message_its_destination_finds_is_resolved_as_delivered(
+        tmp_path: Path, durable_clock: trio.testing.MockClock) -> None:
+    sent = await _crash_with_one_message_in_flight(tmp_path / "directory")
+    directory = await LmdbDirectory.open(tmp_path / "directory")
+    try:
+        (interrupted,) = directory.open_ledger()
+        widget = FindingLoopback("widget", {sent.event_id: "w-42"})
+        settings = EngineSettings(shard_count=2, delivery=DeliverySettings(restart_grace=30.0))
+        async with federation(directory=directory, settings=settings, widget=widget) as fed:
+            await trio.sleep(60.0)  # past the grace
+            await fed.settle()
+            assert widget.asked == [(sent.event_id, interrupted.accepted_at)]
+            assert fed.acme.delivered_nowait() == []  # no notice
+            (entry,) = [e for e in fed.log.entries() if e.event_id == sent.event_id]
+            assert (entry.outcome, entry.reason) == ("delivered", "engine-restart:found")
+            record = directory.get_message_ids(sent.event_id)
+            assert record is not None and record.platform_ids == {"widget": "w-42"}
+            assert directory.open_ledger() == []
+    finally:
+        await directory.aclose()
+
+
+async def test_an_interrupted_message_its_destination_does_not_find_is_failed(
+        tmp_path: Path, durable_clock: trio.testing.MockClock) -> None:
+    sent = await _crash_with_one_message_in_flight(tmp_path / "directory")
+    directory = await LmdbDirectory.open(tmp_path / "directory")
+    try:
+        widget = FindingLoopback("widget", {})
+        settings = EngineSettings(shard_count=2, delivery=DeliverySettings(restart_grace=30.0))
+        async with federation(directory=directory, settings=settings, widget=widget) as fed:
+            with trio.fail_after(300):
+                outcome = await next_event(fed.acme)
+            assert isinstance(outcome, DeliveryOutcome) and outcome.status == "failed"
+            assert "not confirmed delivered" in outcome.reason
+            assert [event_id for event_id, _ in widget.asked] == [sent.event_id]
+    finally:
+        await directory.aclose()

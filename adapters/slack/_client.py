@@ -434,6 +434,17 @@ class SlackWebClient(FileTransfers):
             raise exc
         return found
 
+    async def find_post(self, *, channel: str, metadata: Mapping[str, Any], token: str,
+                        team_id: str, since: float) -> str | None:
+        """The ts of the bot's message in ``channel`` (not in a thread) carrying
+        ``metadata``, posted from ``since`` (wall clock) on; ``None`` when there is none;
+        :class:`UnconfirmedPost` when that cannot be told (rule 7's lookup)."""
+        post = _Post.of(POST_MESSAGE, {"channel": channel, "metadata": metadata})
+        if post is None:
+            raise ValueError("find_post needs a channel and metadata with a type and payload")
+        found = await self._find_post(post, token, team_id, since, None)
+        return None if not isinstance(found, dict) else str(found["ts"])
+
     async def _find_post(self, post: _Post, token: str, team_id: str, since: float,
                          into: type[Answer] | None) -> Answer | dict[str, Any] | None:
         """The answer for ``post`` if Slack has it; None if it has not; UnconfirmedPost

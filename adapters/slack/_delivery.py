@@ -75,6 +75,7 @@ from ._translate import (
     Sender,
     encode_event,
     message_key,
+    post_metadata,
 )
 from ._views import ChannelAnswer, Posted
 
@@ -130,6 +131,23 @@ class DeliveryPart(PresencePart):
         except Untranslatable as exc:
             self.stats.delivery_failures += 1
             raise DeliveryError(exc.reason) from None
+
+    async def find_delivered(self, event_id: str, session: SessionRecord,
+                             since: float) -> str | None:
+        """``engine.FindsDeliveries``: the message key of a post of ``event_id`` in the
+        session's conversation since ``since``, found by its metadata (a thread reply
+        is not looked for: not found). Raises :class:`engine.RemoteError` when Slack
+        cannot be asked."""
+        directory = self.port.directory
+        channel = session.conversation_ids.get(self.name, "")
+        identity = next((found for found in map(directory.get_identity, (session.a, session.b))
+                         if found is not None and found.platform == self.name), None)
+        if not channel or identity is None:
+            return None
+        ts = await self.web.find_post(channel=channel, metadata=post_metadata(event_id),
+                                      token=self._bot_token(identity.tenant),
+                                      team_id=identity.tenant, since=since)
+        return None if ts is None else message_key(channel, ts)
 
     async def _deliver(self, event: Event, session: SessionRecord | None) -> DeliveryResult:
         directory = self.port.directory

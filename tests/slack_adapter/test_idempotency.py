@@ -35,6 +35,7 @@ from engine import (
     Edit,
     Engine,
     EngineSettings,
+    LedgerRecord,
     MemoryKV,
     Message,
     MetadataLog,
@@ -313,3 +314,60 @@ async def test_a_post_that_stays_unconfirmed_fails_to_the_sender_and_is_never_do
         (post,) = posts(fed, channel, "maybe there")
         assert slack_key(fed, message.event_id) == message_key(channel, post["ts"])
         assert fed.directory.get_message_state(message.event_id, "slack") == {}
+
+
+# -- after a crash ------------------------------------------------------------------------
+
+async def test_an_interrupted_post_is_found_by_its_metadata_at_start_up() -> None:
+    """What the engine asks at start-up for an event a crash interrupted
+    (``engine.FindsDeliveries``): the post is found in the session's conversation by
+    its metadata, and an event never posted is not."""
+    async with federation() as fed:
+        channel = await opened(fed)
+        message = Message.create(source=PETER_ADDRESS, destination=JOHN_ADDRESS,
+                                 body="posted just before the crash")
+        await send(fed, message)
+        (post,) = posts(fed, channel, "posted just before the crash")
+        session = fed.directory.find_session(PETER_ADDRESS, JOHN_ADDRESS)
+        assert session is not None
+        since = fed.engine.clock.now() - 30.0
+        assert await fed.slack.find_delivered(message.event_id, session, since) == \
+            message_key(channel, post["ts"])
+        never = Message.create(source=PETER_ADDRESS, destination=JOHN_ADDRESS, body="never")
+        assert await fed.slack.find_delivered(never.event_id, session, since) is None
+
+
+async def test_a_redelivered_event_the_crash_interrupted_is_looked_up_before_posting(
+        ) -> None:
+    """Posted before a crash, redelivered by its platform after it: the engine tells the
+    adapter (``may_have_delivered``), which finds the post instead of posting again; one
+    that was never posted is posted once."""
+    async with federation() as fed:
+        channel = await opened(fed)
+        before = Message.create(source=PETER_ADDRESS, destination=JOHN_ADDRESS,
+                                body="posted before the crash")
+        await send(fed, before)
+        (post,) = posts(fed, channel, "posted before the crash")
+        # the restarted engine's view: its id map lost, both events interrupted
+        await fed.directory.prune_message_ids(fed.engine.clock.now() + 1)
+        lost = Message.create(source=PETER_ADDRESS, destination=JOHN_ADDRESS,
+                              body="never posted")
+        for event in (before, lost):
+            fed.engine.router.interrupted[event.event_id] = LedgerRecord(
+                event_id=event.event_id, sender=PETER_ADDRESS, receiver=JOHN_ADDRESS,
+                type="im", session_id=post_session(fed),
+                accepted_at=fed.engine.clock.now() - 5.0)
+            assert await fed.engine.offer(event)  # the platform's redelivery (ledgered)
+            await fed.settle()
+        assert posts(fed, channel, "posted before the crash") == [post]  # found, not again
+        assert slack_key(fed, before.event_id) == message_key(channel, post["ts"])
+        assert len(posts(fed, channel, "never posted")) == 1
+        assert fed.slack.web.statistics().post_lookups == 2
+        assert fed.pending_events() == []  # no failure went back to peter
+        assert fed.engine.router.redelivered == {}
+
+
+def post_session(fed: SlackFederation) -> str:
+    session = fed.directory.find_session(PETER_ADDRESS, JOHN_ADDRESS)
+    assert session is not None
+    return session.session_id

@@ -55,13 +55,13 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter,
     rows = sorted((row for result in results.values() for row in result.rows),
                   key=lambda r: order[r.key])
     header = ("fault", "direction", "sent", "delivered", "explicitly failed", "lost",
-              "duplicated", "spurious", "pass")
+              "duplicated", "spurious", "unconfirmed", "pass")
     table: list[tuple[str, ...]] = []
     for row in rows:
         tally = row.tally
-        counts = ("-",) * 6 if tally is None else tuple(str(n) for n in (
+        counts = ("-",) * 7 if tally is None else tuple(str(n) for n in (
             tally.sent, tally.delivered, tally.explicitly_failed, tally.lost,
-            tally.duplicated, tally.spurious))
+            tally.duplicated, tally.spurious, tally.unconfirmed))
         status = _status(row.passed, row.xfail) + (" (error)" if row.error else "")
         table.append((row.fault, row.direction, *counts, status))
     widths = [max(len(header[i]), *(len(line[i]) for line in table))

@@ -97,7 +97,8 @@ class EnginePort(Protocol):
 
     async def submit(self, event: Event) -> bool:
         """Route an inbound event. Raises ``UnavailableError`` while the engine stops:
-        the adapter must then not acknowledge the event to its platform."""
+        the adapter must then not acknowledge the event to its platform. While the
+        engine starts, the event waits for it to open (``EngineSettings.start_wait``)."""
         ...
 
     async def offer(self, event: Event) -> bool:

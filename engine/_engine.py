@@ -59,6 +59,10 @@ class EngineSettings(msgspec.Struct, frozen=True, kw_only=True):
     max_restarts: int = 10
     restart_window: float = 60.0
     drain_timeout: float = 10.0
+    #: an event offered while the engine starts (an adapter's platform redelivering
+    #: its backlog the moment it connects, before the last service is up) waits this
+    #: long for the engine to open rather than being refused and retried much later
+    start_wait: float = 30.0
     #: edits, reactions and replies can name messages up to this old
     message_id_retention_days: float = 30.0
     housekeeping_interval: float = 3600.0
@@ -124,7 +128,7 @@ class Engine:
         """``EnginePort.submit``: the router's coroutine itself (no extra layer per event);
         raises at once while the engine is not accepting events."""
         if not self._accepting:
-            raise UnavailableError("the engine is not accepting events (starting or stopping)")
+            return self._when_open(event, wait=True)
         return self.router.route(event)
 
     def offer(self, event: Event) -> Coroutine[Any, Any, bool]:
@@ -132,8 +136,23 @@ class Engine:
         :class:`MailboxFullError` at once (nothing routed) instead of waiting; ``False``
         for a duplicate of an event taken before (not routed again)."""
         if not self._accepting:
-            raise UnavailableError("the engine is not accepting events (starting or stopping)")
+            return self._when_open(event, wait=False)
         return self.router.route(event, wait=False)
+
+    def _when_open(self, event: Event, *, wait: bool) -> Coroutine[Any, Any, bool]:
+        """While starting: route ``event`` once the engine opens (within ``start_wait``);
+        while stopping, or once stopped: refuse at once (``UnavailableError``)."""
+        if self._opened.is_set():
+            raise UnavailableError("the engine is not accepting events (stopping)")
+
+        async def route_when_open() -> bool:
+            with trio.move_on_after(self.settings.start_wait):
+                await self._opened.wait()
+            if not self._accepting:
+                raise UnavailableError("the engine is not accepting events (starting)")
+            return await self.router.route(event, wait=wait)
+
+        return route_when_open()
 
     def refusal(self, event: Event) -> str | None:
         """``EnginePort.refusal``: why the router would refuse ``event``, or ``None``."""
@@ -344,6 +363,7 @@ class Engine:
     async def stop(self) -> None:
         """Graceful stop: refuse new events, drain mailboxes, flush, then cancel."""
         self._accepting = False
+        self._opened.set()  # events waiting for a start that will not come are refused
         log.info("engine stopping", extra={"pending": self.actors.pending_messages()})
         with trio.move_on_after(self.settings.drain_timeout) as drain:
             await self.actors.drain()

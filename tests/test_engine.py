@@ -6,9 +6,18 @@ import pytest
 import trio
 import trio.testing
 
-from engine import Message, UnavailableError
+from engine import (
+    METADATA_DBS,
+    Engine,
+    EngineSettings,
+    MemoryKV,
+    Message,
+    MetadataLog,
+    UnavailableError,
+)
+from engine.testing import LoopbackAdapter, MemoryDirectory, TrioWallClock
 
-from ._harness import JOHN, PETER, federation
+from ._harness import JOHN, PETER, federation, seed
 
 
 async def test_stop_drains_everything_in_flight_and_refuses_new_events(
@@ -63,3 +72,44 @@ def test_hot_path_records_are_not_tracked_by_the_collector() -> None:
                           receiver=PETER, type="im", outcome="delivered")
     for record in (message, message.body, message.body.blocks[0], entry):
         assert not gc.is_tracked(record), type(record).__name__
+
+
+def _engine(widget: LoopbackAdapter, start_wait: float = 30.0) -> Engine:
+    directory = MemoryDirectory()
+    clock = TrioWallClock()
+    return Engine(directory=directory, adapters=[LoopbackAdapter("acme"), widget], clock=clock,
+                  metadata_log=MetadataLog(MemoryKV(METADATA_DBS), directory, clock),
+                  settings=EngineSettings(shard_count=2, start_wait=start_wait))
+
+
+async def test_an_event_offered_while_the_engine_starts_waits_for_it_to_open(
+        autojump_clock: trio.testing.MockClock) -> None:
+    """A platform redelivering its backlog the moment its adapter connects (before the
+    last service is up) is not refused: the event waits for the engine to open."""
+    widget = LoopbackAdapter("widget")
+    engine = _engine(widget)
+    await seed(engine.directory)
+    early = Message.create(source=JOHN, destination=PETER, body="early")
+    async with trio.open_nursery() as nursery:
+        taken: list[bool] = []
+
+        async def offer_early() -> None:
+            taken.append(await engine.offer(early))
+
+        nursery.start_soon(offer_early)
+        await trio.testing.wait_all_tasks_blocked()
+        assert not engine.accepting and taken == []  # waiting, not refused
+        await nursery.start(engine.run)
+        with trio.fail_after(5):
+            assert (await widget.next_delivered()).event_id == early.event_id
+        assert taken == [True]
+        nursery.cancel_scope.cancel()
+
+
+async def test_an_event_offered_to_an_engine_that_never_opens_is_refused_in_time(
+        autojump_clock: trio.testing.MockClock) -> None:
+    engine = _engine(LoopbackAdapter("widget"), start_wait=30.0)
+    started = trio.current_time()
+    with pytest.raises(UnavailableError):
+        await engine.offer(Message.create(source=JOHN, destination=PETER, body="x"))
+    assert trio.current_time() - started == pytest.approx(30.0)

@@ -339,15 +339,19 @@ class XmppAdapter:
         """Before routing a message that starts on XMPP: its XMPP id (a correction, reply
         or reaction right behind it must find it before the engine has delivered it and
         recorded its ids; the session's mailbox keeps them in order) and whether its
-        sender asked for a receipt (XEP-0184: sent only then). Written first, so both
-        are known whenever the engine gets to the message; a message answered busy is
-        sent again under the same ids."""
+        sender asked for a receipt (XEP-0184: sent only then), and the full JID it came
+        from (an error about it goes there). Written first, so all are known whenever
+        the engine gets to the message; a message answered busy is sent again under the
+        same ids."""
         if not isinstance(event, Message | FileShare):
             return
         changes: dict[str, str | None] = {}
         xmpp_id = event.platform_ids.get(self.name)
         if xmpp_id:
             changes[STATE_XMPP_ID] = xmpp_id
+        sender = stanza.get("from", "")
+        if "/" in sender:  # where an error about it must go (a bare JID drops it)
+            changes[STATE_XMPP_FROM] = sender
         if isinstance(event, Message) and receipt_requested(stanza):
             changes[STATE_RECEIPT] = "requested"
         if changes:
@@ -465,6 +469,8 @@ class XmppAdapter:
 STATE_XMPP_ID = "xmpp-id"
 #: its sender asked for a XEP-0184 receipt
 STATE_RECEIPT = "receipt"
+#: the full JID (with resource) it came from
+STATE_XMPP_FROM = "xmpp-from"
 
 
 def reactions_key(reactor: Address) -> str:
@@ -509,8 +515,15 @@ class _Ids:
         return found
 
     def xmpp_id(self, canonical_id: str) -> str | None:
+        """The id-map's entry (written once a message is delivered), else, for a message
+        that started on XMPP, the id its sender gave it (the message state, written
+        before routing): a message that failed on the far side is never in the map, and
+        its sender's error bounce and notice must still name it."""
         record = self._directory.get_message_ids(canonical_id)
-        return None if record is None else record.platform_ids.get(self._name)
+        found = None if record is None else record.platform_ids.get(self._name)
+        if found:
+            return found
+        return self._directory.get_message_state(canonical_id, self._name).get(STATE_XMPP_ID)
 
     def reactions(self, canonical_id: str, reactor: Address) -> frozenset[str]:
         state = self._directory.get_message_state(canonical_id, self._name)
@@ -520,3 +533,7 @@ class _Ids:
     def receipt_requested(self, canonical_id: str) -> bool:
         state = self._directory.get_message_state(canonical_id, self._name)
         return state.get(STATE_RECEIPT) == "requested"
+
+    def sender_jid(self, canonical_id: str) -> str | None:
+        return self._directory.get_message_state(canonical_id, self._name).get(
+            STATE_XMPP_FROM)

@@ -16,8 +16,9 @@ Rules:
   :class:`~._stanza.MessageIdLookup` remembers. A reaction that is not one
   Unicode emoji becomes a note in words (:func:`engine.reaction_note`).
 - A receipt (XEP-0184) is sent only when the XMPP sender asked for one; a
-  failure bounces the original id as ``type=error`` and adds a notice in the
-  engine's words (:func:`engine.failure_note`).
+  failure bounces the original id as ``type=error`` (to the full JID the
+  message came from, when known) and adds a notice in the engine's words
+  (:func:`engine.failure_note`) replying to it (XEP-0461).
 """
 
 from __future__ import annotations
@@ -238,8 +239,13 @@ def _encode_outcome(event: DeliveryOutcome, mapper: AddressMapper,
     stanzas: list[Element] = []
     reason = event.reason or "undeliverable"
     if target:
-        # The XMPP-native failure: clients mark the message with this id as failed.
-        bounce = new_stanza("message", from_jid, to_jid, type="error", id=target)
+        # The XMPP-native failure: clients mark the message with this id as failed. It
+        # goes to the resource that sent the message: a server drops a message error
+        # addressed to a bare JID (RFC 6121 §8.5.2.1.1)
+        sender = ids.sender_jid(event.target_event_id)
+        bounce_to = sender if sender and sender.partition("/")[0].lower() == to_jid.lower() \
+            else to_jid
+        bounce = new_stanza("message", from_jid, bounce_to, type="error", id=target)
         error = add_child(bounce, STANZA_NS, "error", type="cancel")
         add_child(error, NS_STANZAS, "recipient-unavailable"
                   if reason.startswith("unavailable") else "undefined-condition")

@@ -112,6 +112,12 @@ class MessageIdLookup(Protocol):
         (see :func:`receipt_requested`); only then is one sent."""
         ...
 
+    def sender_jid(self, canonical_id: str) -> str | None:
+        """The full JID (with its resource) a message that started on XMPP came from, if
+        known: where an error about it goes (RFC 6120 §8.3.1: to the sender of the
+        stanza; servers drop a message error sent to a bare JID, RFC 6121 §8.5.2.1.1)."""
+        ...
+
 
 #: how the ids of the messages Interlink sends begin (:func:`message_id_for`)
 OWN_ID_PREFIX = "il-"

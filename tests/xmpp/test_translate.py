@@ -100,6 +100,9 @@ class FakeIds:
     def receipt_requested(self, canonical_id: str) -> bool:
         return canonical_id in self.receipts
 
+    def sender_jid(self, canonical_id: str) -> str | None:
+        return "peter@widget.localhost/phone" if canonical_id == "c-peter-1" else None
+
 
 def golden(name: str) -> Element:
     return fromstring((GOLDEN / name).read_text())

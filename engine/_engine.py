@@ -326,22 +326,16 @@ class Engine:
         return True
 
     async def _resolve_interrupted(self, record: LedgerRecord) -> None:
-        if self._directory.get_message_ids(record.event_id) is not None:
-            # its message-id record reached disk: it was delivered, only the ledger's
-            # resolution was lost
+        # its message-id record reached disk (only the ledger's resolution was lost),
+        # or its destination finds it: delivered
+        confirmed = "confirmed" if self._directory.get_message_ids(record.event_id) \
+            is not None else "found" if await self._found_delivered(record) else ""
+        if confirmed:
             await self.metadata_log.record(MetadataEntry(
                 timestamp=self._clock.now(), event_id=record.event_id, sender=record.sender,
                 receiver=record.receiver, type=record.type,  # type: ignore[arg-type]
                 session_id=record.session_id, outcome="delivered",
-                reason="engine-restart:confirmed"))
-            await self._directory.resolve_ledger(record.event_id)
-            return
-        if await self._found_delivered(record):
-            await self.metadata_log.record(MetadataEntry(
-                timestamp=self._clock.now(), event_id=record.event_id, sender=record.sender,
-                receiver=record.receiver, type=record.type,  # type: ignore[arg-type]
-                session_id=record.session_id, outcome="delivered",
-                reason="engine-restart:found"))
+                reason=f"engine-restart:{confirmed}"))
             await self._directory.resolve_ledger(record.event_id)
             return
         adapter = self.router.adapter_for(record.sender.domain)

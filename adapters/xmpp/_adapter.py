@@ -14,8 +14,14 @@ This module wires both to the engine:
   ``resource-constraint``: nothing routed, the sender sends it again, and the
   next stanza (another conversation's) is handled at once. Service discovery
   and vCard requests are answered here.
-- **Outbound**: ``encode_event`` -> ``connection.send``; a full queue or a
-  deadline while the server is away is a retryable ``DeliveryError``.
+- **Outbound**: ``encode_event`` -> ``connection.send(confirm=True)``: a
+  delivery succeeds once the XMPP server has confirmed its stanzas (a round
+  trip behind them on the component stream, which has no acks of its own). A
+  full queue or a deadline while the server is away is a retryable
+  ``DeliveryError``; stanzas written into a connection that was lost before
+  the server confirmed them are ``xmpp:unconfirmed``, not retryable (the
+  server may have taken them: a retry could duplicate), so the sender is told
+  it may not have arrived.
 - **Resync**: after every (re)connect, the presence of active contacts is
   probed, so both sides see current presence again.
 - **Profiles**: a contact's vCard is asked when they first show up online as
@@ -57,7 +63,12 @@ from engine import (
     session_id_for,
 )
 
-from ._component import ComponentConnection, ComponentUnavailable, InvalidStanza
+from ._component import (
+    ComponentConnection,
+    ComponentUnavailable,
+    ComponentUnconfirmed,
+    InvalidStanza,
+)
 from ._decode import Query, answers_refusals, avatar_hash, decode_stanza, receipt_requested
 from ._disco import answer_directly, vcard_request
 from ._encode import encode_event, message_id_of, resync_presence, subscribe_back
@@ -82,6 +93,11 @@ CAPABILITIES: frozenset[Capability] = frozenset({
     "edits", "retractions", "reactions", "typing", "presence", "profiles", "files",
     "contacts", "outcomes", "delivery_receipts", "threads",
 })
+
+#: the delivery error of stanzas the server may or may not have taken (not retryable);
+#: it says so, as the engine's own notices do when delivery cannot be known
+UNCONFIRMED = ("xmpp:unconfirmed; the connection to the XMPP server dropped before it "
+               "confirmed the message: it may have arrived, not sent again")
 
 #: host, port and secret of the server's component listener, asked at each start
 ServerSource = Callable[[], tuple[str, int, str]]
@@ -204,9 +220,13 @@ class XmppAdapter:
                 Presence(source=event.source, destination=event.destination,
                          availability="offline"), mapper=self.mapper, ids=self._ids()) + stanzas
         try:
-            await self.connection.send(stanzas)
+            await self.connection.send(stanzas, confirm=True)
         except ComponentUnavailable as exc:
             raise DeliveryError(f"xmpp-unavailable:{exc.reason}", retryable=True) from None
+        except ComponentUnconfirmed:
+            # written, then the connection was lost before the server confirmed it: it may
+            # have arrived, so it is not sent again (a duplicate); its sender is told
+            raise DeliveryError(UNCONFIRMED) from None
         except InvalidStanza as exc:
             raise DeliveryError(f"invalid-stanza:{type(exc).__name__}") from None
         self.stats.deliveries += 1

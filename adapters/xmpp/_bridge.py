@@ -266,6 +266,12 @@ class InboundBridge(Generic[T]):
         self._dropped = 0
         self._lost_at_flush = 0
 
+    @property
+    def backpressured(self) -> bool:
+        """Whether reading is paused, or asked to pause, for the consumer (trio side): what
+        the peer wrote since may sit unread in the socket."""
+        return self._pause_requested
+
     def statistics(self) -> InboundStatistics:
         return InboundStatistics(
             items=self._items, batches=self._batches, largest_batch=self._largest,

@@ -25,18 +25,37 @@ Rules of this module:
   stream for or refuse (a ``from`` outside the component domain, no ``to``,
   not a message/presence/iq, larger than ``max_stanza_bytes``). Valid stanzas
   join one FIFO queue; a single writer moves them to the socket in batches
-  (one thread crossing per batch) while connected. ``send`` returns once its
-  stanzas are written to the socket: components get no acks (XEP-0198 is
-  client-only), so that is the strongest promise the stream gives; delivery
-  guarantees come from the engine. While disconnected, stanzas wait in the
-  queue (at most ``queue_limit`` stanzas) and are flushed, in order, after the
-  next handshake. ``send`` raises :class:`ComponentUnavailable` (retryable)
-  at once when the queue is full, or when ``queue_deadline`` seconds pass
-  before its stanzas are written; they are then removed, never written later.
-  Cancelling ``send`` before the write also removes them. When the socket's
-  write buffer is full the writer waits for it to drain (``write_timeout``,
-  after which the connection is aborted and re-established): backpressure
-  reaches the callers of ``send``.
+  (one thread crossing per batch) while connected. While disconnected,
+  stanzas wait in the queue (at most ``queue_limit`` stanzas) and are
+  flushed, in order, after the next handshake. ``send`` raises
+  :class:`ComponentUnavailable` (retryable) at once when the queue is full,
+  or when ``queue_deadline`` seconds pass before its stanzas are written;
+  they are then removed, never written later. Cancelling ``send`` before the
+  write also removes them. When the socket's write buffer is full the writer
+  waits for it to drain (``write_timeout``, after which the connection is
+  aborted and re-established): backpressure reaches the callers of ``send``.
+- Confirmation: a component stream has no acks (XEP-0198 is client-only), and
+  a stanza written into a connection that then dies may never have reached
+  the server. ``send(..., confirm=True)`` returns only once the server has
+  *confirmed* its stanzas: after a write, the writer appends a **confirmation
+  iq** (a XEP-0199 ping from the component's domain to itself, which the
+  server routes back over the same stream) unless one is already out; the
+  server handles a stream's stanzas in order, so its echo (or any answer:
+  a result, an error) confirms every stanza written before it. One
+  confirmation is out at a time: when it comes back and stanzas written
+  after it wait, the next one goes at once, so at high rates one round trip
+  covers a whole batch and at low rates each ``send`` costs one round trip.
+  Confirmations are taken on the loop thread (they never wait behind the
+  inbound channel) and never reach ``inbound``. When the connection is lost
+  (or ``run`` ends) with stanzas written and not confirmed, their ``send``
+  raises :class:`ComponentUnconfirmed`, **not retryable**: the server may
+  have taken them (only the answer was lost), and nothing on its side would
+  drop a second copy, so writing them again could duplicate them; the caller
+  tells its sender instead. A confirmation not answered within
+  ``confirm_timeout`` (while inbound reads are not paused by backpressure:
+  the answer may be waiting behind them) aborts the connection, which then
+  fails what it held unconfirmed and reconnects. Without ``confirm``, ``send``
+  returns once its stanzas are written to the socket (replies, probes).
 - Inbound: every message, presence and iq the server routes to the component
   crosses to trio as an :class:`xml.etree.ElementTree.Element`, in batches
   (:class:`InboundBridge`, backpressure by pausing the socket's reads). An
@@ -62,6 +81,7 @@ import asyncio
 import contextlib
 import logging
 import random
+import secrets
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -82,6 +102,10 @@ CLIENT_NS = "jabber:client"
 COMPONENT_NS = "jabber:component:accept"
 STANZA_NAMES = frozenset({"message", "presence", "iq"})
 _ACCEPTED_NS = frozenset({"", CLIENT_NS, COMPONENT_NS})
+#: XEP-0199, the namespace of the confirmation iqs
+NS_PING = "urn:xmpp:ping"
+#: how the ids of confirmation iqs begin
+ACK_PREFIX = "il-ack-"
 #: stream errors after which reconnecting cannot help
 FATAL_STREAM_ERRORS = frozenset({"not-authorized", "host-unknown"})
 
@@ -98,6 +122,22 @@ class ComponentUnavailable(UnavailableError):
     def __init__(self, message: str, *, reason: str) -> None:
         super().__init__(message)
         self.reason = reason
+
+
+class ComponentUnconfirmed(UnavailableError):
+    """Stanzas were written to the server, but the connection was lost before the server
+    confirmed them: they may have reached it or not.
+
+    Not retryable: the server may hold them already (only its answer was lost) and
+    nothing there drops a second copy, so sending them again could duplicate them.
+    ``reason`` is ``"unconfirmed"``.
+    """
+
+    retryable = False
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.reason = "unconfirmed"
 
 
 class ComponentRefused(ConfigError):
@@ -126,13 +166,17 @@ class ComponentStatistics:
     connects: int  # successful handshakes
     reconnects: int  # handshakes after the first
     attempts: int  # connection attempts, failed ones included
-    sent: int  # stanzas written to the socket
+    sent: int  # stanzas written to the socket (confirmation iqs not counted)
     received: int  # stanzas that crossed to trio
     queued: int  # stanzas waiting to be written now
     dropped: int  # stanzas refused with ComponentUnavailable (queue full or deadline)
     inbound_batches: int  # thread crossings that carried received stanzas
     outbound_batches: int  # thread crossings that carried written stanzas
     inbound_overflowed: int  # inbound batches that met a full channel (backpressure)
+    pings: int = 0  # confirmation iqs written
+    confirmed: int = 0  # stanzas sent with confirm=True that the server confirmed
+    unconfirmed: int = 0  # ... that a lost connection left unconfirmed (ComponentUnconfirmed)
+    awaiting_confirmation: int = 0  # stanzas written (or being written), not confirmed, now
 
 
 def jid_host(jid: str) -> str:
@@ -150,16 +194,28 @@ def to_client_namespace(element: Element) -> Element:
     return element
 
 
+_State = Literal["queued", "writing", "written", "confirmed", "unconfirmed"]
+
+
 class _Pending:
-    """One ``send`` call's stanzas in the outbound queue."""
+    """One ``send`` call's stanzas in the outbound queue.
 
-    __slots__ = ("chunks", "deadline", "done", "state")
+    ``done`` is set once they are written (or given up); with ``settled`` (only for
+    ``confirm``), once the server confirmed them (``confirmed``) or the connection they
+    were written to was lost first (``unconfirmed``). ``seq`` orders the confirmable
+    entries as written; ``generation`` is the connection they were written to.
+    """
 
-    def __init__(self, chunks: list[bytes], deadline: float) -> None:
+    __slots__ = ("chunks", "deadline", "done", "generation", "seq", "settled", "state")
+
+    def __init__(self, chunks: list[bytes], deadline: float, confirm: bool) -> None:
         self.chunks = chunks
         self.deadline = deadline
         self.done = trio.Event()
-        self.state: Literal["queued", "writing", "written"] = "queued"
+        self.settled = trio.Event() if confirm else None
+        self.state: _State = "queued"
+        self.generation = 0
+        self.seq = 0
 
 
 _Outcome = Literal["connected", "failed", "timeout"]
@@ -233,10 +289,28 @@ class _LoopSide:
         xml: Element = stanza.xml
         namespace, _, name = xml.tag[1:].partition("}") if xml.tag[:1] == "{" else ("", "", xml.tag)
         if name in STANZA_NAMES and namespace in (COMPONENT_NS, CLIENT_NS):
+            if name == "iq" and self._confirmation(xml):
+                return None
             assert self.inbound is not None
             self.inbound.put(to_client_namespace(xml))
             return None  # slixmpp's own handlers never see it
         return stanza  # handshake, stream errors
+
+    def _confirmation(self, xml: Element) -> bool:
+        """Whether ``xml`` answers (or echoes) one of the owner's confirmation iqs; if so,
+        trio hears of it at once (never through the inbound channel)."""
+        owner = self.owner
+        stanza_id = xml.get("id", "")
+        if not stanza_id.startswith(owner._ack_prefix) or xml.get("from") != owner.domain:
+            return False
+        try:
+            generation, ping, seq = (int(part) for part in
+                                     stanza_id[len(owner._ack_prefix):].split("-"))
+        except ValueError:
+            return False
+        with contextlib.suppress(trio.RunFinishedError):
+            self.token.run_sync_soon(owner._confirmed, generation, ping, seq)
+        return True
 
     def _on_session_start(self, _: object) -> None:
         self.generation += 1
@@ -326,6 +400,12 @@ class _LoopSide:
                 stream.abort()
         return True
 
+    async def abort(self, generation: int) -> None:
+        """Abort ``generation``'s connection (the owner sees it lost and reconnects)."""
+        stream = self.stream
+        if stream is not None and self.up and generation == self.generation:
+            stream.abort()
+
     def set_reading(self, paused: bool) -> None:
         if self.stream is not None:
             self.stream.set_reading(paused)
@@ -361,6 +441,7 @@ class ComponentConnection:
         queue_limit: int = 10_000,
         queue_deadline: float = 30.0,
         write_timeout: float = 30.0,
+        confirm_timeout: float = 30.0,
         max_write_batch: int = 512,
         max_stanza_bytes: int = 256 * 1024,
         inbound_capacity: int = 64,
@@ -374,7 +455,8 @@ class ComponentConnection:
         for label, value in (("connect_timeout", connect_timeout),
                              ("start_timeout", start_timeout),
                              ("queue_deadline", queue_deadline),
-                             ("write_timeout", write_timeout)):
+                             ("write_timeout", write_timeout),
+                             ("confirm_timeout", confirm_timeout)):
             if not value > 0:
                 raise ConfigError(f"{label} must be positive")
         for label, count in (("queue_limit", queue_limit), ("max_write_batch", max_write_batch),
@@ -398,6 +480,7 @@ class ComponentConnection:
         self._queue_limit = queue_limit
         self._queue_deadline = queue_deadline
         self._write_timeout = write_timeout
+        self._confirm_timeout = confirm_timeout
         self._max_write_batch = max_write_batch
         self._max_stanza_bytes = max_stanza_bytes
         self._keepalive = keepalive
@@ -412,12 +495,26 @@ class ComponentConnection:
         self._queue: deque[_Pending] = deque()
         self._queued = 0
         self._bridge: InboundBridge[Element] | None = None
+        # confirmations: ids "<prefix><generation>-<ping>-<seq>"; the nonce keeps another
+        # component's (or an earlier process's) ids from ever matching
+        self._ack_prefix = f"{ACK_PREFIX}{secrets.token_hex(4)}-"
+        self._write_seq = 0  # confirmable entries written so far (each one's seq)
+        self._unconfirmed: deque[_Pending] = deque()  # written, not confirmed, by seq
+        self._awaiting = 0  # their stanzas
+        self._ping = 0  # the confirmation out now (its number), 0 when none is
+        self._ping_generation = 0
+        self._ping_sent_at = 0.0
+        self._ping_wanted = False  # stanzas written after the one out: ask again when back
+        self._ping_lot = trio.lowlevel.ParkingLot()
         # counters
         self._connects = 0
         self._attempts = 0
         self._sent = 0
         self._dropped = 0
         self._outbound_batches = 0
+        self._pings = 0
+        self._confirmed_count = 0
+        self._unconfirmed_count = 0
         self._received_before = 0  # inbound counts of previous runs
         self._inbound_batches_before = 0
         self._overflowed_before = 0
@@ -452,7 +549,9 @@ class ComponentConnection:
             reconnects=max(0, self._connects - 1), attempts=self._attempts, sent=self._sent,
             received=received, queued=self._queued, dropped=self._dropped,
             inbound_batches=batches, outbound_batches=self._outbound_batches,
-            inbound_overflowed=overflowed)
+            inbound_overflowed=overflowed, pings=self._pings,
+            confirmed=self._confirmed_count, unconfirmed=self._unconfirmed_count,
+            awaiting_confirmation=self._awaiting)
 
     def _set_connected(self, value: bool) -> None:
         self._connected = value
@@ -466,8 +565,92 @@ class ComponentConnection:
         """Called in trio (through the token) when the stream of ``generation`` closed."""
         self._last_lost = max(self._last_lost, generation)
         self._lost_condition = condition
+        self._fail_unconfirmed(generation)
         if generation == self._generation and self._connected:
             self._set_connected(False)
+
+    # -- confirmations -----------------------------------------------------------------
+
+    def _ping_chunk(self, generation: int) -> bytes:
+        """The next confirmation iq, covering every confirmable entry written so far."""
+        self._pings += 1
+        self._ping = self._pings
+        self._ping_generation = generation
+        self._ping_sent_at = trio.current_time()
+        self._ping_wanted = False
+        self._ping_lot.unpark_all()
+        return (f"<iq type='get' id='{self._ack_prefix}{generation}-{self._ping}-"
+                f"{self._write_seq}' from='{self.domain}' to='{self.domain}'>"
+                f"<ping xmlns='{NS_PING}'/></iq>").encode()
+
+    def _confirmed(self, generation: int, ping: int, seq: int) -> None:
+        """Called in trio (through the token): the server answered a confirmation iq, so
+        it has taken every stanza written to ``generation``'s connection before it."""
+        if (generation, ping) == (self._ping_generation, self._ping):
+            self._ping = 0
+        unconfirmed = self._unconfirmed
+        while unconfirmed and unconfirmed[0].generation <= generation \
+                and unconfirmed[0].seq <= seq:
+            entry = unconfirmed.popleft()
+            self._awaiting -= len(entry.chunks)
+            if entry.generation < generation:  # its connection was lost before this one
+                self._settle(entry, "unconfirmed")
+            else:
+                self._confirmed_count += len(entry.chunks)
+                self._settle(entry, "confirmed")
+        if unconfirmed and not self._ping:
+            self._ping_wanted = True
+            self._writer_lot.unpark_all()
+
+    def _fail_unconfirmed(self, generation: int | None = None) -> None:
+        """The connection of ``generation`` (of every one, if None) is gone: what it held
+        unconfirmed is failed, never written again."""
+        if generation is None or generation == self._ping_generation:
+            self._ping = 0
+            self._ping_wanted = False
+        unconfirmed = self._unconfirmed
+        # entries of a write still crossing are the writer's to settle (if it went out)
+        while unconfirmed and unconfirmed[0].state != "writing" and (
+                generation is None or unconfirmed[0].generation <= generation):
+            entry = unconfirmed.popleft()
+            self._awaiting -= len(entry.chunks)
+            self._settle(entry, "unconfirmed")
+        if not unconfirmed:
+            self._ping_wanted = False
+
+    def _settle(self, entry: _Pending, state: _State) -> None:
+        assert entry.settled is not None
+        if entry.settled.is_set():  # given up by its sender already (send's backstop)
+            return
+        entry.state = state
+        if state == "unconfirmed":
+            self._unconfirmed_count += len(entry.chunks)
+        entry.settled.set()
+
+    async def _watch_confirmations(self, loop_side: _LoopSide, thread: AsyncioThread,
+                                   generation: int) -> None:
+        """Abort ``generation``'s connection when a confirmation is not answered within
+        ``confirm_timeout`` (time with inbound reads paused by backpressure not counted:
+        the answer may be waiting behind what the consumer has not taken yet)."""
+        while True:
+            while not (self._ping and self._ping_generation == generation):
+                await self._ping_lot.park()
+            ping = self._ping
+            deadline = self._ping_sent_at + self._confirm_timeout
+            while True:
+                await trio.sleep_until(deadline)
+                if self._ping != ping or self._ping_generation != generation:
+                    break
+                bridge = self._bridge
+                if bridge is not None and bridge.backpressured:
+                    deadline = trio.current_time() + self._confirm_timeout
+                    continue
+                log.warning("component server did not confirm in time: reconnecting", extra={
+                    "domain": self.domain, "timeout_s": self._confirm_timeout,
+                    "awaiting": self._awaiting})
+                with contextlib.suppress(BridgeClosedError):
+                    await thread.run(loop_side.abort, generation)
+                return
 
     # -- outbound ------------------------------------------------------------------------
 
@@ -491,8 +674,10 @@ class ComponentConnection:
                                 f"{self._max_stanza_bytes}")
         return data
 
-    async def send(self, stanzas: list[Element]) -> None:
-        """Write ``stanzas`` to the server, in order; see the module rules for the guarantees."""
+    async def send(self, stanzas: list[Element], *, confirm: bool = False) -> None:
+        """Write ``stanzas`` to the server, in order; with ``confirm``, return only once the
+        server has confirmed them (:class:`ComponentUnconfirmed` if the connection is lost
+        first). See the module rules for the guarantees."""
         if not stanzas:
             return
         chunks = [self.encode(stanza) for stanza in stanzas]
@@ -502,7 +687,7 @@ class ComponentConnection:
             raise ComponentUnavailable(
                 f"component {self.domain!r} outbound queue is full ({self._queue_limit} stanzas"
                 f", {'connected' if self._connected else 'disconnected'})", reason="queue_full")
-        entry = _Pending(chunks, trio.current_time() + self._queue_deadline)
+        entry = _Pending(chunks, trio.current_time() + self._queue_deadline, confirm)
         self._queue.append(entry)
         self._queued += count
         self._writer_lot.unpark_all()
@@ -515,35 +700,63 @@ class ComponentConnection:
             if entry.state == "queued":
                 self._queue.remove(entry)
                 self._queued -= count
-        if entry.state != "written":
+        if entry.state == "queued":
             self._dropped += count
             raise ComponentUnavailable(
                 f"component {self.domain!r} was not connected within {self._queue_deadline} s; "
                 f"{count} stanza(s) not sent", reason="deadline")
+        if entry.settled is None:
+            return
+        if entry.state == "written":
+            # the watchdog aborts a connection whose confirmation is overdue, and the loss
+            # settles the entry; this bound is only a backstop
+            with trio.move_on_after(2 * self._confirm_timeout + self._write_timeout):
+                await entry.settled.wait()
+        if entry.state != "confirmed":
+            if entry.state == "written":  # the backstop: given up, never settled
+                self._settle(entry, "unconfirmed")
+            raise ComponentUnconfirmed(
+                f"component {self.domain!r}: the connection was lost before the server "
+                f"confirmed {count} stanza(s); they may not have been delivered")
 
     async def _writer(self, loop_side: _LoopSide, thread: AsyncioThread) -> None:
         while True:
-            while not (self._connected and self._queue):
+            while not (self._connected and (self._queue or self._ping_wanted)):
                 await self._writer_lot.park()
             # One scheduler pass first: every task ready in this turn queues its stanzas,
             # and they cross to the loop thread and the socket as one batch (a crossing
             # is a self-pipe write and a thread wake-up, paid per batch, not per stanza)
             await trio.lowlevel.checkpoint()
-            if not (self._connected and self._queue):
+            if not (self._connected and (self._queue or self._ping_wanted)):
                 continue
             generation = self._generation
             batch: list[_Pending] = []
             count = 0
+            confirmable = False
             while self._queue and (not batch or count + len(self._queue[0].chunks)
                                    <= self._max_write_batch):
                 entry = self._queue.popleft()
                 entry.state = "writing"
+                if entry.settled is not None:
+                    # registered before the write crosses: the server's answer may be back
+                    # before this task hears that the write is done
+                    self._write_seq += 1
+                    entry.seq = self._write_seq
+                    entry.generation = generation
+                    self._unconfirmed.append(entry)
+                    self._awaiting += len(entry.chunks)
+                    confirmable = True
                 batch.append(entry)
                 count += len(entry.chunks)
             self._queued -= count
             written = False
             try:
                 chunks = [chunk for entry in batch for chunk in entry.chunks]
+                # a confirmation goes behind the batch unless one is out already (its
+                # answer asks for the next one: _confirmed)
+                ping_out = bool(self._ping) and self._ping_generation == generation
+                if self._ping_wanted or (confirmable and not ping_out):
+                    chunks.append(self._ping_chunk(generation))
                 # shielded (and bounded) so that a cancelled writer still knows whether the
                 # stanzas went out: re-sending them on the next connection would duplicate
                 with trio.CancelScope(shield=True), trio.move_on_after(self._write_timeout + 5):
@@ -553,11 +766,19 @@ class ComponentConnection:
             finally:
                 if written:
                     self._sent += count
-                    self._outbound_batches += 1
+                    self._outbound_batches += 1 if count else 0
                     for entry in batch:
-                        entry.state = "written"
+                        if entry.state == "writing":  # else confirmed already
+                            entry.state = "written"
                         entry.done.set()
+                    if self._last_lost >= generation:  # lost while the write crossed
+                        self._fail_unconfirmed(generation)
                 else:  # back to the head of the queue, in order, for the next connection
+                    if self._ping_generation == generation:
+                        self._ping = 0  # not sent (the entries go again, with one)
+                    unconfirmed = self._unconfirmed
+                    while unconfirmed and unconfirmed[-1].state == "writing":  # this batch's
+                        self._awaiting -= len(unconfirmed.pop().chunks)
                     for entry in reversed(batch):
                         entry.state = "queued"
                         self._queue.appendleft(entry)
@@ -605,6 +826,9 @@ class ComponentConnection:
             raise error from None
         finally:
             self._running = False
+            # the writer has finished (its nursery is closed): whatever is still written
+            # and unconfirmed will never be confirmed now
+            self._fail_unconfirmed()
             self.adapter_stats.set_connection_state(self.connection, "disconnected")
             if self._bridge is not None:
                 stats = self._bridge.statistics()
@@ -653,15 +877,18 @@ class ComponentConnection:
             if not started:
                 started = True
                 task_status.started()
-            await self._while_connected()
+            await self._while_connected(loop_side, thread, generation)
             log.warning("component connection lost", extra={
                 "domain": self.domain, "condition": self._lost_condition,
                 "queued": self._queued})
 
-    async def _while_connected(self) -> None:
-        """Run ``on_connected`` and return when the connection is lost."""
+    async def _while_connected(self, loop_side: _LoopSide, thread: AsyncioThread,
+                               generation: int) -> None:
+        """Run ``on_connected`` and the confirmation watchdog; return when the connection
+        is lost."""
         failure: list[Exception] = []
         async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._watch_confirmations, loop_side, thread, generation)
             if self._on_connected is not None:
                 callback = self._on_connected
 

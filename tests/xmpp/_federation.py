@@ -2,7 +2,8 @@
 peter@widget.localhost on a real Prosody, through a real engine with both adapters.
 
 The component serves acme.localhost itself (domain mode): John's JID is
-john@acme.localhost.
+john@acme.localhost. With ``link=True`` the component reaches Prosody through a
+:class:`._link.Link` (``fed.link``) that tests stall and reset.
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ from engine.testing import MemoryDirectory
 from tests.slack_adapter._federation import SECRETS, TEAM, free_port
 from tests.slack_sandbox._kit import APP, JOHN, fast_settings, make_seed, running
 
+from ._link import Link
 from .conftest import FAST_RECONNECT
 
 JOHN_ADDRESS = Address.parse("john@acme.localhost")
@@ -61,9 +63,11 @@ PETER_PASSWORD = "peter-password"
 class XmppFederation:
     def __init__(self, sandbox: Sandbox, prosody: ProsodyInstance, directory: Directory,
                  http: httpx.AsyncClient, peter: TestClient,
-                 directory_path: Path | None = None) -> None:
+                 directory_path: Path | None = None, link: Link | None = None) -> None:
         self.sandbox = sandbox
         self.prosody = prosody
+        #: between the component and Prosody, when the federation has one
+        self.link = link
         self.directory = directory
         self.http = http
         self.peter = peter
@@ -87,11 +91,12 @@ class XmppFederation:
                 base_url=self.sandbox.api_url, post_message_per_second=200.0),
                 http=self.http),
             installations=[SlackInstallationConfig(team_id=TEAM, bot_token="xoxb-interlink")])
-        prosody = self.prosody
+        prosody, link = self.prosody, self.link
         xmpp = XmppAdapter(
             settings=XmppSettings(addressing=AddressingSettings(
                 component_domain="acme.localhost"), queue_deadline=20.0),
-            server=lambda: ("127.0.0.1", prosody.component_port, COMPONENT_SECRET),
+            server=lambda: ("127.0.0.1", prosody.component_port if link is None else link.port,
+                            COMPONENT_SECRET),
             connection_options={"reconnect": FAST_RECONNECT})
         clock = SystemClock()
         engine = Engine(directory=self.directory, adapters=[slack, xmpp], clock=clock,
@@ -263,18 +268,19 @@ class XmppFederation:
 
 @asynccontextmanager
 async def xmpp_federation(tmp_path: Path, *, deadline: float = 20.0, lmdb: bool = False,
-                          ) -> AsyncIterator[XmppFederation]:
+                          link: bool = False) -> AsyncIterator[XmppFederation]:
     """The whole federation for one test, which fails (never hangs) after ``deadline``.
 
     ``lmdb``: the directory is an LMDB store under ``tmp_path`` (so that
-    :meth:`XmppFederation.restart_engine` can start a new engine on it), not memory."""
-    async with _running_federation(tmp_path, deadline, lmdb) as fed:
+    :meth:`XmppFederation.restart_engine` can start a new engine on it), not memory.
+    ``link``: the component connects through a :class:`._link.Link` (``fed.link``)."""
+    async with _running_federation(tmp_path, deadline, lmdb, link) as fed:
         yield fed
 
 
 @asynccontextmanager
-async def _running_federation(tmp_path: Path, deadline: float,
-                              lmdb: bool) -> AsyncIterator[XmppFederation]:
+async def _running_federation(tmp_path: Path, deadline: float, lmdb: bool,
+                              with_link: bool) -> AsyncIterator[XmppFederation]:
     seed = make_seed()
     limits = RateLimitSettings(post_message_per_second=500.0, post_message_burst=50,
                                per_minute=(600.0, 6000.0, 6000.0, 6000.0, 6000.0))
@@ -285,6 +291,9 @@ async def _running_federation(tmp_path: Path, deadline: float,
     async with running(seed, settings=settings, deadline=deadline) as sandbox, \
             httpx.AsyncClient(trust_env=False) as http, trio.open_nursery() as servers:
         prosody: ProsodyInstance = await servers.start(run_prosody, prosody_settings)
+        link = Link(prosody.component_port) if with_link else None
+        if link is not None:
+            await servers.start(link.run)
         directory_path = tmp_path / "directory" if lmdb else None
         directory: Directory = MemoryDirectory() if directory_path is None else \
             await LmdbDirectory.open(directory_path, sync=False)
@@ -298,7 +307,8 @@ async def _running_federation(tmp_path: Path, deadline: float,
                                                       tenant=TEAM, user_id=JOHN))
         async with open_client(PETER_JID, PETER_PASSWORD, "127.0.0.1",
                                prosody.c2s_port) as peter:
-            fed = XmppFederation(sandbox, prosody, directory, http, peter, directory_path)
+            fed = XmppFederation(sandbox, prosody, directory, http, peter, directory_path,
+                                 link)
             fed._servers = servers
             await servers.start(fed.run_engine)
             yield fed

@@ -105,7 +105,7 @@ class Exchange:
         self.count = count
         self.interval = interval
         self.slack_to_xmpp = Direction(SLACK_TO_XMPP, Stream(f"{row}s"))
-        self.xmpp_to_slack = Direction(XMPP_TO_SLACK, Stream(f"{row}x"))
+        self.xmpp_to_slack = Direction(XMPP_TO_SLACK, Stream(f"{row}x", receipts=True))
         self.crashing: Direction | None = Direction(SLACK_TO_CRASHING, Stream(f"{row}c")) \
             if crashing else None
         self.peter: XmppPeer | None = None
@@ -147,6 +147,12 @@ class Exchange:
         if stanza.name != "message" or stanza.sender != self.pair.john:
             return
         stream = self.xmpp_to_slack.stream
+        if stanza.receipt_for:
+            seq = self._ids.get(stanza.receipt_for)
+            if seq is not None:
+                stream.receipted.add(seq)
+                self.world.changes.notify()
+            return
         if stanza.type == "error":
             seq = self._ids.get(stanza.id)
             if seq is None:

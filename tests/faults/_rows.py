@@ -385,16 +385,7 @@ FAULTS: list[Fault] = [
     Fault("prosody-restart", "Prosody restart", "socket", prosody_restart),
     Fault("link-reset", "component connection reset (idle)", "socket", link_reset),
     Fault("link-reset-in-flight", "component connection reset (stanzas in flight)",
-          "socket", link_reset_in_flight, xfail={
-              SLACK_TO_XMPP: (
-                  "XEP-0114 has no acks: adapters/xmpp/_component.py "
-                  "ComponentConnection.send counts a stanza delivered once written to the "
-                  "socket, so John's messages written into a link that then resets are "
-                  "lost and John is never told"),
-              XMPP_TO_SLACK: (
-                  "Prosody wrote Peter's stanzas into the component link before it "
-                  "reset: no one tells Peter (no acks on a component stream; Interlink "
-                  "never saw them)")}),
+          "socket", link_reset_in_flight),
     Fault("socket-refresh", "Socket Mode refresh", "socket", socket_refresh),
     Fault("socket-drop", "Socket Mode socket dropped", "socket", socket_drop),
     Fault("crash-loop", "actor crash loop", "socket", crash_loop, crashing=True),

@@ -33,6 +33,7 @@ _BIND = "urn:ietf:params:xml:ns:xmpp-bind"
 _CLIENT = "jabber:client"
 _STANZAS = "urn:ietf:params:xml:ns:xmpp-stanzas"
 _REPLY = "urn:xmpp:reply:0"
+_RECEIPTS = "urn:xmpp:receipts"
 #: seconds between two login attempts while the server is away
 RELOGIN_S = 0.1
 #: seconds one login may take
@@ -60,6 +61,8 @@ class Stanza:
     reply_to: str
     #: the defined condition of an error stanza
     condition: str
+    #: XEP-0184: the id of the message this stanza acknowledges as delivered
+    receipt_for: str
     #: wall-clock time it was received
     at: float
 
@@ -71,6 +74,7 @@ def _local(tag: str) -> str:
 def _stanza(element: ET.Element) -> Stanza:
     body = element.find(f"{{{_CLIENT}}}body")
     reply = element.find(f"{{{_REPLY}}}reply")
+    received = element.find(f"{{{_RECEIPTS}}}received")
     condition = ""
     error = element.find(f"{{{_CLIENT}}}error")
     if error is not None:
@@ -83,7 +87,9 @@ def _stanza(element: ET.Element) -> Stanza:
                   sender=element.get("from", "").partition("/")[0],
                   body=(body.text or "") if body is not None else "",
                   reply_to=reply.get("id", "") if reply is not None else "",
-                  condition=condition, at=time.time())
+                  condition=condition,
+                  receipt_for=received.get("id", "") if received is not None else "",
+                  at=time.time())
 
 
 class _Reader:
@@ -185,12 +191,13 @@ class XmppPeer:
                 await trio.aclose_forcefully(current.stream)
 
     async def send_message(self, to: str, body: str, stanza_id: str) -> None:
-        """Write one chat message; :class:`NotConnected` if the stream is down."""
+        """Write one chat message asking for a delivery receipt (XEP-0184, as XMPP clients
+        do to show a message as delivered); :class:`NotConnected` if the stream is down."""
         current = self._current
         if current is None:
             raise NotConnected(self.jid)
         data = (f"<message type='chat' to='{to}' id='{stanza_id}'><body>{escape(body)}"
-                f"</body></message>").encode()
+                f"</body><request xmlns='{_RECEIPTS}'/></message>").encode()
         async with current.lock:
             try:
                 await current.stream.send_all(data)

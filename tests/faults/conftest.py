@@ -55,13 +55,14 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter,
     rows = sorted((row for result in results.values() for row in result.rows),
                   key=lambda r: order[r.key])
     header = ("fault", "direction", "sent", "delivered", "explicitly failed", "lost",
-              "duplicated", "spurious", "unconfirmed", "pass")
+              "duplicated", "spurious", "unconfirmed", "no receipt", "receipted", "pass")
     table: list[tuple[str, ...]] = []
     for row in rows:
         tally = row.tally
-        counts = ("-",) * 7 if tally is None else tuple(str(n) for n in (
+        counts = ("-",) * 9 if tally is None else tuple(str(n) for n in (
             tally.sent, tally.delivered, tally.explicitly_failed, tally.lost,
-            tally.duplicated, tally.spurious, tally.unconfirmed))
+            tally.duplicated, tally.spurious, tally.unconfirmed, tally.no_receipt,
+            tally.receipted))
         status = _status(row.passed, row.xfail) + (" (error)" if row.error else "")
         table.append((row.fault, row.direction, *counts, status))
     widths = [max(len(header[i]), *(len(line[i]) for line in table))

@@ -23,8 +23,9 @@ The matching rule (:meth:`Stream.tally`), in this order:
 4. Where the sender asked for delivery receipts (Peter on XMPP, XEP-0184, as XMPP
    clients do: they show a message as delivered only once its receipt comes), a
    message left with **no receipt** was not lost silently: the sender's client shows
-   it undelivered. Counted apart; receipts are trusted only because every message
-   that arrived in a row without a crash got one (``test_faults.py`` checks).
+   it undelivered. Counted apart; receipts are trusted because none came for a
+   message that did not arrive, and every message that arrived got one where neither
+   a crash nor a cut link could take the receipt with it (``test_faults.py`` checks).
 5. What is left is **lost** (silently). Notices left over are **spurious**: a failure
    notice for a message that did arrive (its sender would resend it: a duplicate to
    be), shown in the table beside the counts. Except one that says so itself: after a
@@ -104,11 +105,13 @@ class Tally:
     no_receipt: int = 0
     #: messages delivered whose sender got a receipt (receipts asked for only)
     receipted: int = 0
+    #: receipts for messages that never arrived (a receipt that lies: must be 0)
+    false_receipts: int = 0
 
     @property
     def passed(self) -> bool:
         return self.lost == 0 and self.duplicated == 0 and self.spurious == 0 \
-            and self.unexpected == 0
+            and self.unexpected == 0 and self.false_receipts == 0
 
 
 @dataclass
@@ -187,6 +190,7 @@ class Stream:
                      lost=len(left), no_receipt=len(no_receipt),
                      receipted=sum(1 for seq in self.sent
                                    if self.arrivals[seq] and seq in self.receipted),
+                     false_receipts=sum(1 for seq in self.receipted if not self.arrivals[seq]),
                      duplicated=duplicated, spurious=sum(spurious.values()),
                      unexpected=self.unexpected, reasons=dict(reasons),
                      spurious_reasons=dict(spurious), unconfirmed=unconfirmed)

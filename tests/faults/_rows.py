@@ -31,8 +31,10 @@ What is expected on XMPP, which has no acks on a component stream: while the eng
 component's domain with an error stanza carrying his message's id (an explicit
 failure); messages for Peter wait in the component's queue (``queue_deadline``) and go
 once it is back, or fail to their sender. A stanza on the wire at the moment the
-connection dies is gone, whoever wrote it, and nobody is told:
-``link-reset-in-flight`` shows that (strict xfail). So the other rows that cut an XMPP
+connection dies is gone, whoever wrote it: ``link-reset-in-flight`` shows what then
+tells each sender (John: Interlink's delivery was never confirmed by the server, so he
+gets an explicit "may have arrived" failure; Peter: his client gets no XEP-0184
+receipt). So the other rows that cut an XMPP
 stream keep stanzas off it at that moment: Peter's sender pauses across a Prosody
 restart or an engine SIGKILL (until all he sent is accounted for), both senders across
 the idle link reset, and a SIGKILL lands right after one of John's posts (that one is

@@ -7,8 +7,8 @@ The faults and how each is injected: ``_rows.py``; the traffic and what each sid
 sees: ``_exchange.py``; how a message is classified and a notice matched to one:
 ``_tally.py``; the deployments: ``_world.py``. One test per row (fault x direction),
 each asserting its own row; the table is printed in the terminal summary. A row that
-shows a real bug is marked ``xfail`` (strict) with the reason, so that CI stays green
-and the bug stays visible in the table.
+shows a real bug can be marked ``xfail`` (strict) with the reason (``Fault.xfail``),
+so that CI stays green and the bug stays visible in the table; none is today.
 """
 
 from __future__ import annotations

@@ -155,10 +155,12 @@ class Stream:
         return [seq for seq in sorted(self.sent) if not self.arrivals[seq]]
 
     def accounted(self) -> bool:
-        """Every message sent so far arrived or has an explicit failure (rules 1-3; one
-        with no receipt may still arrive: not accounted for yet)."""
+        """Every message sent so far arrived (and, where receipts are asked for, was
+        receipted) or has an explicit failure (rules 1-3; one with no receipt may still
+        arrive: not accounted for yet)."""
         tally = self.tally()
-        return tally.lost == 0 and tally.no_receipt == 0
+        return tally.lost == 0 and tally.no_receipt == 0 and (
+            not self.receipts or tally.receipted == tally.delivered)
 
     def tally(self) -> Tally:
         reasons: Counter[str] = Counter()

@@ -163,8 +163,12 @@ class WebApiSettings(msgspec.Struct, frozen=True, kw_only=True):
     #: start is Slack's documented 1/s, so a 429 there is two clocks' jitter, answered
     #: by its Retry-After alone (halving on it halved a channel's throughput in the bench)
     pacing_floor: float = 1.0
-    #: seconds for one HTTP request and its answer
+    #: seconds for one HTTP request and its answer, once it has a connection
     timeout: float = 5.0
+    #: requests on the wire at once (under httpx's pool of 100): the rest wait for a
+    #: turn before their timeout starts, so a request that never left is never taken
+    #: for one whose outcome is unknown (which would start a lookup, adding load)
+    max_in_flight: int = 64
     #: transient failures are retried within this many seconds of the first attempt ...
     retry_window: float = 10.0
     #: ... at most this many attempts in all (429s are bounded apart, below)
@@ -253,6 +257,7 @@ class SlackWebClient(FileTransfers):
         self._owns_http = http is None
         self._http = http or httpx.AsyncClient(
             timeout=httpx.Timeout(self.settings.timeout), follow_redirects=False)
+        self._in_flight = trio.CapacityLimiter(max(1, self.settings.max_in_flight))
         self.pacer = Pacer(max_buckets=self.settings.max_buckets, adaptation=Adaptation(
             raise_after=self.settings.pacing_raise_after,
             raise_by=self.settings.pacing_raise_by,
@@ -541,7 +546,15 @@ class SlackWebClient(FileTransfers):
     async def _exchange(self, method: str, url: str, *, headers: dict[str, str],
                         content: bytes | None = None, data: dict[str, str] | None = None
                         ) -> tuple[int, httpx.Headers, bytes]:
-        """POST and read the answer, bounded in time and size; transport errors translated."""
+        """POST and read the answer, bounded in time (once on the wire: see
+        ``max_in_flight``) and size; transport errors translated."""
+        async with self._in_flight:
+            return await self._exchange_now(method, url, headers=headers, content=content,
+                                            data=data)
+
+    async def _exchange_now(self, method: str, url: str, *, headers: dict[str, str],
+                            content: bytes | None, data: dict[str, str] | None
+                            ) -> tuple[int, httpx.Headers, bytes]:
         limit = self.settings.max_response_bytes
         with trio.move_on_after(self.settings.timeout):
             try:

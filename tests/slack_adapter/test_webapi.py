@@ -657,3 +657,28 @@ def test_settings_cover_the_methods_a_relay_uses() -> None:
     assert all(ours <= slacks for ours, slacks in
                zip(settings.tier_per_minute, (1.0, 20.0, 50.0, 100.0), strict=True))
     assert msgspec.json.decode(msgspec.json.encode(settings), type=WebApiSettings) == settings
+
+
+async def test_a_request_waiting_for_a_connection_is_not_timed_out() -> None:
+    # the e2e bench's ten workspaces: 1,000 sessions posting at once queued in httpx's
+    # pool, the wait counted in the 5 s timeout, and each such timeout ("outcome
+    # unknown") started a history lookup that queued too; only time on the wire counts
+    async with running(make_seed(), settings=SANDBOX) as sandbox, \
+            httpx.AsyncClient(trust_env=False,
+                              limits=httpx.Limits(max_connections=1)) as http, \
+            SlackWebClient(settings=settings_for(sandbox, timeout=1.0, max_in_flight=1),
+                           http=http) as client:
+        sandbox.inject_failures("auth.test", count=3, status=200, error="invalid_auth",
+                                delay=0.6)
+        errors: list[str] = []
+
+        async def call() -> None:
+            try:
+                await client.call("auth.test", token=BOT_TOKEN, team_id=TEAM)
+            except SlackApiError as exc:
+                errors.append(exc.error)
+
+        async with trio.open_nursery() as nursery:
+            for _ in range(3):  # 1.8 s in all, one at a time: each 0.6 s on the wire
+                nursery.start_soon(call)
+        assert errors == ["invalid_auth"] * 3  # Slack's answer each time, no timeout

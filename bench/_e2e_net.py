@@ -45,12 +45,14 @@ class NetError(Exception):
     """A platform did not behave as the suite needs (login refused, API error)."""
 
 
-class _StanzaReader:
-    """Top-level elements of an XML stream, fed in chunks (depth 1 under the stream)."""
+class StanzaReader:
+    """Top-level elements of an XML stream, fed in chunks (depth 1 under the stream);
+    ``closed`` once the stream's own end tag came."""
 
     def __init__(self) -> None:
         self._parser: Any = ET.XMLPullParser(events=("start", "end"))
         self._depth = 0
+        self.closed = False
 
     def feed(self, data: bytes) -> list[ET.Element]:
         self._parser.feed(data)
@@ -64,6 +66,8 @@ class _StanzaReader:
                 self._depth -= 1
                 if self._depth == 1:
                     found.append(element)
+                elif self._depth == 0:
+                    self.closed = True  # </stream:stream>
         return found
 
 
@@ -111,17 +115,17 @@ class XmppUser:
         client._reader = reader
         return client
 
-    _reader: _StanzaReader
+    _reader: StanzaReader
 
     @staticmethod
-    async def _open(stream: trio.SocketStream, domain: str) -> _StanzaReader:
+    async def _open(stream: trio.SocketStream, domain: str) -> StanzaReader:
         await stream.send_all(
             f"<?xml version='1.0'?><stream:stream to='{domain}' xmlns='{_CLIENT}' "
             f"xmlns:stream='{_STREAM}' version='1.0'>".encode())
-        return _StanzaReader()
+        return StanzaReader()
 
     @staticmethod
-    async def _until(stream: trio.SocketStream, reader: _StanzaReader,
+    async def _until(stream: trio.SocketStream, reader: StanzaReader,
                      *names: str) -> ET.Element:
         while True:
             data = await stream.receive_some(65536)

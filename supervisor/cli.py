@@ -143,24 +143,22 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: {message} (see `{self.prog} --help`)\n")
 
 
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
-    if not 0 <= value <= MAX_SAY_WAIT:
-        raise argparse.ArgumentTypeError(f"between 0 and {MAX_SAY_WAIT:g} seconds, not {text}")
-    return value
+def _number_between(cast: Callable[[str], float], kind: str, low: float, high: float,
+                    unit: str = "") -> Callable[[str], Any]:
+    """An argparse type: ``cast(text)`` within ``[low, high]``, else a one-line error."""
+    def parse(text: str) -> Any:
+        try:
+            value = cast(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not {kind}: {text!r}") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"between {low:g} and {high:g}{unit}, not {text}")
+        return value
+    return parse
 
 
-def _page_size(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if not 1 <= value <= MAX_PAGE:
-        raise argparse.ArgumentTypeError(f"between 1 and {MAX_PAGE}, not {text}")
-    return value
+_seconds = _number_between(float, "a number of seconds", 0, MAX_SAY_WAIT, " seconds")
+_page_size = _number_between(int, "a whole number", 1, MAX_PAGE)
 
 
 def _add_sessions(commands: Any) -> None:

@@ -22,10 +22,11 @@ import xml.etree.ElementTree as ET
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 from xml.sax.saxutils import escape
 
 import trio
+
+from bench._e2e_net import StanzaReader
 
 _STREAM = "http://etherx.jabber.org/streams"
 _SASL = "urn:ietf:params:xml:ns:xmpp-sasl"
@@ -93,27 +94,18 @@ def _stanza(element: ET.Element) -> Stanza:
 
 
 class _Reader:
-    """Top-level elements of an XML stream (depth 1 under the stream), fed in chunks."""
+    """The stream's top-level elements (bench's reader), queued until read."""
 
     def __init__(self) -> None:
-        self._parser: Any = ET.XMLPullParser(events=("start", "end"))
-        self._depth = 0
+        self._reader = StanzaReader()
         self.pending: deque[ET.Element] = deque()
-        self.closed = False
+
+    @property
+    def closed(self) -> bool:
+        return self._reader.closed
 
     def feed(self, data: bytes) -> None:
-        self._parser.feed(data)
-        for event, element in self._parser.read_events():
-            if not isinstance(element, ET.Element):
-                continue
-            if event == "start":
-                self._depth += 1
-            else:
-                self._depth -= 1
-                if self._depth == 1:
-                    self.pending.append(element)
-                elif self._depth == 0:
-                    self.closed = True  # </stream:stream>
+        self.pending.extend(self._reader.feed(data))
 
 
 class _Stream:

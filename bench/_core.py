@@ -25,8 +25,8 @@ and awaited ``send`` per event: a slower design that flattered the ratio.)
 
 **Where the CPU goes**: after the maximum trials, one more closed-loop run
 reads this process's threads and its child processes from ``/proc``, so each
-scenario reports the microseconds per event spent on the event loop, in the
-LMDB writer threads and in the LMDB writer processes (the second core).
+scenario reports the microseconds per event spent on the event loop, in other
+threads of this process and in the LMDB writer processes (the second core).
 
 The metadata log is checked two ways: while the engine runs, a watcher
 records how full the log's buffer and the stores' write queues get (full

@@ -1,7 +1,8 @@
 """Where the CPU goes: this process's threads and its child processes, from ``/proc``.
 
 The engine's event loop runs on the main thread; the LMDB stores each keep a
-writer thread in this process and a writer process beside it. A reading
+writer process beside it (until schema 2's second round, also a writer
+thread in this process; other threads are still counted, should any run). A reading
 takes every thread's and every direct child's user + system time
 (``/proc/<pid>/task/<tid>/stat`` fields 14 and 15, in clock ticks), so the
 cost of one event can be split between the event loop, the other threads and
@@ -32,7 +33,8 @@ class CpuPerEvent(msgspec.Struct, frozen=True, kw_only=True):
 
     #: the main thread: the event loop, where every actor runs
     event_loop: float
-    #: the process's other threads (the LMDB stores' writer threads)
+    #: the process's other threads (none of the engine's own since the stores lost
+    #: their writer threads; worker threads, if any)
     other_threads: float
     #: the process's children (the LMDB writer processes)
     writer_processes: float

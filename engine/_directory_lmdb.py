@@ -301,7 +301,7 @@ class LmdbDirectory:
 
     Open it with ``await LmdbDirectory.open(path)`` (or :meth:`open_sync`
     outside trio, e.g. for read-only tools). Reads are synchronous, writes
-    are group-committed by the store's writer thread; see
+    are group-committed by the store's writer process; see
     :mod:`engine._directory` for the contract.
 
     Writes that read first (to clean up reverse entries or count sessions)

@@ -1,7 +1,7 @@
 """The key-value seam under the metadata log (and anything else that wants one).
 
 :class:`engine.LmdbStore` is the durable implementation (group-committed
-write-behind on a writer thread); :class:`MemoryKV` answers identically from
+write-behind in a writer process); :class:`MemoryKV` answers identically from
 dicts, for tests and for running without a data directory.
 """
 

@@ -8,21 +8,27 @@ Why this shape:
 - **Writes never block the event loop on ``fsync``.** A write lands in the
   *current generation*: one dict per sub-database, key -> value (``None`` for
   a delete), so the caller reads its own writes at once and each key's last
-  value wins. Whole generations are handed to a single writer thread, one at a
-  time, and committed in one transaction each (group commit): while the writer
-  commits one generation (and then sleeps the group-commit window), the next
-  one gathers every write made meanwhile. When a commit lands, the trio side
-  drops that generation in O(1) (no per-write bookkeeping), wakes ``flush()``
-  waiters and hands over the next generation. A write therefore costs a dict
-  store per op and allocates nothing the collector tracks; the event loop
-  pays one thread wake-up per generation.
-- **The puts run in a writer process.** py-lmdb releases the GIL around
-  every put, so a writer *thread* starved while the event loop was busy
-  (see ``_lmdb_writer``). The writer thread ships each generation to a child
-  process as one frame and waits for its reply; the child commits it with
-  LMDB's own speed and durability (``sync``), and the trio side learns of
-  the commit as before. Reads stay in this process (LMDB is multi-process
-  safe: after a commit the next read transaction sees it).
+  value wins. Whole generations go to a writer process, one at a time, and
+  are committed in one transaction each (group commit): while the writer
+  commits one generation, the next one gathers every write made meanwhile.
+  When a commit lands, the trio side drops that generation in O(1) (no
+  per-write bookkeeping), wakes ``flush()`` waiters and hands over the next
+  generation. A write therefore costs a dict store per op and allocates
+  nothing the collector tracks.
+- **The puts run in a writer process, spoken to over non-blocking pipes.**
+  py-lmdb releases the GIL around every put, so a writer *thread* starved
+  while the event loop was busy (see ``_lmdb_writer``). The child process
+  commits each generation with LMDB's own speed and durability (``sync``);
+  reads stay in this process (LMDB is multi-process safe: after a commit the
+  next read transaction sees it). The pipes are written and read by the trio
+  thread itself (``wait_writable``/``wait_readable``), not by a thread: a
+  thread needs the GIL back after every blocking call, and while the event
+  loop is busy that takes a switch interval (5 ms) each time, so a 2 MB
+  generation took ~180 ms to land at 10,000 sessions and the writes' backpressure
+  capped the engine at ~31,000 events/s. Two trio *system* tasks do the
+  waiting (one reads replies while frames are outstanding, one finishes a
+  frame the pipe could not take at once); the supervised :meth:`watch`
+  stands in for them in the supervision tree.
 - **Backpressure instead of unbounded memory.** Writes return immediately
   unless ``max_pending`` operations are still uncommitted; then they wait for
   room *before* applying, so a cancelled write has written nothing.
@@ -39,19 +45,21 @@ roughly halving the cost of a point read). The cached transaction is dropped
 after every commit the trio side learns about (so the next read sees it and
 old pages can be reused) and before every map resize (LMDB forbids resizing
 while this process has an active read transaction); a ``threading.Lock``
-keeps reads and map-size adoption from overlapping.
+keeps reads and map-size adoption from overlapping (a store may be opened on a
+worker thread and used on the trio thread).
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import heapq
 import itertools
 import logging
+import os
 import subprocess
 import sys
 import threading
-import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -83,8 +91,6 @@ Migration: TypeAlias = "Callable[[lmdb.Transaction[bytes], StoreHandles], None]"
 #: ``(db, key, value)``; a ``None`` value deletes the key.
 Op: TypeAlias = tuple[str, bytes, bytes | None]
 
-#: the writer commits at most this often (seconds): the group-commit window
-COMMIT_INTERVAL = 0.002
 #: how long a stopping writer process may take to commit, sync and exit (seconds)
 WRITER_EXIT_TIMEOUT = 60.0
 
@@ -121,19 +127,55 @@ class _Space:
 class _Generation:
     """The writes handed to the writer in one go; committed together or not at all."""
 
-    __slots__ = ("last_seq", "token", "writes")
+    __slots__ = ("last_seq", "writes")
 
-    def __init__(
-        self, last_seq: int, token: trio.lowlevel.TrioToken, writes: list[tuple[int, _Writes]]
-    ) -> None:
+    def __init__(self, last_seq: int, writes: list[tuple[int, _Writes]]) -> None:
         self.last_seq = last_seq
-        self.token = token
         #: (space index, that space's writes), for the spaces written to
         self.writes = writes
+
+    @property
+    def ops(self) -> int:
+        return sum(len(ops) for _, ops in self.writes)
+
+
+#: stands for the writer process's first reply (store open) among the frames awaiting one
+_OPENING: Final = _Generation(0, [])
+#: Linux's F_SETPIPE_SZ: a 1 MiB pipe takes a typical generation in one write
+_F_SETPIPE_SZ: Final = 1031
+PIPE_SIZE: Final = 1 << 20
+#: bytes read from the reply pipe at a time (a reply is ~20 bytes)
+_READ_CHUNK: Final = 65536
 
 
 _request_encoder = msgspec.msgpack.Encoder()
 _reply_decoder = msgspec.msgpack.Decoder(_lmdb_writer.Reply)
+
+
+def _start_writer(path: Path, map_size: int, sync: bool,
+                  db_names: list[str]) -> subprocess.Popen[bytes]:
+    """Start the store's writer process; its pipes are made non-blocking on this side.
+
+    Does not wait for it: its first reply (store open, or why not) is read
+    like any other, so opening a store costs no interpreter start-up.
+    """
+    config = _lmdb_writer.Config(path=str(path), map_size=map_size, sync=sync,
+                                 db_names=db_names)
+    try:
+        child = subprocess.Popen(
+            [sys.executable, _lmdb_writer.__file__, msgspec.json.encode(config).decode()],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, close_fds=True, bufsize=0,
+            # Its own session: a terminal's Ctrl-C reaches the process
+            # group, and only the store decides when its writer stops.
+            start_new_session=True)
+    except OSError as exc:
+        raise DirectoryError(f"cannot start the LMDB writer process: {exc}") from exc
+    assert child.stdin is not None and child.stdout is not None
+    for pipe in (child.stdin, child.stdout):
+        with contextlib.suppress(OSError):  # Linux only; elsewhere the default size
+            fcntl.fcntl(pipe.fileno(), _F_SETPIPE_SZ, PIPE_SIZE)
+        os.set_blocking(pipe.fileno(), False)
+    return child
 
 
 def _encode_version(version: int) -> bytes:
@@ -165,9 +207,10 @@ class LmdbStore:
         spaces: dict[str, _Space],
         schema_version: int,
         max_pending: int,
+        child: subprocess.Popen[bytes],
         sync: bool = True,
     ) -> None:
-        """Wrap an already opened environment; use :meth:`open` instead."""
+        """Wrap an already opened environment and its writer process; use :meth:`open`."""
         self._path = path
         self._sync = sync
         self._real_path = path.resolve()
@@ -193,31 +236,28 @@ class LmdbStore:
         self._gathering: list[_Space] = []  # spaces whose current generation has writes
         self._waiters: list[tuple[int, int, trio.Event]] = []
         self._tiebreak = itertools.count()
-        self._token: trio.lowlevel.TrioToken | None = None
         self._closed = False
-
-        # Shared with the writer thread, under the condition's lock: the
-        # generations handed over and not yet taken (one, except at close).
-        self._queue_cond = threading.Condition(threading.Lock())
-        self._queue: deque[_Generation] = deque()
-        self._stopping = False
-        #: generations handed to the writer thread (each one wake-up); for tests
-        self.writer_wakeups = 0
-        # Written by the writer thread only.
-        self._child: subprocess.Popen[bytes] | None = None
-        self._frames = 0
-        self._thread_committed = 0
+        self._closing = False
         self._error: BaseException | None = None
         self._writer_failed = trio.Event()
+        #: generations handed to the writer process (one frame each); for tests
+        self.writer_wakeups = 0
 
-        try:
-            self._token = trio.lowlevel.current_trio_token()
-        except RuntimeError:
-            self._token = None
-        self._writer = threading.Thread(
-            target=self._run_writer, name=f"interlink-lmdb-writer[{path.name}]", daemon=True
-        )
-        self._writer.start()
+        # The writer process and its pipes (non-blocking on this side).
+        self._child = child
+        assert child.stdin is not None and child.stdout is not None
+        self._request_fd = child.stdin.fileno()
+        self._reply_fd = child.stdout.fileno()
+        #: frames not yet taken by the request pipe
+        self._outbox = bytearray()
+        #: a partial reply frame
+        self._inbox = bytearray()
+        #: frames sent (or being sent), oldest first, each awaiting its reply
+        self._awaiting: deque[_Generation] = deque([_OPENING])
+        self._frames = 0
+        #: the trio runs whose system tasks read replies / finish a frame (None: none runs)
+        self._reader_run: object | None = None
+        self._sender_run: object | None = None
 
     # ------------------------------------------------------------------ opening
 
@@ -272,12 +312,14 @@ class LmdbStore:
             try:
                 handles = cls._prepare(env, path, names, schema_version, migrations or {})
                 spaces = {name: _Space(name, handles[name]) for name in names}
+                child = _start_writer(path, env.info()["map_size"], sync, names)
                 return cls(
                     path=path,
                     env=env,
                     spaces=spaces,
                     schema_version=schema_version,
                     max_pending=max_pending,
+                    child=child,
                     sync=sync,
                 )
             except BaseException:
@@ -405,9 +447,10 @@ class LmdbStore:
         """``(True, value)`` if ``key`` has an uncommitted write (``None``: a delete), else
         ``(False, None)``. Never reads LMDB: for callers that only need recent writes.
 
-        Why it exists: py-lmdb releases the GIL around every read, and while the
-        writer thread is about, getting it back costs the event loop tens of
-        microseconds; a hot path that can do without the committed value avoids that.
+        Why it exists: py-lmdb releases the GIL around every read, and while any
+        other thread of the process wants the GIL, getting it back costs the event
+        loop up to a switch interval; a hot path that can do without the committed
+        value avoids that.
         """
         space = self._spaces.get(db)
         if space is None:
@@ -582,7 +625,7 @@ class LmdbStore:
         if self._error is not None:
             raise self._failed_error()
         try:
-            token = trio.lowlevel.current_trio_token()
+            run = trio.lowlevel.current_root_task()
         except RuntimeError:
             raise DirectoryError("LMDB store writes must run inside trio.run") from None
         spaces = self._spaces
@@ -596,7 +639,6 @@ class LmdbStore:
                 )
         if not ops:
             return self._last_seq
-        self._token = token
         gathering = self._gathering
         for db, key, value in ops:
             space = spaces[db]
@@ -609,13 +651,16 @@ class LmdbStore:
         # Nothing in flight: the writer idles, so this generation goes at once.
         # Otherwise it gathers until the commit in flight lands (_on_committed).
         if self._handed_over == self._committed:
-            self._hand_over()
+            self._hand_over(run)
         return self._last_seq
 
-    def _hand_over(self) -> None:
-        """Give the current generation to the writer thread and start a new one."""
-        token = self._token
-        assert token is not None  # set by the submit that started the generation
+    def _hand_over(self, run: object | None) -> None:
+        """Send the current generation to the writer process and start a new one.
+
+        ``run`` is the current trio run's root task (the system tasks that
+        wait on the pipes are started in it), or ``None`` while closing, when
+        :meth:`close` drives the pipes itself.
+        """
         writes: list[tuple[int, _Writes]] = []
         for space in self._gathering:
             writes.append((space.index, space.current))
@@ -624,9 +669,21 @@ class LmdbStore:
         self._gathering = []
         self._handed_over = self._last_seq
         self.writer_wakeups += 1
-        with self._queue_cond:
-            self._queue.append(_Generation(self._last_seq, token, writes))
-            self._queue_cond.notify()
+        generation = _Generation(self._last_seq, writes)
+        self._frames += 1
+        body = _request_encoder.encode(_lmdb_writer.Request(self._frames, writes))
+        self._outbox += _lmdb_writer.frame_header(len(body))
+        self._outbox += body
+        self._awaiting.append(generation)
+        if run is None:
+            return
+        self._send_some()
+        if self._outbox and self._sender_run is not run and self._error is None:
+            self._sender_run = run
+            trio.lowlevel.spawn_system_task(self._send_rest, run, name=f"{self!r} sender")
+        if self._reader_run is not run:
+            self._reader_run = run
+            trio.lowlevel.spawn_system_task(self._read_replies, run, name=f"{self!r} reader")
 
     async def throttle(self) -> None:
         """Wait until fewer than ``max_pending`` ops are uncommitted (backpressure).
@@ -682,7 +739,7 @@ class LmdbStore:
     # ---------------------------------------------------------------- lifecycle
 
     async def aclose(self) -> None:
-        """Flush, stop the writer thread and close the environment (idempotent).
+        """Flush, stop the writer process and close the environment (idempotent).
 
         Raises the writer's failure, if any, after closing.
         """
@@ -694,124 +751,139 @@ class LmdbStore:
             self.close()
 
     def close(self) -> None:
-        """Commit what is queued, stop the writer thread and close (idempotent, sync).
+        """Commit what is queued, stop the writer process and close (idempotent, sync).
 
         Usable outside trio; inside trio it blocks until queued writes commit,
         so prefer :meth:`aclose` there.
         """
         if self._closed:
             return
-        if self._gathering and self._error is None:
-            self._hand_over()  # queued behind the one in flight, if any
-        with self._queue_cond:
-            self._stopping = True
-            self._queue_cond.notify()
-        self._writer.join()
-        if self._error is None:
-            self._committed = max(self._committed, self._thread_committed)
-        self._closed = True
-        with self._read_lock:
-            self._drop_reader()
-            for space in self._spaces.values():
-                space.current = {}
-                space.in_flight = {}
-            self._gathering = []
-            try:
-                self._env.close()  # the writer process committed and synced before it exited
-            finally:
-                with _open_paths_lock:
-                    _open_paths.discard(self._real_path)
-        self._notify(self._token, self._wake_all)
-
-    # ------------------------------------------------------- writer thread side
-
-    def _run_writer(self) -> None:
-        """The writer thread: have each generation committed, in order, until stopped."""
+        self._closing = True
+        with contextlib.suppress(RuntimeError):  # outside trio there is nothing to tell
+            trio.lowlevel.notify_closing(self._request_fd)
+            trio.lowlevel.notify_closing(self._reply_fd)
         try:
-            self._child = self._start_child()
-        except BaseException as exc:
-            self._record_failure(exc, None)
-            return
-        try:
-            self._serve_queue()
+            if self._error is None:
+                if self._gathering:
+                    self._hand_over(None)
+                self._drain()
         finally:
-            self._stop_child(self._child)
+            self._stop_child()
+            if self._error is None:
+                self._committed = self._handed_over
+            self._closed = True
+            with self._read_lock:
+                self._drop_reader()
+                for space in self._spaces.values():
+                    space.current = {}
+                    space.in_flight = {}
+                self._gathering = []
+                try:
+                    self._env.close()  # the writer process committed and synced before it exited
+                finally:
+                    with _open_paths_lock:
+                        _open_paths.discard(self._real_path)
+            with contextlib.suppress(RuntimeError):  # no waiters can exist outside trio
+                self._wake_all()
 
-    def _serve_queue(self) -> None:
-        queue = self._queue
-        while True:
-            with self._queue_cond:
-                while not queue and not self._stopping:
-                    self._queue_cond.wait()
-                if not queue:
-                    return
-                generation = queue.popleft()
+    def _drain(self) -> None:
+        """Close's blocking exchange: send every frame, take every reply."""
+        os.set_blocking(self._request_fd, True)
+        os.set_blocking(self._reply_fd, True)
+        while self._error is None and (self._outbox or self._awaiting):
+            if self._outbox:
+                self._send_some()
+            else:
+                self._take_replies()
+
+    # ------------------------------------------------- writer process side (trio thread)
+
+    def _send_some(self) -> None:
+        """Write what the request pipe takes now; a broken pipe fails the store."""
+        outbox = self._outbox
+        try:
+            while outbox:
+                written = os.write(self._request_fd, outbox)
+                del outbox[:written]  # bytearray: O(1) from the front
+        except BlockingIOError:
+            pass
+        except OSError:  # the process is gone; its exit status says why
+            self._record_failure(self._child_gone())
+
+    async def _send_rest(self, run: object) -> None:
+        """System task: finish the frames the request pipe could not take at once."""
+        try:
+            while self._outbox and self._error is None and not self._closing:
+                await trio.lowlevel.wait_writable(self._request_fd)
+                self._send_some()
+        except trio.ClosedResourceError:
+            pass  # closing: close() sends the rest itself
+        finally:
+            if self._sender_run is run:
+                self._sender_run = None
+
+    async def _read_replies(self, run: object) -> None:
+        """System task: take the writer's replies while frames await one."""
+        try:
+            while self._awaiting and self._error is None and not self._closing:
+                await trio.lowlevel.wait_readable(self._reply_fd)
+                self._take_replies()
+        except trio.ClosedResourceError:
+            pass  # closing: close() takes the rest itself
+        finally:
+            if self._reader_run is run:
+                self._reader_run = None
+
+    def _take_replies(self) -> None:
+        """Read what the reply pipe holds and act on every whole reply in it."""
+        try:
+            chunk = os.read(self._reply_fd, _READ_CHUNK)
+        except BlockingIOError:
+            return
+        except OSError:
+            chunk = b""
+        if not chunk:
+            self._record_failure(self._child_gone())
+            return
+        inbox = self._inbox
+        inbox += chunk
+        header = _lmdb_writer.HEADER_SIZE
+        while len(inbox) >= header:
             try:
-                self._commit(generation.writes)
-            except BaseException as exc:
-                self._record_failure(exc, generation)
+                length = _lmdb_writer.frame_length(inbox)
+                if len(inbox) < header + length:
+                    break
+                reply = _reply_decoder.decode(bytes(inbox[header:header + length]))
+            except (ValueError, msgspec.DecodeError) as exc:
+                self._record_failure(DirectoryError(f"the LMDB writer process sent {exc}"))
                 return
-            if not self._stopping:
-                # Group commit: the trio side hands over the next generation
-                # when it hears of this commit, so this window lets writes
-                # gather instead of one txn (and fsync, and wake-up of the
-                # trio thread) per write.
-                time.sleep(COMMIT_INTERVAL)
-            self._thread_committed = generation.last_seq
-            self._notify(generation.token, self._on_committed, generation)
+            del inbox[:header + length]
+            if not self._awaiting:
+                self._record_failure(DirectoryError(
+                    "the LMDB writer process answered a frame it was not sent"))
+                return
+            self._on_reply(reply)
+            if self._error is not None:
+                return
 
-    def _start_child(self) -> subprocess.Popen[bytes]:
-        """Start the writer process and wait for it to report the store open."""
-        config = _lmdb_writer.Config(
-            path=str(self._path), map_size=self._map_size, sync=self._sync,
-            db_names=[space.name for space in self._space_list])
-        try:
-            child = subprocess.Popen(
-                [sys.executable, _lmdb_writer.__file__, msgspec.json.encode(config).decode()],
-                stdin=subprocess.PIPE, stdout=subprocess.PIPE, close_fds=True,
-                # Its own session: a terminal's Ctrl-C reaches the process
-                # group, and only this process decides when its writer stops.
-                start_new_session=True)
-        except OSError as exc:
-            raise DirectoryError(f"cannot start the LMDB writer process: {exc}") from exc
-        try:
-            self._take_reply(child)
-        except BaseException:
-            self._stop_child(child)
-            raise
-        return child
-
-    def _commit(self, writes: list[tuple[int, _Writes]]) -> None:
-        """Have the writer process commit one generation's ``writes`` in one write txn."""
-        child = self._child
-        assert child is not None and child.stdin is not None
-        self._frames += 1
-        body = _request_encoder.encode(_lmdb_writer.Request(self._frames, writes))
-        try:
-            _lmdb_writer.write_frame(child.stdin, body)  # type: ignore[arg-type]
-        except OSError:  # a broken pipe: the process is gone; its status says why
-            raise self._child_gone(child) from None
-        self._take_reply(child)
-
-    def _take_reply(self, child: subprocess.Popen[bytes]) -> None:
-        assert child.stdout is not None
-        try:
-            body = _lmdb_writer.read_frame(child.stdout)  # type: ignore[arg-type]
-        except (OSError, EOFError, ValueError):
-            body = None
-        if body is None:
-            raise self._child_gone(child)
-        reply = _reply_decoder.decode(body)
+    def _on_reply(self, reply: _lmdb_writer.Reply) -> None:
         if reply.error is not None:
             error_type, message = reply.error
-            raise DirectoryError(f"the LMDB writer process failed: {error_type}: {message}")
+            self._record_failure(
+                DirectoryError(f"the LMDB writer process failed: {error_type}: {message}"),
+                error_type=error_type)
+            return
         if reply.map_size > self._map_size:
             self._map_size = reply.map_size
             logger.info("directory map grown", extra={
                 "event": "directory.map_grown", "path": str(self._path),
                 "map_size": reply.map_size})
+        generation = self._awaiting.popleft()
+        if generation is not _OPENING:
+            self._on_committed(generation)
 
-    def _child_gone(self, child: subprocess.Popen[bytes]) -> DirectoryError:
+    def _child_gone(self) -> DirectoryError:
+        child = self._child
         try:
             status = child.wait(timeout=5)
         except subprocess.TimeoutExpired:
@@ -819,11 +891,12 @@ class LmdbStore:
             status = child.wait()
         return DirectoryError(f"the LMDB writer process for {self._path} exited (status {status})")
 
-    def _stop_child(self, child: subprocess.Popen[bytes]) -> None:
+    def _stop_child(self) -> None:
         """End of input tells the writer process to sync and exit; wait for it."""
+        child = self._child
+        assert child.stdin is not None and child.stdout is not None
         with contextlib.suppress(OSError):
-            if child.stdin is not None:
-                child.stdin.close()
+            child.stdin.close()
         try:
             child.wait(timeout=WRITER_EXIT_TIMEOUT)
         except subprocess.TimeoutExpired:
@@ -831,40 +904,35 @@ class LmdbStore:
                 "event": "directory.writer_killed", "path": str(self._path)})
             child.kill()
             child.wait()
-        if child.stdout is not None:
-            child.stdout.close()
+        child.stdout.close()
 
-    def _record_failure(self, exc: BaseException, generation: _Generation | None) -> None:
+    def _record_failure(self, exc: BaseException, *, error_type: str | None = None) -> None:
+        """Fail the store: the frames awaiting a reply are lost; later writes are refused.
+
+        ``error_type`` names the writer process's own error, when it reported one.
+        """
+        if self._error is not None:
+            return
         self._error = exc
+        self._outbox.clear()
+        lost = sum(generation.ops for generation in self._awaiting)
+        self._awaiting.clear()
         logger.error(
             "directory writer failed; later writes will be refused",
             extra={
                 "event": "directory.writer_failed",
                 "path": str(self._path),
-                "error_type": type(exc).__name__,
-                "lost_ops": 0 if generation is None else sum(
-                    len(ops) for _, ops in generation.writes),
+                "error_type": error_type or type(exc).__name__,
+                "lost_ops": lost,
             },
             exc_info=exc,
         )
-        self._notify(self._token if generation is None else generation.token, self._wake_all)
-
-    @staticmethod
-    def _notify(
-        token: trio.lowlevel.TrioToken | None, fn: Callable[..., object], *args: object
-    ) -> None:
-        """Run ``fn`` on the trio thread; a finished run has nobody left to tell."""
-        if token is None:
-            return
-        with contextlib.suppress(trio.RunFinishedError):
-            token.run_sync_soon(fn, *args)
-
-    # ----------------------------------------------- trio side, called by writer
+        self._wake_all()
 
     def _on_committed(self, generation: _Generation) -> None:
         """The writer committed ``generation``: drop it, wake waiters, hand over the next."""
         seq = generation.last_seq
-        if seq <= self._committed or self._closed:
+        if seq <= self._committed:
             return
         self._committed = seq
         with self._read_lock:
@@ -872,17 +940,18 @@ class LmdbStore:
         spaces = self._space_list
         for index, _ in generation.writes:
             spaces[index].in_flight = {}
-        if self._gathering and self._error is None:
-            self._hand_over()
+        if self._gathering and not self._awaiting:
+            self._hand_over(None if self._closing else trio.lowlevel.current_root_task())
         waiters = self._waiters
         while waiters and waiters[0][0] <= seq:
             heapq.heappop(waiters)[2].set()
 
     async def watch(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Run as the writer's supervised stand-in: raise once the writer thread fails.
+        """Run as the writer's supervised stand-in: raise once the writer process fails.
 
-        The writer is a thread, which no trio supervisor can own; this task
-        turns its failure into an exception where the supervision tree sees it.
+        The pipes are served by system tasks, which no supervisor owns; this
+        task turns the writer's failure into an exception where the
+        supervision tree sees it.
         """
         task_status.started()
         if self._error is None:

@@ -6,9 +6,9 @@ and while the event loop keeps the GIL busy it gets it only when the loop
 happens to release it: measured at 10,000 sessions, the thread spent 12 % of
 its wall time on CPU and committed 41,000 ops/s, the metadata store's 11,000
 ops/s, so commits of 25,000 ops took most of a second and backpressure sat
-close to its limit. A process has its own GIL: the parent's writer thread
-hands it a whole generation as one msgpack frame (one GIL release to write
-it, one to wait for the reply) and the puts run at LMDB's speed.
+close to its limit. A process has its own GIL: the parent's event loop
+hands it a whole generation as one msgpack frame over a non-blocking pipe
+and the puts run at LMDB's speed.
 
 Protocol, over the child's stdin/stdout, each frame a 4-byte big-endian
 length and a msgpack body:
@@ -68,14 +68,29 @@ class Reply(msgspec.Struct, array_like=True, frozen=True):
     map_size: int
 
 
+#: bytes of a frame's length header
+HEADER_SIZE = _LENGTH.size
+
+
+def frame_header(length: int) -> bytes:
+    """The header of a frame whose body is ``length`` bytes."""
+    return _LENGTH.pack(length)
+
+
+def frame_length(buffer: bytes | bytearray) -> int:
+    """The body length named by the header at the start of ``buffer``."""
+    (length,) = _LENGTH.unpack_from(buffer)
+    if length > MAX_FRAME:
+        raise ValueError(f"frame of {length} bytes exceeds the {MAX_FRAME}-byte limit")
+    return int(length)
+
+
 def read_frame(stream: BinaryIO) -> bytes | None:
     """The next frame's body, or ``None`` at a clean end of input."""
     header = _read_exactly(stream, _LENGTH.size)
     if header is None:
         return None
-    (length,) = _LENGTH.unpack(header)
-    if length > MAX_FRAME:
-        raise ValueError(f"frame of {length} bytes exceeds the {MAX_FRAME}-byte limit")
+    length = frame_length(header)
     body = _read_exactly(stream, length)
     if body is None:
         raise EOFError("input ended inside a frame")

@@ -4,7 +4,7 @@ The tree (``interlink tree`` shows it live)::
 
     interlink                      one_for_one
     ├── storage                    one_for_one
-    │   ├── directory-writer       the LMDB writer thread's watcher
+    │   ├── directory-writer       the LMDB writer process's watcher
     │   ├── metadata-store-writer  likewise, for the metadata store
     │   └── metadata-log-writer    batches metadata entries into the store
     ├── sessions                   one_for_one: session-shard-0 … N-1

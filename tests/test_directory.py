@@ -973,7 +973,7 @@ async def test_store_matches_a_dict_model(tmp_path: Path, seed: int) -> None:
 
 
 async def test_reads_stay_correct_while_the_map_grows(tmp_path: Path) -> None:
-    """Reads on the trio thread interleave with the writer thread's commits and resizes."""
+    """Reads on the trio thread interleave with the writer process's commits and resizes."""
     store = LmdbStore.open(tmp_path / "s", db_names=DBS, schema_version=1, sync=False,
                            map_size=64 * 1024, max_pending=100)
     value = b"x" * 1000
@@ -1061,15 +1061,20 @@ async def test_writer_failure_is_logged_once_and_fails_later_writes(
     await store.put("a", b"kept", b"v")
     await store.flush()
 
-    def broken_commit(batches: object) -> None:
-        raise lmdb.DiskError("mdb_txn_commit: simulated", 5)
+    # The writer process's answer when its commit raises (see _lmdb_writer.serve),
+    # in place of the next commit's real answer.
+    real_on_reply = store._on_reply
 
-    monkeypatch.setattr(store, "_commit", broken_commit)
+    def failed_commit(reply: _lmdb_writer.Reply) -> None:
+        real_on_reply(_lmdb_writer.Reply(reply.seq, ("DiskError", "mdb_txn_commit: simulated"),
+                                         0))
+
+    monkeypatch.setattr(store, "_on_reply", failed_commit)
     caplog.set_level(logging.INFO, logger="interlink.directory")
     await store.put("a", b"secret-key", b"secret-value")
     with pytest.raises(DirectoryError, match="writer") as caught:
         await store.flush()
-    assert isinstance(caught.value.__cause__, lmdb.DiskError)
+    assert "DiskError: mdb_txn_commit: simulated" in str(caught.value.__cause__)
     with pytest.raises(DirectoryError, match="writer"):
         await store.put("a", b"k2", b"v2")
     with pytest.raises(DirectoryError, match="writer"):

@@ -208,30 +208,44 @@ class MetadataLog:
 
     def _batch_ops(self, batch: Sequence[MetadataEntry],
                    buckets: dict[tuple[str, str, str], bytes]) -> list[WriteOp]:
-        """The store ops of ``batch``; ``buckets`` caches roll-up keys between calls."""
+        """The store ops of ``batch``; ``buckets`` caches roll-up keys between calls.
+
+        Runs once per entry on the event loop, so the loop body keeps to local
+        names and does per-day and per-sender work once per batch.
+        """
         ops: list[WriteOp] = []
-        counts: Counter[bytes] = Counter()
-        messages: Counter[bytes] = Counter()
-        users: set[bytes] = set()
+        append = ops.append
+        encode = _entry_encoder.encode
+        time_key = _TIME_KEY.pack
+        sequence = self._sequence
+        counts: dict[bytes, int] = {}
+        messages: dict[bytes, int] = {}
+        users: set[tuple[bytes, Address]] = set()
+        day_number, day = -1.0, ""
         for entry in batch:
-            micros = int(entry.timestamp * 1_000_000)
-            key = _TIME_KEY.pack(micros, next(self._sequence))
-            ops.append(("entries", key, _entry_encoder.encode(entry)))
-            cache_key = (day_of(entry.timestamp), entry.sender.domain, entry.receiver.domain)
+            timestamp = entry.timestamp
+            append(("entries", time_key(int(timestamp * 1_000_000), next(sequence)),
+                    encode(entry)))
+            if timestamp // _DAY != day_number:  # entries come in time order: rarely
+                day_number = timestamp // _DAY
+                day = _day_name(int(day_number))
+            sender = entry.sender
+            cache_key = (day, sender.domain, entry.receiver.domain)
             bucket = buckets.get(cache_key)
             if bucket is None:
                 bucket = buckets[cache_key] = self._bucket(entry)
-            counts[bucket] += 1
+            counts[bucket] = counts.get(bucket, 0) + 1
             if entry.outcome == "delivered":
                 if entry.type == "im":
-                    messages[bucket] += 1
-                users.add(bucket + _SEP + str(entry.sender).encode())
+                    messages[bucket] = messages.get(bucket, 0) + 1
+                users.add((bucket, sender))
         for bucket, events in counts.items():
             old = self._store.get("rollup_counts", bucket)
             old_messages, old_events = _COUNTS.unpack(old) if old else (0, 0)
-            ops.append(("rollup_counts", bucket,
-                        _COUNTS.pack(old_messages + messages[bucket], old_events + events)))
-        ops.extend(("rollup_users", user, b"") for user in users)
+            append(("rollup_counts", bucket,
+                    _COUNTS.pack(old_messages + messages.get(bucket, 0), old_events + events)))
+        for bucket, user in users:
+            append(("rollup_users", bucket + _SEP + str(user).encode(), b""))
         return ops
 
     def _bucket(self, entry: MetadataEntry) -> bytes:

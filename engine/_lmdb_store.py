@@ -678,10 +678,21 @@ class LmdbStore:
         if run is None:
             return
         self._send_some()
-        if self._outbox and self._sender_run is not run and self._error is None:
+        self._serve_pipes(run)
+
+    def _serve_pipes(self, run: object) -> None:
+        """Have this trio run's system tasks finish the frames and take the replies.
+
+        Called on every hand-over and before every wait for a commit: a store
+        written in one ``trio.run`` and flushed in the next is served by the
+        second (the first one's tasks ended with it).
+        """
+        if self._error is not None or self._closing:
+            return
+        if self._outbox and self._sender_run is not run:
             self._sender_run = run
             trio.lowlevel.spawn_system_task(self._send_rest, run, name=f"{self!r} sender")
-        if self._reader_run is not run:
+        if self._awaiting and self._reader_run is not run:
             self._reader_run = run
             trio.lowlevel.spawn_system_task(self._read_replies, run, name=f"{self!r} reader")
 
@@ -721,6 +732,8 @@ class LmdbStore:
             return
         if self._error is not None:
             raise self._failed_error()
+        if not self._closed:
+            self._serve_pipes(trio.lowlevel.current_root_task())
         event = trio.Event()
         heapq.heappush(self._waiters, (target, next(self._tiebreak), event))
         await event.wait()
@@ -815,6 +828,8 @@ class LmdbStore:
         try:
             while self._outbox and self._error is None and not self._closing:
                 await trio.lowlevel.wait_writable(self._request_fd)
+                if self._closing:
+                    break  # close() took over the pipes (and may have closed them)
                 self._send_some()
         except trio.ClosedResourceError:
             pass  # closing: close() sends the rest itself
@@ -827,6 +842,8 @@ class LmdbStore:
         try:
             while self._awaiting and self._error is None and not self._closing:
                 await trio.lowlevel.wait_readable(self._reply_fd)
+                if self._closing:
+                    break  # close() took over the pipes (and may have closed them)
                 self._take_replies()
         except trio.ClosedResourceError:
             pass  # closing: close() takes the rest itself

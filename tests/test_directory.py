@@ -895,6 +895,30 @@ async def test_a_burst_of_writes_wakes_the_writer_once_and_commits_the_last_valu
         reopened.close()
 
 
+def test_a_store_written_in_one_trio_run_is_flushed_by_the_next(tmp_path: Path) -> None:
+    """The pipes are served by the current run's system tasks: writes handed over in a run
+    that ended before their commit landed are committed when a later run waits for them."""
+    store = LmdbStore.open(tmp_path / "s", db_names=DBS, schema_version=1, sync=False)
+
+    async def write_without_waiting() -> None:
+        for i in range(200):
+            store.submit([("a", b"k%03d" % i, b"v")])
+
+    async def flush_and_close() -> None:
+        with trio.fail_after(10):
+            await store.flush()
+        assert store.pending == 0
+        await store.aclose()
+
+    trio.run(write_without_waiting)
+    trio.run(flush_and_close)
+    reopened = LmdbStore.open(tmp_path / "s", db_names=DBS, schema_version=1)
+    try:
+        assert len(reopened.scan("a")) == 200
+    finally:
+        reopened.close()
+
+
 async def test_store_reads_its_own_writes_before_the_commit(tmp_path: Path) -> None:
     store = LmdbStore.open(tmp_path / "s", db_names=DBS, schema_version=1)
     try:

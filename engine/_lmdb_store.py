@@ -60,6 +60,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -144,6 +145,10 @@ _OPENING: Final = _Generation(0, [])
 #: Linux's F_SETPIPE_SZ: a 1 MiB pipe takes a typical generation in one write
 _F_SETPIPE_SZ: Final = 1031
 PIPE_SIZE: Final = 1 << 20
+#: group commit: after a commit lands, writes still arriving gather for up to this long
+#: (real seconds: the window is the disk's) or this many ops before the next hand-over
+GROUP_WINDOW_S: Final = 0.002
+GROUP_OPS: Final = 8192
 #: bytes read from the reply pipe at a time (a reply is ~20 bytes)
 _READ_CHUNK: Final = 65536
 
@@ -255,6 +260,9 @@ class LmdbStore:
         #: frames sent (or being sent), oldest first, each awaiting its reply
         self._awaiting: deque[_Generation] = deque([_OPENING])
         self._frames = 0
+        #: a commit landed with writes gathering: the reader hands them over once the
+        #: group-commit window closes (see _read_replies)
+        self._hand_over_due = False
         #: the trio runs whose system tasks read replies / finish a frame (None: none runs)
         self._reader_run: object | None = None
         self._sender_run: object | None = None
@@ -650,7 +658,7 @@ class LmdbStore:
         self._last_seq += len(ops)
         # Nothing in flight: the writer idles, so this generation goes at once.
         # Otherwise it gathers until the commit in flight lands (_on_committed).
-        if self._handed_over == self._committed:
+        if self._handed_over == self._committed and not self._hand_over_due:
             self._hand_over(run)
         return self._last_seq
 
@@ -688,6 +696,10 @@ class LmdbStore:
         second (the first one's tasks ended with it).
         """
         if self._error is not None or self._closing:
+            return
+        if self._hand_over_due and self._reader_run is not run:
+            self._hand_over_due = False  # its reader ended with an earlier trio run
+            self._hand_over(run)
             return
         if self._outbox and self._sender_run is not run:
             self._sender_run = run
@@ -840,7 +852,11 @@ class LmdbStore:
     async def _read_replies(self, run: object) -> None:
         """System task: take the writer's replies while frames await one."""
         try:
-            while self._awaiting and self._error is None and not self._closing:
+            while (self._awaiting or self._hand_over_due) and self._error is None \
+                    and not self._closing:
+                if not self._awaiting:
+                    await self._gather(run)
+                    continue
                 await trio.lowlevel.wait_readable(self._reply_fd)
                 if self._closing:
                     break  # close() took over the pipes (and may have closed them)
@@ -850,6 +866,27 @@ class LmdbStore:
         finally:
             if self._reader_run is run:
                 self._reader_run = None
+
+    async def _gather(self, run: object) -> None:
+        """Group commit: let writes that keep arriving join the next generation.
+
+        One pass of the event loop at a time, for at most GROUP_WINDOW_S of real
+        time or until GROUP_OPS ops are gathering; a pass that added nothing ends
+        it, so a quiet store commits at once and only a busy one waits. Bigger
+        generations cost the writer process less per op (fewer B-tree pages
+        copied, fewer fsyncs) without a timer on the run's clock.
+        """
+        deadline = time.monotonic() + GROUP_WINDOW_S
+        while True:
+            seen = self._last_seq
+            await trio.lowlevel.checkpoint()
+            if not self._hand_over_due or self._closing or self._error is not None:
+                return
+            if self._last_seq == seen or self._last_seq - self._handed_over >= GROUP_OPS \
+                    or time.monotonic() >= deadline:
+                break
+        self._hand_over_due = False
+        self._hand_over(run)
 
     def _take_replies(self) -> None:
         """Read what the reply pipe holds and act on every whole reply in it."""
@@ -958,7 +995,10 @@ class LmdbStore:
         for index, _ in generation.writes:
             spaces[index].in_flight = {}
         if self._gathering and not self._awaiting:
-            self._hand_over(None if self._closing else trio.lowlevel.current_root_task())
+            if self._closing:
+                self._hand_over(None)
+            else:
+                self._hand_over_due = True  # by the reader, once the window closes
         waiters = self._waiters
         while waiters and waiters[0][0] <= seq:
             heapq.heappop(waiters)[2].set()

@@ -13,8 +13,9 @@ Why this shape:
   commits one generation, the next one gathers every write made meanwhile.
   When a commit lands, the trio side drops that generation in O(1) (no
   per-write bookkeeping), wakes ``flush()`` waiters and hands over the next
-  generation. A write therefore costs a dict store per op and allocates
-  nothing the collector tracks.
+  generation once the group-commit window closes (:meth:`LmdbStore._gather`).
+  A write therefore costs a dict store per op and allocates nothing the
+  collector tracks.
 - **The puts run in a writer process, spoken to over non-blocking pipes.**
   py-lmdb releases the GIL around every put, so a writer *thread* starved
   while the event loop was busy (see ``_lmdb_writer``). The child process

@@ -200,16 +200,18 @@ class EnginePipeline:
         assert timeline is not None, "attach a timeline before submitting"
         await self._inbound.send(self.source.event(timeline.event_id(seq), seq))
 
-    async def settle(self) -> None:
+    async def settle(self, *, forget: bool = True) -> None:
         """Quiesce between trials: drain mailboxes, write the log, forget the id map.
 
         The pressure watcher pauses until the next trial is attached: pruning
-        the id map queues one large write that is the bench's, not the engine's.
+        the id map queues one large write that is the bench's, not the engine's
+        (``forget=False`` leaves it for a later call: the work is then only the
+        engine's, for a CPU reading).
         """
         self._watching = False
         await self.engine.actors.drain()
         await self.engine.metadata_log.flush()
-        if self._forget_message_ids:
+        if forget and self._forget_message_ids:
             await self.directory.prune_message_ids(time.time() + 1)
         await self.directory.flush()
 

@@ -63,7 +63,7 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Final, Protocol, TypeAlias
 
@@ -840,12 +840,10 @@ class LmdbStore:
         """System task: finish the frames the request pipe could not take at once."""
         try:
             while self._outbox and self._error is None and not self._closing:
-                await trio.lowlevel.wait_writable(self._request_fd)
-                if self._closing:
-                    break  # close() took over the pipes (and may have closed them)
+                if not await self._wait_for_pipe(trio.lowlevel.wait_writable,
+                                                 self._request_fd):
+                    break
                 self._send_some()
-        except trio.ClosedResourceError:
-            pass  # closing: close() sends the rest itself
         finally:
             if self._sender_run is run:
                 self._sender_run = None
@@ -858,15 +856,21 @@ class LmdbStore:
                 if not self._awaiting:
                     await self._gather(run)
                     continue
-                await trio.lowlevel.wait_readable(self._reply_fd)
-                if self._closing:
-                    break  # close() took over the pipes (and may have closed them)
+                if not await self._wait_for_pipe(trio.lowlevel.wait_readable, self._reply_fd):
+                    break
                 self._take_replies()
-        except trio.ClosedResourceError:
-            pass  # closing: close() takes the rest itself
         finally:
             if self._reader_run is run:
                 self._reader_run = None
+
+    async def _wait_for_pipe(self, wait: Callable[[int], Awaitable[None]], fd: int) -> bool:
+        """Wait until ``fd`` is ready; ``False`` once close() has taken the pipes over
+        (it drives them itself, and may have closed them)."""
+        try:
+            await wait(fd)
+        except trio.ClosedResourceError:  # close() called notify_closing
+            return False
+        return not self._closing
 
     async def _gather(self, run: object) -> None:
         """Group commit: let writes that keep arriving join the next generation.

@@ -17,21 +17,11 @@ Nothing here parses XMPP.
 
 from __future__ import annotations
 
-import contextlib
-import socket
-import struct
-
 import trio
 
+from tests.xmpp._link import reset_stream
+
 _CHUNK = 65536
-
-
-def _abort(stream: trio.SocketStream) -> None:
-    """Close with an RST (unread and unsent bytes are discarded)."""
-    with contextlib.suppress(OSError):
-        stream.socket.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-    with contextlib.suppress(OSError):
-        stream.socket.close()
 
 
 class _Connection:
@@ -77,12 +67,12 @@ class LinkProxy:
 
     async def _handle(self, down: trio.SocketStream) -> None:
         if trio.current_time() < self._refusing_until:
-            _abort(down)
+            reset_stream(down)
             return
         try:
             up = await trio.open_tcp_stream(*self._upstream)
         except OSError:  # Prosody is away: the engine sees the connection drop
-            _abort(down)
+            reset_stream(down)
             return
         connection = _Connection(down, up)
         self._connections.add(connection)
@@ -95,8 +85,8 @@ class LinkProxy:
                     nursery.start_soon(self._pump, up, down, nursery.cancel_scope)
         finally:
             self._connections.discard(connection)
-            _abort(down)
-            _abort(up)
+            reset_stream(down)
+            reset_stream(up)
             self._notify()
 
     async def _pump(self, source: trio.SocketStream, sink: trio.SocketStream,
@@ -118,8 +108,8 @@ class LinkProxy:
         self._refusing_until = trio.current_time() + refuse_for
         count = 0
         for connection in list(self._connections):
-            _abort(connection.down)
-            _abort(connection.up)
+            reset_stream(connection.down)
+            reset_stream(connection.up)
             connection.scope.cancel()
             count += 1
         self.resets += count

@@ -28,7 +28,8 @@ _READ = 65536
 HOLD_LIMIT = 1 << 20
 
 
-def _reset(stream: trio.SocketStream) -> None:
+def reset_stream(stream: trio.SocketStream) -> None:
+    """Close with an RST (unread and unsent bytes are discarded)."""
     with contextlib.suppress(OSError):
         stream.socket.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     with contextlib.suppress(OSError):
@@ -95,7 +96,7 @@ class Link:
         try:
             server = await trio.open_tcp_stream(*self._upstream)
         except OSError:
-            _reset(component)
+            reset_stream(component)
             return
         carried = _Carried(component, server)
         self._open.add(carried)
@@ -109,8 +110,8 @@ class Link:
                         nursery.start_soon(self._write, way, nursery.cancel_scope)
         finally:
             self._open.discard(carried)
-            _reset(component)
-            _reset(server)
+            reset_stream(component)
+            reset_stream(server)
             self._notify()
 
     async def _read(self, way: _Way, done: trio.CancelScope) -> None:
@@ -151,8 +152,8 @@ class Link:
         for carried in list(self._open):
             carried.upstream.held.clear()
             carried.downstream.held.clear()
-            _reset(carried.component)
-            _reset(carried.server)
+            reset_stream(carried.component)
+            reset_stream(carried.server)
             carried.scope.cancel()
             count += 1
         self._moving.set()
